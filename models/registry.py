@@ -1,0 +1,192 @@
+"""MLflow registry helpers: naming, connection, logging/registering HF directories, URIs.
+
+Every model version ponder produces is a registered MLflow model named
+``ponder-<domain>-{policy,orm,prm}`` (or ``ponder-base-policy``); aliases say which one
+serves (``champion``), which awaits evaluation (``challenger``) and the rollback target
+(``previous``). Stages are never used. ``models:/`` URIs are resolved to a local,
+read-only copy under ``<models_dir>/registry/<name>/<version>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from domains.errors import PonderError
+from models.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+BASE_POLICY = "ponder-base-policy"
+ALIASES = ("champion", "challenger", "previous")
+MODEL_KINDS = ("policy", "orm", "prm")
+EXPERIMENT = "ponder"
+
+
+def model_name(domain: str, kind: str) -> str:
+    """Registered name for a domain's model of one kind, e.g. ponder-medicine-prm."""
+    if kind not in MODEL_KINDS:
+        raise PonderError("kind", f"unknown model kind {kind!r}", f"use one of {MODEL_KINDS}")
+    return f"ponder-{domain}-{kind}"
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast with a clear message when a tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
+    except requests.RequestException as err:
+        raise PonderError(
+            "tracking_uri", f"the MLflow server at {uri} is unreachable ({type(err).__name__})",
+            "start it (`mlflow server --host 127.0.0.1 --port 5000`) or set "
+            "PONDER_TRACKING_URI to a reachable server; unset it for the local SQLite store",
+        ) from None
+
+
+def connect(settings: Settings | None = None) -> Any:
+    """Point MLflow at the configured tracking/registry URI and return a client."""
+    import mlflow
+
+    settings = settings or get_settings()
+    check_reachable(settings.tracking_uri)
+    settings.apply_environment()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return mlflow.MlflowClient(settings.tracking_uri, settings.tracking_uri)
+
+
+def ensure_experiment(name: str = EXPERIMENT, settings: Settings | None = None) -> str:
+    """Experiment id, creating it with artifacts under the configured artifact root."""
+    import mlflow
+
+    settings = settings or get_settings()
+    client = connect(settings)
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    local = not settings.tracking_uri.startswith(("http://", "https://"))
+    location = Path(settings.artifact_root, name).as_uri() if local else None
+    exp_id = client.create_experiment(name, artifact_location=location)
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed models:/ URI."""
+
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+    @property
+    def uri(self) -> str:
+        tail = f"@{self.alias}" if self.alias else f"/{self.version}"
+        return f"models:/{self.name}{tail}"
+
+
+def parse_models_uri(uri: str) -> ModelRef:
+    """Split models:/NAME@ALIAS or models:/NAME/VERSION; anything else is an error."""
+    body = uri.removeprefix("models:/")
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        if name and alias:
+            return ModelRef(name=name, alias=alias)
+    elif "/" in body:
+        name, version = body.split("/", 1)
+        if name and version.isdigit():
+            return ModelRef(name=name, version=version)
+    raise PonderError("model", f"malformed registry URI {uri!r}",
+                      "use models:/NAME@ALIAS (e.g. @champion) or models:/NAME/VERSION")
+
+
+def get_version(ref: ModelRef, client: Any | None = None) -> Any:
+    """The ModelVersion a reference points at, with errors that list what does exist."""
+    from mlflow.exceptions import MlflowException
+
+    client = client or connect()
+    try:
+        registered = client.get_registered_model(ref.name)
+    except MlflowException:
+        names = [m.name for m in client.search_registered_models()]
+        raise PonderError("model", f"no registered model named {ref.name!r}",
+                          f"use one of {names or '[] (register one first)'}") from None
+    try:
+        if ref.alias:
+            return client.get_model_version_by_alias(ref.name, ref.alias)
+        return client.get_model_version(ref.name, ref.version)
+    except MlflowException:
+        what = f"alias @{ref.alias}" if ref.alias else f"version {ref.version}"
+        have = sorted(registered.aliases) if ref.alias else _versions(client, ref.name)
+        raise PonderError("model", f"{ref.name} has no {what}",
+                          f"use one of {have or '[]'}") from None
+
+
+def _versions(client: Any, name: str) -> list[str]:
+    return sorted(v.version for v in client.search_model_versions(f"name='{name}'"))
+
+
+def download_model(uri: str, settings: Settings | None = None) -> Path:
+    """Local Hugging Face directory for a models:/ URI, downloaded once per version."""
+    import mlflow
+
+    settings = settings or get_settings()
+    client = connect(settings)
+    version = get_version(parse_models_uri(uri), client)
+    target = Path(settings.models_dir, "registry", version.name, str(version.version))
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
+            staged = Path(tmp, "dl")
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(staged)
+            )
+            hf_dir = staged / "model" if (staged / "model").is_dir() else staged
+            hf_dir.rename(target)
+    return target
+
+
+def register_hf_dir(
+    path: Path,
+    name: str,
+    alias: str | None = None,
+    tags: dict[str, str] | None = None,
+    run_name: str | None = None,
+) -> Any:
+    """Log a Hugging Face directory with the transformers flavor, register it, set an alias.
+
+    The run is marked FAILED and a version created without its alias is deleted when a
+    later step fails, so the registry never holds a half-registered model.
+    """
+    import mlflow
+    import torch
+    import transformers
+
+    connect()
+    ensure_experiment()
+    client = mlflow.MlflowClient()
+    reqs = [f"transformers=={transformers.__version__}", f"torch=={torch.__version__}"]
+    version = None
+    with mlflow.start_run(run_name=run_name or f"register-{name}") as run:
+        try:
+            info = mlflow.transformers.log_model(
+                transformers_model=str(path), task="text-generation", name="model",
+                pip_requirements=reqs,
+            )
+            version = mlflow.register_model(info.model_uri, name, tags=tags or {})
+            if alias:
+                client.set_registered_model_alias(name, alias, version.version)
+            mlflow.set_tags({"ponder.registered": f"{name}/{version.version}"})
+        except BaseException:
+            if version is not None:
+                client.delete_model_version(name, version.version)
+            mlflow.end_run(status="FAILED")
+            raise
+    log.info("registered %s version %s (run %s)", name, version.version, run.info.run_id)
+    return version

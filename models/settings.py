@@ -1,0 +1,92 @@
+"""Process-wide settings, read once from the environment (prefix ``PONDER_``).
+
+Everything ponder writes lives under ``home`` unless a setting points elsewhere, so a
+fresh checkout runs on embedded defaults (SQLite MLflow, ephemeral Prefect) and a real
+deployment only sets a few variables. Settings sit in ``models`` because that is the
+lowest layer that needs them; ``domains`` stays free of configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Backend = Literal["auto", "vllm", "transformers"]
+
+
+class Settings(BaseSettings):
+    """Resolved configuration; paths default to folders under ``home``."""
+
+    model_config = SettingsConfigDict(env_prefix="PONDER_", extra="ignore")
+
+    home: Path = Field(
+        default=Path(".ponder"),
+        description="Root folder for all local state: lake, models, MLflow, Prefect.",
+    )
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking/registry URI; default sqlite:///<home>/mlflow.db. "
+        "Point it at an `mlflow server` (http://host:5000) in a real setup.",
+    )
+    artifact_root: Path | None = Field(
+        default=None,
+        description="Where MLflow stores artifacts for experiments ponder creates; "
+        "default <home>/mlartifacts.",
+    )
+    lake_root: Path | None = Field(
+        default=None, description="Root of the Parquet lake; default <home>/lake."
+    )
+    models_dir: Path | None = Field(
+        default=None,
+        description="Where local model directories (example model, caches) live; "
+        "default <home>/models.",
+    )
+    backend: Backend = Field(
+        default="auto",
+        description="Generation backend: vllm, transformers, or auto (vLLM when importable).",
+    )
+    trust_remote_code_models: list[str] = Field(
+        default_factory=list,
+        description="Model paths or registry names explicitly allowed to run custom code "
+        "(trust_remote_code). Empty means no model may.",
+    )
+    vllm_memory_fraction: float = Field(
+        default=0.2,
+        gt=0.0,
+        le=0.95,
+        description="vLLM gpu_memory_utilization; on CPU it is the share of RAM for the KV "
+        "cache (0.2 suits a 24 GB machine).",
+    )
+    seed: int = Field(default=0, description="Default random seed for generation and training.")
+
+    @model_validator(mode="after")
+    def _fill_paths(self) -> Settings:
+        self.home = self.home.expanduser().resolve()
+        self.artifact_root = (self.artifact_root or self.home / "mlartifacts").resolve()
+        self.lake_root = (self.lake_root or self.home / "lake").resolve()
+        self.models_dir = (self.models_dir or self.home / "models").resolve()
+        if self.tracking_uri is None:
+            self.tracking_uri = f"sqlite:///{self.home / 'mlflow.db'}"
+        return self
+
+    @property
+    def prefect_home(self) -> Path:
+        """Prefect's state folder: the user's PREFECT_HOME if set, else <home>/prefect."""
+        return Path(os.environ.get("PREFECT_HOME") or self.home / "prefect")
+
+    def apply_environment(self) -> None:
+        """Create folders and export PREFECT_HOME so Prefect keeps its state under home."""
+        for path in (self.home, self.artifact_root, self.lake_root, self.models_dir):
+            Path(path).mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("PREFECT_HOME", str(self.prefect_home))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once; call ``get_settings.cache_clear()`` after env changes."""
+    return Settings()

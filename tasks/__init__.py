@@ -1,0 +1,1 @@
+"""Prefect tasks: small units of work over domains, models and storage."""
