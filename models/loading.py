@@ -49,7 +49,8 @@ def resolve_model_dir(spec: ModelSpec) -> Path:
         path = Path(spec.model).expanduser()
         if not path.is_dir():
             raise PonderError(
-                "model", f"no model directory at {path}",
+                "model",
+                f"no model directory at {path}",
                 "pass an existing Hugging Face directory or a models:/NAME@ALIAS URI "
                 "(`ponder models fetch-example` builds the example model)",
             )
@@ -61,17 +62,24 @@ def resolve_model_dir(spec: ModelSpec) -> Path:
 def check_safe_checkpoint(path: Path) -> None:
     """Refuse directories whose weights are not safetensors."""
     if not (path / "config.json").is_file():
-        raise PonderError("model", f"{path} has no config.json",
-                          "point at a Hugging Face model directory (save_pretrained output)")
+        raise PonderError(
+            "model",
+            f"{path} has no config.json",
+            "point at a Hugging Face model directory (save_pretrained output)",
+        )
     pickled = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickled:
         raise PonderError(
-            "model", f"{path} holds pickle weights ({', '.join(pickled)}); ponder loads only "
-            "safetensors", "convert with model.save_pretrained(dir, safe_serialization=True)",
+            "model",
+            f"{path} holds pickle weights ({', '.join(pickled)}); ponder loads only safetensors",
+            "convert with model.save_pretrained(dir, safe_serialization=True)",
         )
     if not any(path.glob("*.safetensors")):
-        raise PonderError("model", f"{path} has no *.safetensors weights",
-                          "save the model with safe_serialization=True")
+        raise PonderError(
+            "model",
+            f"{path} has no *.safetensors weights",
+            "save the model with safe_serialization=True",
+        )
 
 
 def check_remote_code(path: Path, spec: ModelSpec) -> None:
@@ -80,13 +88,15 @@ def check_remote_code(path: Path, spec: ModelSpec) -> None:
     allowed = set(get_settings().trust_remote_code_models)
     if spec.trust_remote_code and spec.model not in allowed and str(path) not in allowed:
         raise PonderError(
-            "trust_remote_code", f"{spec.model} is not allowed to run custom code",
+            "trust_remote_code",
+            f"{spec.model} is not allowed to run custom code",
             f"add it to PONDER_TRUST_REMOTE_CODE_MODELS='[\"{spec.model}\"]' after reviewing "
             "its code, or drop trust_remote_code",
         )
     if needs_code and not spec.trust_remote_code:
         raise PonderError(
-            "trust_remote_code", f"{spec.model} ships custom model code (auto_map in config.json)",
+            "trust_remote_code",
+            f"{spec.model} ships custom model code (auto_map in config.json)",
             "review the code, then pass trust_remote_code=True and list the model in "
             "PONDER_TRUST_REMOTE_CODE_MODELS",
         )

@@ -43,7 +43,8 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
     except requests.RequestException as err:
         raise PonderError(
-            "tracking_uri", f"the MLflow server at {uri} is unreachable ({type(err).__name__})",
+            "tracking_uri",
+            f"the MLflow server at {uri} is unreachable ({type(err).__name__})",
             "start it (`mlflow server --host 127.0.0.1 --port 5000`) or set "
             "PONDER_TRACKING_URI to a reachable server; unset it for the local SQLite store",
         ) from None
@@ -102,8 +103,11 @@ def parse_models_uri(uri: str) -> ModelRef:
         name, version = body.split("/", 1)
         if name and version.isdigit():
             return ModelRef(name=name, version=version)
-    raise PonderError("model", f"malformed registry URI {uri!r}",
-                      "use models:/NAME@ALIAS (e.g. @champion) or models:/NAME/VERSION")
+    raise PonderError(
+        "model",
+        f"malformed registry URI {uri!r}",
+        "use models:/NAME@ALIAS (e.g. @champion) or models:/NAME/VERSION",
+    )
 
 
 def get_version(ref: ModelRef, client: Any | None = None) -> Any:
@@ -115,8 +119,11 @@ def get_version(ref: ModelRef, client: Any | None = None) -> Any:
         registered = client.get_registered_model(ref.name)
     except MlflowException:
         names = [m.name for m in client.search_registered_models()]
-        raise PonderError("model", f"no registered model named {ref.name!r}",
-                          f"use one of {names or '[] (register one first)'}") from None
+        raise PonderError(
+            "model",
+            f"no registered model named {ref.name!r}",
+            f"use one of {names or '[] (register one first)'}",
+        ) from None
     try:
         if ref.alias:
             return client.get_model_version_by_alias(ref.name, ref.alias)
@@ -124,8 +131,9 @@ def get_version(ref: ModelRef, client: Any | None = None) -> Any:
     except MlflowException:
         what = f"alias @{ref.alias}" if ref.alias else f"version {ref.version}"
         have = sorted(registered.aliases) if ref.alias else _versions(client, ref.name)
-        raise PonderError("model", f"{ref.name} has no {what}",
-                          f"use one of {have or '[]'}") from None
+        raise PonderError(
+            "model", f"{ref.name} has no {what}", f"use one of {have or '[]'}"
+        ) from None
 
 
 def _versions(client: Any, name: str) -> list[str]:
@@ -176,7 +184,9 @@ def register_hf_dir(
     with mlflow.start_run(run_name=run_name or f"register-{name}") as run:
         try:
             info = mlflow.transformers.log_model(
-                transformers_model=str(path), task="text-generation", name="model",
+                transformers_model=str(path),
+                task="text-generation",
+                name="model",
                 pip_requirements=reqs,
             )
             version = mlflow.register_model(info.model_uri, name, tags=tags or {})

@@ -1,0 +1,58 @@
+"""Session fixtures: isolated PONDER_HOME, tiny random models, one shared vLLM engine."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ponder_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test session writes under its own PONDER_HOME, never the user's."""
+    from models.settings import get_settings
+
+    home = tmp_path_factory.mktemp("ponder-home")
+    old = {k: os.environ.get(k) for k in ("PONDER_HOME", "PREFECT_HOME")}
+    os.environ["PONDER_HOME"] = str(home)
+    os.environ.pop("PREFECT_HOME", None)
+    get_settings.cache_clear()
+    yield home
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight 2-layer Llama with a byte-level BPE tokenizer and chat template."""
+    from models.example import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight Llama sequence classifier (one score) for reward-model tests."""
+    from models.example import build_tiny_reward_model
+
+    return build_tiny_reward_model(tmp_path_factory.mktemp("tiny-rm") / "model")
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model: Path) -> Iterator[object]:
+    """One vLLM engine over the tiny model (fp32), shared by the session and shut down after."""
+    from models.engine import close_generators, get_generator
+    from models.loading import ModelSpec
+
+    engine = get_generator(ModelSpec(model=str(tiny_model), dtype="float32"), "vllm")
+    yield engine
+    close_generators()
