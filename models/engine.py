@@ -13,6 +13,7 @@ import atexit
 import gc
 import logging
 import math
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -171,6 +172,10 @@ class VLLMGenerator(Generator):
 
         settings = get_settings()
         on_cpu = device_kind() == "cpu"
+        if on_cpu and settings.vllm_cpu_reserved_cores is not None:
+            os.environ.setdefault(
+                "VLLM_CPU_NUM_OF_RESERVED_CPU", str(settings.vllm_cpu_reserved_cores)
+            )
         self.llm = LLM(
             model=str(self.model_dir),
             dtype=spec.dtype,

@@ -62,6 +62,13 @@ class Settings(BaseSettings):
         description="vLLM gpu_memory_utilization; on CPU it is the share of RAM for the KV "
         "cache (0.2 suits a 24 GB machine).",
     )
+    vllm_cpu_reserved_cores: int | None = Field(
+        default=0,
+        ge=0,
+        description="Cores vLLM CPU keeps away from its worker for the scheduler process "
+        "(VLLM_CPU_NUM_OF_RESERVED_CPU). vLLM reserves one by default, which halves throughput "
+        "on a 2-core machine (measured: 244 -> 438 tok/s with 0); None keeps vLLM's default.",
+    )
     seed: int = Field(default=0, description="Default random seed for generation and training.")
 
     @model_validator(mode="after")
