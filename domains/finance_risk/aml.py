@@ -1,0 +1,288 @@
+"""AML typology detection in a transaction chain (AMLSim's eight typologies).
+
+A case is an alert on a subject account with KYC, plus 20-200 transactions in which one
+laundering pattern hides among benign activity. Amounts shrink about 10% per hop, hops are
+hours apart, formats are mixed. Truth: the typology, its member accounts and the
+laundering transaction ids. At difficulty 1-2 laundering transactions carry the alert id
+(as AMLSim exports do); from 3 on they do not, members also transact benignly (4+) and
+benign amounts overlap the laundering ones (5).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from domains.base import Family, Verdict, set_f1
+from domains.parsing import to_str_list
+
+TYPOLOGIES = (
+    "fan_out",
+    "fan_in",
+    "cycle",
+    "bipartite",
+    "stack",
+    "random",
+    "scatter_gather",
+    "gather_scatter",
+)
+FORMATS = ("ACH", "Wire", "Cash", "Cheque", "Credit Card", "Bitcoin")
+OCCUPATIONS = (
+    "import/export trader",
+    "restaurant owner",
+    "consultant",
+    "student",
+    "car dealer",
+    "software engineer",
+    "real-estate agent",
+)
+T0 = dt.datetime(2026, 3, 2, 8, 0)
+
+
+class Txn(BaseModel):
+    txn_id: str = Field(description="Transaction id.")
+    timestamp: dt.datetime = Field(description="Booking time.")
+    from_account: str = Field(description="Originator account.")
+    to_account: str = Field(description="Beneficiary account.")
+    amount: float = Field(gt=0, description="Amount (positive).")
+    currency: str = Field(default="USD", description="ISO currency.")
+    payment_format: Literal[FORMATS] = Field(description="Payment channel.")  # type: ignore[valid-type]
+    alert_id: str | None = Field(default=None, description="Alert id if flagged by the system.")
+
+
+class KYC(BaseModel):
+    name: str
+    customer_type: Literal["individual", "business"]
+    occupation: str
+    country: str
+    expected_monthly_volume: float = Field(ge=0)
+
+
+class AMLInputs(BaseModel):
+    """Alert, subject KYC and the transaction extract."""
+
+    alert_id: str = Field(description="Alert id.")
+    subject_account: str = Field(description="Account the alert fired on.")
+    kyc: KYC = Field(description="Subject's KYC profile.")
+    transactions: list[Txn] = Field(min_length=1, description="Transaction extract.")
+
+
+class AMLAnswer(BaseModel):
+    typology: Literal[TYPOLOGIES] = Field(description="AMLSim typology label.")  # type: ignore[valid-type]
+    accounts: list[str] = Field(description="Member accounts of the pattern.")
+    transactions: list[str] = Field(description="Laundering transaction ids.")
+
+    @field_validator("typology", mode="before")
+    @classmethod
+    def _label(cls, value: Any) -> str:
+        return str(value).strip().lower().replace("-", "_").replace(" ", "_")
+
+    @field_validator("accounts", "transactions", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> list[str]:
+        return sorted(set(to_str_list(value)))
+
+
+def pattern_edges(typology: str, members: list[str], rng: random.Random) -> list[tuple]:
+    """(src, dst, hop) edges of a typology over its member accounts."""
+    m, k = members, len(members)
+    if typology == "fan_out":
+        return [(m[0], d, 0) for d in m[1:]]
+    if typology == "fan_in":
+        return [(s, m[0], 0) for s in m[1:]]
+    if typology == "cycle":
+        return [(m[i], m[(i + 1) % k], i) for i in range(k)]
+    if typology == "bipartite":
+        half = k // 2
+        return [(s, d, 0) for s in m[:half] for d in m[half:]]
+    if typology == "stack":
+        a, b, c = m[: k // 3], m[k // 3 : 2 * k // 3], m[2 * k // 3 :]
+        return [(s, d, 0) for s in a for d in b] + [(s, d, 1) for s in b for d in c]
+    if typology == "random":
+        order = m[:]
+        rng.shuffle(order[1:])
+        return [(order[i], order[i + 1], i) for i in range(k - 1)]
+    if typology == "scatter_gather":
+        return [(m[0], x, 0) for x in m[2:]] + [(x, m[1], 1) for x in m[2:]]
+    mid = k // 2  # gather_scatter: sources -> hub -> destinations
+    return [(s, m[0], 0) for s in m[1:mid]] + [(m[0], d, 1) for d in m[mid:]]
+
+
+MEMBER_COUNTS = {
+    "fan_out": (4, 7),
+    "fan_in": (4, 7),
+    "cycle": (3, 6),
+    "bipartite": (4, 6),
+    "stack": (6, 9),
+    "random": (4, 7),
+    "scatter_gather": (5, 7),
+    "gather_scatter": (5, 8),
+}
+
+
+class AMLTypology(Family):
+    """Name the laundering typology, its accounts and its transactions."""
+
+    name = "aml_typology"
+    Inputs = AMLInputs
+    Answer = AMLAnswer
+    instructions = (
+        "You are reviewing a transaction-monitoring alert. Find the one money-laundering "
+        "pattern among the transactions and name its typology, one of: fan_out (one account "
+        "pays many), fan_in (many pay one), cycle (funds return to the origin), bipartite "
+        "(a group of payers pays a group of payees), stack (two bipartite layers in a row), "
+        "random (funds hop along a chain of accounts without returning), scatter_gather "
+        "(one pays many intermediaries who all pay one), gather_scatter (many pay one hub "
+        "that pays many). Laundered amounts shrink about 10% per hop. List every account in "
+        "the pattern and every laundering transaction id."
+    )
+    answer_example = (
+        '{"typology": "fan_out", "accounts": ["A1001", "A1002"], '
+        '"transactions": ["T0003", "T0007"]}'
+    )
+
+    def sample(self, rng: random.Random, difficulty: int) -> tuple[dict, dict, list[str]]:
+        typology = rng.choice(TYPOLOGIES)
+        lo, hi = MEMBER_COUNTS[typology]
+        pool = [f"A{n}" for n in rng.sample(range(1000, 9999), 70)]
+        members = pool[: rng.randint(lo, hi)]
+        edges = pattern_edges(typology, members, rng)
+        alert = f"ALRT-{rng.randrange(10**6):06d}"
+        total = [20, 40, 80, 140, 200][difficulty - 1]
+        rows = _laundering_rows(edges, rng, alert if difficulty <= 2 else None)
+        rows += _benign_rows(total - len(rows), pool, members, rng, difficulty)
+        rows.sort(key=lambda r: r["timestamp"])
+        for i, r in enumerate(rows):
+            r["txn_id"] = f"T{i + 1:04d}"
+        bad = sorted(r["txn_id"] for r in rows if r.pop("_laundering"))
+        for r in rows:
+            r["timestamp"] = r["timestamp"].isoformat()
+        inputs = {
+            "alert_id": alert,
+            "subject_account": members[0],
+            "kyc": _kyc(rng),
+            "transactions": rows,
+        }
+        truth = {"typology": typology, "accounts": sorted(members), "transactions": bad}
+        return inputs, truth, _steps(typology, members, bad, rows, difficulty)
+
+    def render(self, x: BaseModel) -> str:
+        assert isinstance(x, AMLInputs)
+        k = x.kyc
+        head = [
+            f"Alert {x.alert_id} on account {x.subject_account}",
+            f"KYC: {k.name}, {k.customer_type}, {k.occupation}, {k.country}, expected "
+            f"monthly volume USD {k.expected_monthly_volume:,.0f}",
+            "txn_id | time | from | to | amount | currency | format | alert",
+        ]
+        body = [
+            f"{t.txn_id} | {t.timestamp:%Y-%m-%d %H:%M} | {t.from_account} | {t.to_account}"
+            f" | {t.amount:,.2f} | {t.currency} | {t.payment_format} | {t.alert_id or '-'}"
+            for t in x.transactions
+        ]
+        return "\n".join(head + body)
+
+    def grade(self, inputs: BaseModel, truth: BaseModel, answer: BaseModel) -> Verdict:
+        assert isinstance(truth, AMLAnswer) and isinstance(answer, AMLAnswer)
+        label = float(truth.typology == answer.typology)
+        acc = set_f1(set(truth.accounts), set(answer.accounts))
+        txn = set_f1(set(truth.transactions), set(answer.transactions))
+        return Verdict(
+            score=(label + acc + txn) / 3,
+            correct=label == acc == txn == 1.0,
+            detail=f"label {'ok' if label else 'wrong'}; accounts F1 {acc:.2f}; "
+            f"transactions F1 {txn:.2f}",
+        )
+
+
+def _laundering_rows(edges: list[tuple], rng: random.Random, alert: str | None) -> list[dict]:
+    base = rng.uniform(20_000, 250_000)
+    start = T0 + dt.timedelta(days=rng.randrange(20), hours=rng.randrange(10))
+    width = max(sum(1 for e in edges if e[2] == 0), 1)
+    fmt = rng.choice(FORMATS)
+    rows = []
+    for src, dst, hop in edges:
+        share = base / width if hop == 0 or len(edges) > 8 else base
+        amount = round(share * 0.9**hop * rng.uniform(0.97, 1.0), 2)
+        when = start + dt.timedelta(hours=hop * rng.randint(4, 30), minutes=rng.randrange(240))
+        rows.append(
+            {
+                "timestamp": when,
+                "from_account": src,
+                "to_account": dst,
+                "amount": amount,
+                "currency": "USD",
+                "payment_format": fmt if rng.random() < 0.7 else rng.choice(FORMATS),
+                "alert_id": alert,
+                "_laundering": True,
+            }
+        )
+    return rows
+
+
+def _benign_rows(
+    n: int, pool: list[str], members: list[str], rng: random.Random, difficulty: int
+) -> list[dict]:
+    others = [a for a in pool if a not in members]
+    parties = others + (members if difficulty >= 4 else [])
+    scale = 40_000 if difficulty >= 5 else 2_500
+    rows = []
+    for _ in range(max(n, 0)):
+        src, dst = rng.sample(parties, 2)
+        rows.append(
+            {
+                "timestamp": T0 + dt.timedelta(minutes=rng.randrange(30 * 24 * 60)),
+                "from_account": src,
+                "to_account": dst,
+                "amount": round(rng.lognormvariate(0, 0.8) * scale / 2, 2),
+                "currency": "USD",
+                "payment_format": rng.choice(FORMATS),
+                "alert_id": None,
+                "_laundering": False,
+            }
+        )
+    return rows
+
+
+def _kyc(rng: random.Random) -> dict:
+    business = rng.random() < 0.5
+    return {
+        "name": rng.choice(
+            [
+                "Halvorsen Trading LLC",
+                "R. Mendes",
+                "Sato Imports KK",
+                "A. Novak",
+                "Blue Lotus Cafe",
+                "K. Mensah",
+            ]
+        ),
+        "customer_type": "business" if business else "individual",
+        "occupation": rng.choice(OCCUPATIONS),
+        "country": rng.choice(["US", "PA", "CY", "AE"]),
+        "expected_monthly_volume": float(rng.randrange(2, 200) * 1000),
+    }
+
+
+def _steps(
+    typology: str, members: list[str], bad: list[str], rows: list[dict], difficulty: int
+) -> list[str]:
+    by_id = {r["txn_id"]: r for r in rows}
+    chain = "; ".join(
+        f"{t}: {by_id[t]['from_account']}->{by_id[t]['to_account']} {by_id[t]['amount']:,.2f}"
+        for t in bad
+    )
+    how = (
+        "the transactions tagged with the alert id"
+        if difficulty <= 2
+        else f"transfers linked to subject {members[0]} whose amounts shrink ~10% per hop"
+    )
+    return [
+        f"Start from the subject account {members[0]} and collect {how}.",
+        f"Laundering transactions in time order: {chain}.",
+        f"Accounts involved: {', '.join(sorted(members))}.",
+        f"The flow structure matches the {typology} typology.",
+    ]

@@ -1,0 +1,234 @@
+"""Basel II/III IRB capital for one exposure: correlation R, capital K and RWA.
+
+Formulas from BCBS "International Convergence of Capital Measurement" (2006), paras 272
+(corporate, with the SME firm-size adjustment of para 273) and 328-330 (retail:
+residential mortgage, qualifying revolving, other retail). PD is floored at 0.03% (para
+285) and maturity is clamped to [1, 5] years (para 320). Retail has no maturity adjustment.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from statistics import NormalDist
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from domains.base import Family, Verdict
+from domains.parsing import key_values, to_float
+
+AssetClass = Literal[
+    "corporate", "sme_corporate", "residential_mortgage", "qualifying_revolving", "other_retail"
+]
+PD_FLOOR = 0.0003
+_N = NormalDist()
+G999 = _N.inv_cdf(0.999)
+
+
+class CreditInputs(BaseModel):
+    """One exposure as a credit officer records it."""
+
+    exposure_id: str = Field(description="Facility reference.")
+    obligor: str = Field(description="Borrower name.")
+    asset_class: AssetClass = Field(description="IRB asset class.")
+    pd: float = Field(gt=0.0, le=1.0, description="Probability of default, as a fraction.")
+    lgd: float = Field(ge=0.0, le=1.0, description="Loss given default, as a fraction.")
+    ead: float = Field(ge=0.0, description="Exposure at default, in currency units.")
+    maturity: float = Field(gt=0.0, le=30.0, description="Effective maturity in years.")
+    sales_m: float | None = Field(default=None, gt=0, description="Annual sales, EUR millions.")
+    currency: str = Field(default="USD", description="Currency of EAD.")
+
+
+class CreditAnswer(BaseModel):
+    """IRB results."""
+
+    R: float = Field(description="Asset correlation.")
+    K: float = Field(description="Capital requirement per unit EAD.")
+    RWA: float = Field(description="Risk-weighted assets.")
+
+    @field_validator("R", "K", "RWA", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> float:
+        return to_float(value, percent_as_fraction=True)
+
+
+def correlation(asset_class: str, pd: float, sales_m: float | None = None) -> float:
+    """Asset correlation R for an asset class (BCBS 2006 paras 272-273, 328-330)."""
+    if asset_class == "residential_mortgage":
+        return 0.15
+    if asset_class == "qualifying_revolving":
+        return 0.04
+    if asset_class == "other_retail":
+        w = (1 - math.exp(-35 * pd)) / (1 - math.exp(-35))
+        return 0.03 * w + 0.16 * (1 - w)
+    w = (1 - math.exp(-50 * pd)) / (1 - math.exp(-50))
+    r = 0.12 * w + 0.24 * (1 - w)
+    if asset_class == "sme_corporate" and sales_m is not None:
+        s = min(max(sales_m, 5.0), 50.0)
+        r -= 0.04 * (1 - (s - 5.0) / 45.0)
+    return r
+
+
+def maturity_b(pd: float) -> float:
+    return (0.11852 - 0.05478 * math.log(pd)) ** 2
+
+
+def conditional_pd(pd: float, r: float) -> float:
+    return _N.cdf((_N.inv_cdf(pd) + math.sqrt(r) * G999) / math.sqrt(1 - r))
+
+
+def irb(x: CreditInputs) -> tuple[CreditAnswer, dict[str, float]]:
+    """R, K, RWA plus the intermediate values the reference solution shows."""
+    pd = max(x.pd, PD_FLOOR)
+    m = min(max(x.maturity, 1.0), 5.0)
+    r = correlation(x.asset_class, pd, x.sales_m)
+    cond = conditional_pd(pd, r)
+    retail = x.asset_class in ("residential_mortgage", "qualifying_revolving", "other_retail")
+    b = 0.0 if retail else maturity_b(pd)
+    adj = 1.0 if retail else (1 + (m - 2.5) * b) / (1 - 1.5 * b)
+    k = max(0.0, (x.lgd * cond - pd * x.lgd) * adj)
+    parts = {"pd": pd, "m": m, "cond": cond, "b": b, "adj": adj}
+    return CreditAnswer(R=r, K=k, RWA=12.5 * k * x.ead), parts
+
+
+NAMES = [
+    "Acme Tooling GmbH",
+    "Northwind Foods Ltd",
+    "Blue Harbor Shipping",
+    "Kestrel Homes",
+    "Orchid Retail SA",
+    "Granite Logistics",
+    "J. Alvarez (retail)",
+    "M. Chen (retail)",
+]
+CLASSES_BY_LEVEL: dict[int, list[str]] = {
+    1: ["corporate"],
+    2: ["corporate"],
+    3: ["corporate", "sme_corporate"],
+    4: ["corporate", "sme_corporate", "residential_mortgage", "qualifying_revolving"],
+    5: [
+        "corporate",
+        "sme_corporate",
+        "residential_mortgage",
+        "qualifying_revolving",
+        "other_retail",
+    ],
+}
+
+
+class CreditCapital(Family):
+    """Basel IRB R, K and RWA; difficulty adds classes, SME sales, floors and clamps."""
+
+    name = "credit_capital"
+    Inputs = CreditInputs
+    Answer = CreditAnswer
+    instructions = (
+        "Compute the Basel IRB (foundation formulas, BCBS 2006) asset correlation R, capital "
+        "requirement K and risk-weighted assets RWA = 12.5 x K x EAD for this exposure. Apply "
+        "the PD floor of 0.03% and clamp maturity to [1, 5] years; retail classes have no "
+        "maturity adjustment. Give R and K as fractions (not percent)."
+    )
+    answer_example = '{"R": 0.1768, "K": 0.0597, "RWA": 746250.0}'
+
+    def sample(self, rng: random.Random, difficulty: int) -> tuple[dict, dict, list[str]]:
+        asset_class = rng.choice(CLASSES_BY_LEVEL[difficulty])
+        pd = round(rng.uniform(0.0005, 0.08), 4)
+        if difficulty == 5 and rng.random() < 0.5:
+            pd = round(rng.uniform(0.00005, 0.00029), 5)  # below the floor
+        maturity = (
+            2.5
+            if difficulty == 1
+            else round(rng.uniform(0.5 if difficulty >= 4 else 1, 7 if difficulty >= 4 else 5), 2)
+        )
+        x = CreditInputs.model_construct(
+            exposure_id=f"FAC-{rng.randrange(10**6):06d}",
+            obligor=rng.choice(NAMES),
+            asset_class=asset_class,
+            pd=pd,
+            lgd=rng.choice([0.25, 0.35, 0.4, 0.45, 0.6]),
+            ead=float(rng.randrange(50, 5000) * 1000),
+            maturity=maturity,
+            sales_m=round(rng.uniform(2, 70), 1) if asset_class == "sme_corporate" else None,
+            currency=rng.choice(["USD", "EUR", "GBP"]),
+        )
+        answer, parts = irb(x)
+        return x.model_dump(), answer.model_dump(), _steps(x, answer, parts)
+
+    def render(self, x: BaseModel) -> str:
+        assert isinstance(x, CreditInputs)
+        lines = [
+            f"Facility {x.exposure_id}, obligor {x.obligor}",
+            f"Asset class: {x.asset_class.replace('_', ' ')}",
+            f"PD: {x.pd * 100:.4g}%",
+            f"LGD: {x.lgd * 100:.4g}%",
+            f"EAD: {x.currency} {x.ead:,.2f}",
+            f"Effective maturity: {x.maturity:g} years",
+        ]
+        if x.sales_m is not None:
+            lines.append(f"Annual sales: EUR {x.sales_m:g} million")
+        return "\n".join(lines)
+
+    def coerce(self, payload: dict[str, Any] | str) -> BaseModel:
+        if isinstance(payload, str):
+            kv = key_values(payload)
+            payload = {
+                k.upper() if k in ("r", "k") else "RWA": v
+                for k, v in kv.items()
+                if k in ("r", "k", "rwa")
+            }
+        return CreditAnswer.model_validate({_canon(k): v for k, v in payload.items()})
+
+    def grade(self, inputs: BaseModel, truth: BaseModel, answer: BaseModel) -> Verdict:
+        assert isinstance(truth, CreditAnswer) and isinstance(answer, CreditAnswer)
+        credits, notes = [], []
+        for key in ("R", "K", "RWA"):
+            want, got = getattr(truth, key), getattr(answer, key)
+            rel = abs(got - want) / max(abs(want), 1e-12)
+            credits.append(1.0 if rel <= 1e-3 else 0.5 * max(0.0, 1.0 - rel / 0.1))
+            notes.append(f"{key} {'ok' if rel <= 1e-3 else f'off by {rel:.2%}'}")
+        exact = all(c == 1.0 for c in credits)
+        return Verdict(score=sum(credits) / 3, correct=exact, detail="; ".join(notes))
+
+
+def _canon(key: str) -> str:
+    k = key.strip().lower()
+    return {"r": "R", "k": "K", "rwa": "RWA", "correlation": "R", "capital": "K"}.get(k, key)
+
+
+def _steps(x: CreditInputs, a: CreditAnswer, p: dict[str, float]) -> list[str]:
+    steps = [
+        f"Inputs: PD = {x.pd:.6g} (floored at 0.0003 -> {p['pd']:.6g}), LGD = {x.lgd:g}, "
+        f"M = {x.maturity:g} years (clamped to [1, 5] -> {p['m']:g}), EAD = {x.ead:,.2f}."
+    ]
+    steps.append(_corr_step(x, p["pd"], a.R))
+    steps.append(
+        f"Conditional PD at 99.9%: N((G(PD) + sqrt(R) x G(0.999)) / sqrt(1 - R)) = {p['cond']:.6f}."
+    )
+    if p["b"]:
+        steps.append(
+            f"Maturity adjustment: b = (0.11852 - 0.05478 x ln(PD))^2 = {p['b']:.6f}; "
+            f"(1 + (M - 2.5) x b) / (1 - 1.5 x b) = {p['adj']:.6f}."
+        )
+    else:
+        steps.append("Retail exposure: no maturity adjustment.")
+    steps.append(f"K = (LGD x {p['cond']:.6f} - PD x LGD) x {p['adj']:.6f} = {a.K:.6f}.")
+    steps.append(f"RWA = 12.5 x K x EAD = 12.5 x {a.K:.6f} x {x.ead:,.2f} = {a.RWA:,.2f}.")
+    return steps
+
+
+def _corr_step(x: CreditInputs, pd: float, r: float) -> str:
+    if x.asset_class in ("residential_mortgage", "qualifying_revolving"):
+        return f"Correlation for {x.asset_class.replace('_', ' ')} is fixed: R = {r:.4f}."
+    if x.asset_class == "other_retail":
+        return (
+            f"Other retail: w = (1 - e^(-35 PD)) / (1 - e^(-35)); R = 0.03 w + 0.16 (1 - w)"
+            f" = {r:.6f}."
+        )
+    text = (
+        f"Corporate: w = (1 - e^(-50 PD)) / (1 - e^(-50)) = "
+        f"{(1 - math.exp(-50 * pd)) / (1 - math.exp(-50)):.6f}; R = 0.12 w + 0.24 (1 - w)"
+    )
+    if x.asset_class == "sme_corporate":
+        text += f" - 0.04 (1 - (S - 5) / 45) with S = {min(max(x.sales_m or 50, 5), 50):g}"
+    return f"{text} = {r:.6f}."

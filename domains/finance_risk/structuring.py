@@ -1,0 +1,267 @@
+"""US cash reporting: CTR aggregation, structuring and the SAR threshold, to the cent.
+
+Rules (stated in the prompt so the ground truth is unambiguous):
+- 31 CFR 1010.311/313: a CTR is due for cash-in or cash-out totalling more than $10,000
+  in one business day, aggregated per person across branches. Cash-in and cash-out are
+  totalled separately, never netted. Only cash counts (not wires or cheques), and only
+  transactions by or for the customer under review. Saturday/Sunday activity belongs to
+  the next Monday's business day.
+- 31 CFR 1010.314 (structuring): ponder's red-flag rule is two or more cash-in
+  transactions within 3 consecutive business days totalling more than $10,000 while no
+  business day in that window reached the CTR threshold.
+- 31 CFR 1020.320: a bank SAR is due at $5,000 or more when suspicious: met when
+  structuring is indicated and the structured amount is at least $5,000.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from domains.base import Family, Verdict
+from domains.parsing import to_bool, to_decimal, to_str_list
+
+CTR_LIMIT = Decimal("10000.00")
+SAR_LIMIT = Decimal("5000.00")
+CENT = Decimal("0.01")
+BRANCHES = ["Main St", "Harbor Rd", "Airport Plaza", "Elm Park", "Riverside", "Downtown"]
+PEOPLE = ["Dana Whitfield", "Luis Ortega", "Priya Raman", "Tom Becker", "Grace Okafor"]
+
+
+class CashTxn(BaseModel):
+    """One teller or ATM transaction."""
+
+    txn_id: str = Field(description="Transaction reference.")
+    date: dt.date = Field(description="Posting date.")
+    branch: str = Field(description="Branch or ATM location.")
+    customer_id: str = Field(description="Customer the transaction is for.")
+    kind: Literal["cash_in", "cash_out", "wire", "cheque"] = Field(description="Instrument.")
+    amount: Decimal = Field(gt=0, decimal_places=2, description="Amount in USD (positive).")
+
+
+class StructuringInputs(BaseModel):
+    """One customer's recent activity as a BSA analyst sees it."""
+
+    customer_id: str = Field(description="Customer under review.")
+    customer_name: str = Field(description="Customer name.")
+    transactions: list[CashTxn] = Field(min_length=1, description="Activity log.")
+
+
+class DayTotal(BaseModel):
+    cash_in: Decimal = Field(ge=0, description="Cash-in total for the business day.")
+    cash_out: Decimal = Field(ge=0, description="Cash-out total for the business day.")
+
+    @field_validator("cash_in", "cash_out", mode="before")
+    @classmethod
+    def _money(cls, value: Any) -> Decimal:
+        return to_decimal(value).quantize(CENT)
+
+
+class StructuringAnswer(BaseModel):
+    """Filing decisions and the aggregated amounts."""
+
+    ctr_due: bool = Field(description="Whether at least one CTR is due.")
+    ctr_days: list[str] = Field(description="Business days (YYYY-MM-DD) needing a CTR.")
+    structuring: bool = Field(description="Whether structuring is indicated.")
+    sar_threshold_met: bool = Field(description="Whether the SAR threshold is met.")
+    daily_totals: dict[str, DayTotal] = Field(description="Cash totals per business day.")
+
+    @field_validator("ctr_due", "structuring", "sar_threshold_met", mode="before")
+    @classmethod
+    def _flag(cls, value: Any) -> bool:
+        return to_bool(value)
+
+    @field_validator("ctr_days", mode="before")
+    @classmethod
+    def _days(cls, value: Any) -> list[str]:
+        return sorted(to_str_list(value))
+
+
+def business_day(day: dt.date) -> dt.date:
+    """Weekend activity rolls forward to Monday."""
+    return day + dt.timedelta(days=(7 - day.weekday()) % 7) if day.weekday() >= 5 else day
+
+
+def assess(x: StructuringInputs) -> StructuringAnswer:
+    """Apply the rules in the module docstring."""
+    totals: dict[dt.date, dict[str, Decimal]] = {}
+    counts: dict[dt.date, int] = {}
+    for t in x.transactions:
+        if t.customer_id != x.customer_id or t.kind not in ("cash_in", "cash_out"):
+            continue
+        day = business_day(t.date)
+        bucket = totals.setdefault(day, {"cash_in": Decimal(0), "cash_out": Decimal(0)})
+        bucket[t.kind] += t.amount
+        counts[day] = counts.get(day, 0) + (t.kind == "cash_in")
+    ctr_days = sorted(d for d, b in totals.items() if max(b.values()) > CTR_LIMIT)
+    structured = _structured_amount(totals, counts, set(ctr_days))
+    return StructuringAnswer(
+        ctr_due=bool(ctr_days),
+        ctr_days=[d.isoformat() for d in ctr_days],
+        structuring=structured > CTR_LIMIT,
+        sar_threshold_met=structured >= SAR_LIMIT and structured > CTR_LIMIT,
+        daily_totals={d.isoformat(): DayTotal(**b) for d, b in sorted(totals.items())},
+    )
+
+
+def _structured_amount(totals: dict, counts: dict, ctr_days: set) -> Decimal:
+    """Largest cash-in total over 3 consecutive business days with >= 2 deposits and no CTR."""
+    best = Decimal(0)
+    for start in totals:
+        window = [d for d in totals if 0 <= _bdays(start, d) < 3]
+        if ctr_days & set(window) or sum(counts.get(d, 0) for d in window) < 2:
+            continue
+        best = max(best, sum((totals[d]["cash_in"] for d in window), Decimal(0)))
+    return best
+
+
+def _bdays(a: dt.date, b: dt.date) -> int:
+    """Business days from a to b (Mon-Fri count), negative when b is earlier."""
+    sign = 1 if b >= a else -1
+    lo, hi = sorted((a, b))
+    days = sum(1 for i in range((hi - lo).days) if (lo + dt.timedelta(days=i)).weekday() < 5)
+    return sign * days
+
+
+class Structuring(Family):
+    """CTR / structuring / SAR decisions over one customer's cash activity."""
+
+    name = "structuring"
+    Inputs = StructuringInputs
+    Answer = StructuringAnswer
+    instructions = (
+        "Review this customer's activity under the US Bank Secrecy Act. Rules: a CTR is due "
+        "for any business day on which the customer's cash-in total, or cash-out total, is "
+        "more than $10,000.00 (31 CFR 1010.311/313; aggregate across branches, do not net "
+        "in against out; only cash counts; ignore transactions for other customers; "
+        "Saturday/Sunday activity belongs to the next Monday). Structuring is indicated when "
+        "two or more cash-in transactions within 3 consecutive business days total more than "
+        "$10,000.00 while none of those business days needs a CTR (31 CFR 1010.314). The SAR "
+        "threshold is met when structuring is indicated and involves $5,000.00 or more "
+        "(31 CFR 1020.320). Report cash totals per business day, to the cent."
+    )
+    answer_example = (
+        '{"ctr_due": true, "ctr_days": ["2026-03-02"], "structuring": false, '
+        '"sar_threshold_met": false, "daily_totals": {"2026-03-02": '
+        '{"cash_in": "10400.00", "cash_out": "0.00"}}}'
+    )
+
+    def sample(self, rng: random.Random, difficulty: int) -> tuple[dict, dict, list[str]]:
+        x = _draw(rng, difficulty)
+        answer = assess(x)
+        return (x.model_dump(mode="json"), answer.model_dump(mode="json"), _steps(x, answer))
+
+    def render(self, x: BaseModel) -> str:
+        assert isinstance(x, StructuringInputs)
+        rows = [
+            f"Customer under review: {x.customer_name} ({x.customer_id})",
+            "txn_id | date | weekday | branch | customer | type | amount (USD)",
+        ]
+        rows += [
+            f"{t.txn_id} | {t.date} | {t.date:%a} | {t.branch} | {t.customer_id} | "
+            f"{t.kind.replace('_', ' ')} | {t.amount:,.2f}"
+            for t in x.transactions
+        ]
+        return "\n".join(rows)
+
+    def grade(self, inputs: BaseModel, truth: BaseModel, answer: BaseModel) -> Verdict:
+        assert isinstance(truth, StructuringAnswer) and isinstance(answer, StructuringAnswer)
+        checks = {
+            "ctr_due": truth.ctr_due == answer.ctr_due,
+            "ctr_days": set(truth.ctr_days) == set(answer.ctr_days),
+            "structuring": truth.structuring == answer.structuring,
+            "sar": truth.sar_threshold_met == answer.sar_threshold_met,
+        }
+        want = {d: (v.cash_in, v.cash_out) for d, v in truth.daily_totals.items()}
+        got = {d: (v.cash_in, v.cash_out) for d, v in answer.daily_totals.items()}
+        day_credit = len({d for d in want if got.get(d) == want[d]}) / max(len(want | got), 1)
+        score = (sum(checks.values()) + day_credit) / 5
+        wrong = [k for k, ok in checks.items() if not ok] + (
+            ["daily_totals"] if day_credit < 1 else []
+        )
+        return Verdict(
+            score=score,
+            correct=not wrong,
+            detail="all exact" if not wrong else f"wrong: {', '.join(wrong)}",
+        )
+
+
+def _draw(rng: random.Random, difficulty: int) -> StructuringInputs:
+    cust = f"C{rng.randrange(10**5):05d}"
+    start = dt.date(2026, 1, 5) + dt.timedelta(weeks=rng.randrange(40))
+    n = [4, 7, 10, 16, 26][difficulty - 1]
+    span = [2, 4, 6, 9, 12][difficulty - 1]
+    mode = rng.choice(["ctr", "structuring", "clean", "both"])
+    txns = []
+    for _ in range(n):
+        day = start + dt.timedelta(days=rng.randrange(span))
+        if difficulty < 4 and day.weekday() >= 5:
+            day -= dt.timedelta(days=2)
+        kind = "cash_in"
+        if difficulty >= 3:
+            kind = rng.choices(["cash_in", "cash_out", "wire", "cheque"], [6, 2, 1, 1])[0]
+        who = cust if difficulty < 5 or rng.random() < 0.8 else f"C{rng.randrange(10**5):05d}"
+        txns.append((day, kind, who, _amount(rng, mode, difficulty)))
+    if difficulty >= 4:  # a borderline day at exactly the limit (not "more than")
+        txns.append((start, "cash_in", cust, Decimal("10000.00")))
+    txns.sort(key=lambda t: t[0])
+    return StructuringInputs(
+        customer_id=cust,
+        customer_name=rng.choice(PEOPLE),
+        transactions=[
+            CashTxn(
+                txn_id=f"T{i + 1:04d}",
+                date=d,
+                branch=rng.choice(BRANCHES[: 1 + difficulty]),
+                customer_id=w,
+                kind=k,
+                amount=a,
+            )
+            for i, (d, k, w, a) in enumerate(txns)
+        ],
+    )
+
+
+def _amount(rng: random.Random, mode: str, difficulty: int) -> Decimal:
+    if mode in ("structuring", "both") and rng.random() < 0.6:
+        value = rng.uniform(8000, 9990)
+    elif mode in ("ctr", "both") and rng.random() < 0.3:
+        value = rng.uniform(10001, 15000)
+    else:
+        value = rng.uniform(200, 4000)
+    cents = difficulty >= 2
+    return Decimal(f"{value:.2f}") if cents else Decimal(int(value // 100) * 100).quantize(CENT)
+
+
+def _steps(x: StructuringInputs, a: StructuringAnswer) -> list[str]:
+    kept = [
+        t
+        for t in x.transactions
+        if t.customer_id == x.customer_id and t.kind in ("cash_in", "cash_out")
+    ]
+    dropped = len(x.transactions) - len(kept)
+    steps = [
+        f"Keep cash transactions for {x.customer_id}: {len(kept)} kept, {dropped} excluded "
+        "(non-cash or other customers); weekend items move to the next Monday."
+    ]
+    for day, tot in a.daily_totals.items():
+        items = [t for t in kept if business_day(t.date).isoformat() == day]
+        ins = " + ".join(f"{t.amount:,.2f}" for t in items if t.kind == "cash_in") or "0.00"
+        steps.append(
+            f"Business day {day}: cash in {ins} = {tot.cash_in:,.2f}; cash out {tot.cash_out:,.2f}."
+        )
+    days = ", ".join(a.ctr_days) or "none"
+    steps.append(
+        f"Days over $10,000.00 in either direction: {days}; CTR due: "
+        f"{'yes' if a.ctr_due else 'no'}."
+    )
+    steps.append(
+        "Structuring (>= 2 cash-in within 3 business days totalling > $10,000 with no "
+        f"CTR day): {'indicated' if a.structuring else 'not indicated'}; SAR threshold "
+        f"($5,000): {'met' if a.sar_threshold_met else 'not met'}."
+    )
+    return steps
