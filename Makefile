@@ -33,6 +33,7 @@ test: install
 
 bench: install
 	$(PY) -m bench.generate
+	$(PY) -m bench.domains
 
 lint: install
 	$(VENV)/bin/ruff check --fix .
