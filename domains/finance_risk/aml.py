@@ -173,18 +173,25 @@ class AMLTypology(Family):
     def render(self, x: BaseModel) -> str:
         assert isinstance(x, AMLInputs)
         k = x.kyc
+        currencies = {t.currency for t in x.transactions}
+        tagged = any(t.alert_id for t in x.transactions)
         head = [
             f"Alert {x.alert_id} on account {x.subject_account}",
             f"KYC: {k.name}, {k.customer_type}, {k.occupation}, {k.country}, expected "
             f"monthly volume USD {k.expected_monthly_volume:,.0f}",
-            "txn_id | time | from | to | amount | currency | format | alert",
+            f"Amounts in {currencies.pop()}." if len(currencies) == 1 else "",
+            "txn,time,from,to,amount,format"
+            + (",currency" if currencies else "")
+            + (",alert" if tagged else ""),
         ]
         body = [
-            f"{t.txn_id} | {t.timestamp:%Y-%m-%d %H:%M} | {t.from_account} | {t.to_account}"
-            f" | {t.amount:,.2f} | {t.currency} | {t.payment_format} | {t.alert_id or '-'}"
+            f"{t.txn_id},{t.timestamp:%m-%d %H:%M},{t.from_account},{t.to_account},"
+            f"{t.amount:.2f},{t.payment_format}"
+            + (f",{t.currency}" if currencies else "")
+            + (f",{t.alert_id or '-'}" if tagged else "")
             for t in x.transactions
         ]
-        return "\n".join(head + body)
+        return "\n".join([line for line in head if line] + body)
 
     def grade(self, inputs: BaseModel, truth: BaseModel, answer: BaseModel) -> Verdict:
         assert isinstance(truth, AMLAnswer) and isinstance(answer, AMLAnswer)

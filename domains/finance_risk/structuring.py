@@ -153,7 +153,23 @@ class Structuring(Family):
     def sample(self, rng: random.Random, difficulty: int) -> tuple[dict, dict, list[str]]:
         x = _draw(rng, difficulty)
         answer = assess(x)
-        return (x.model_dump(mode="json"), answer.model_dump(mode="json"), _steps(x, answer))
+        rows = [
+            {
+                "txn_id": t.txn_id,
+                "date": t.date.isoformat(),
+                "branch": t.branch,
+                "customer_id": t.customer_id,
+                "kind": t.kind,
+                "amount": str(t.amount),
+            }
+            for t in x.transactions
+        ]
+        inputs = {
+            "customer_id": x.customer_id,
+            "customer_name": x.customer_name,
+            "transactions": rows,
+        }
+        return inputs, answer.model_dump(mode="json"), _steps(x, answer)
 
     def render(self, x: BaseModel) -> str:
         assert isinstance(x, StructuringInputs)
@@ -209,11 +225,13 @@ def _draw(rng: random.Random, difficulty: int) -> StructuringInputs:
     if difficulty >= 4:  # a borderline day at exactly the limit (not "more than")
         txns.append((start, "cash_in", cust, Decimal("10000.00")))
     txns.sort(key=lambda t: t[0])
-    return StructuringInputs(
+    # model_construct: generated values are valid by construction (the reference-solution
+    # test validates every dump against the schema), and skipping validation is faster.
+    return StructuringInputs.model_construct(
         customer_id=cust,
         customer_name=rng.choice(PEOPLE),
         transactions=[
-            CashTxn(
+            CashTxn.model_construct(
                 txn_id=f"T{i + 1:04d}",
                 date=d,
                 branch=rng.choice(BRANCHES[: 1 + difficulty]),
