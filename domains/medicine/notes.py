@@ -126,6 +126,8 @@ def draw_facts(rng: random.Random, calc: str, difficulty: int) -> tuple[PatientF
     }
     if border and calc == "curb_65":
         v["bun"] = 19.0
+    if calc == "anion_gap":  # keep the gap physiological (3-30 mmol/L)
+        v["chloride"] = float(v["sodium"] - v["bicarbonate"] - rng.randint(3, 30))
     units = {
         k: difficulty >= 3 and rng.random() < 0.6
         for k in ("weight", "height", "creatinine", "bun", "calcium", "albumin", "bilirubin")

@@ -40,7 +40,7 @@ def _perturb(family: str, truth: dict) -> dict:
     elif family == "credit_capital":
         t["RWA"] = t["RWA"] * 1.01 + 1
     else:
-        t["value"] = t["value"] + 1 if isinstance(t["value"], int) else t["value"] * 1.2 + 1
+        t["value"] = t["value"] + max(1.0, 0.2 * abs(t["value"]))
     return t
 
 

@@ -1,0 +1,165 @@
+"""Flow ``collect``: gather cases and feedback into a new, versioned lake snapshot.
+
+Sources: the domain's generator, an inbox of files, a SQL query, and human feedback on
+MLflow traces (from the last watermark). Rows are validated (invalid ones quarantined with
+a reason), deduplicated by content hash, split by a hash of the case id, and written as a
+new version only when something changed: re-running with the same inputs is a no-op.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Literal
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field, model_validator
+
+from models.settings import get_settings
+from tasks.collect import (
+    Batch,
+    cases_from_files,
+    commit_cases,
+    commit_feedback,
+    feedback_from_files,
+    feedback_from_mlflow,
+    from_generator,
+    from_sql,
+    mark_processed,
+    publish_artifacts,
+    record_in_mlflow,
+)
+from tasks.lake import Lake
+from tasks.records import normalize_feedback, validate_cases
+
+Source = Literal["generator", "files", "sql", "mlflow_feedback"]
+
+
+class CollectParams(BaseModel):
+    """Parameters of one collect run (rendered as a form in the Prefect UI)."""
+
+    domain: str = Field(default="finance_risk", description="Registered domain name.")
+    sources: list[Source] = Field(
+        default=["generator", "files", "mlflow_feedback"], description="Which sources to read."
+    )
+    per_cell: int = Field(
+        default=4, ge=0, le=100_000, description="Generator: cases per family x difficulty."
+    )
+    seed: int = Field(default=0, description="Generator seed.")
+    train: float = Field(default=0.8, ge=0, le=1, description="Share of cases in train.")
+    eval: float = Field(default=0.1, ge=0, le=1, description="Share of cases in eval.")
+    test: float = Field(default=0.1, ge=0, le=1, description="Share of cases in test.")
+    inbox: Path | None = Field(
+        default=None,
+        description="Inbox folder with cases/ and feedback/ subfolders; default <home>/inbox.",
+    )
+    sql_uri: str | None = Field(default=None, description="Database URI for the sql source.")
+    sql_cases_query: str | None = Field(default=None, description="SQL returning case rows.")
+    sql_feedback_query: str | None = Field(default=None, description="SQL returning feedback rows.")
+    mlflow_experiment: str = Field(
+        default="ponder-traces", description="Experiment whose traces carry feedback."
+    )
+    check_traces: bool = Field(
+        default=True, description="Quarantine feedback whose trace is not in MLflow."
+    )
+    max_file_mb: float = Field(
+        default=2048, gt=0, description="Larger inbox files are quarantined whole."
+    )
+
+    @model_validator(mode="after")
+    def _ratios(self) -> CollectParams:
+        if abs(self.train + self.eval + self.test - 1.0) > 1e-9:
+            raise ValueError(
+                f"train + eval + test must be 1 (got "
+                f"{self.train + self.eval + self.test:g}); fix the split ratios"
+            )
+        if "sql" in self.sources and not self.sql_uri:
+            raise ValueError("source 'sql' needs sql_uri")
+        return self
+
+
+@flow(name="collect", log_prints=False)
+def collect(params: CollectParams | None = None) -> dict:
+    """Gather, validate, dedupe, split and version cases and feedback for one domain."""
+    params = params or CollectParams()
+    settings = get_settings()
+    settings.apply_environment()
+    lake, log = Lake(settings.lake_root), get_run_logger()
+    inbox = params.inbox or settings.home / "inbox"
+    run_id = flow_run.get_id() or uuid.uuid4().hex
+    cases, feedback = gather(params, inbox)
+    watermark_key = f"mlflow_feedback-{params.mlflow_experiment}"
+    newest = None
+    if "mlflow_feedback" in params.sources:
+        state = lake.state(params.domain, watermark_key)
+        frame, newest = feedback_from_mlflow(
+            params.domain, params.mlflow_experiment, int(state.get("last_ms", 0))
+        )
+        feedback.frames.append(normalize_feedback(frame.lazy(), "mlflow"))
+        feedback.sources.append(f"mlflow:{params.mlflow_experiment}>{state.get('last_ms', 0)}")
+    known = known_traces(params) if params.check_traces else None
+    summary_c = commit_cases(lake, params.domain, cases, run_id)
+    summary_f = commit_feedback(lake, params.domain, feedback, run_id, known)
+    mark_processed(cases.files, inbox, summary_c["version"])
+    mark_processed(feedback.files, inbox, summary_f["version"])
+    if newest is not None:
+        lake.save_state(params.domain, watermark_key, {"last_ms": newest})
+    summaries = [summary_c, summary_f]
+    record_in_mlflow(params.domain, summaries, params.model_dump(mode="json"))
+    publish_artifacts(params.domain, summaries, lake)
+    for s in summaries:
+        log.info(
+            "%s: %s",
+            s["dataset"],
+            {k: s[k] for k in ("version", "new_version", "valid", "quarantined", "duplicates")},
+        )
+    return {"cases": summary_c, "feedback": summary_f}
+
+
+def gather(params: CollectParams, inbox: Path) -> tuple[Batch, Batch]:
+    """Run the case and feedback sources the params ask for."""
+    from domains.base import get_domain
+
+    cases, feedback = Batch(), Batch()
+    split = (params.train, params.eval)
+    if "generator" in params.sources and params.per_cell:
+        _merge(cases, from_generator(params.domain, params.per_cell, params.seed, *split))
+    if "files" in params.sources:
+        _merge(cases, cases_from_files(params.domain, inbox, *split, params.max_file_mb))
+        _merge(feedback, feedback_from_files(inbox, params.max_file_mb))
+    if "sql" in params.sources and params.sql_uri:
+        if params.sql_cases_query:
+            raw = from_sql("cases", params.sql_uri, params.sql_cases_query).to_dicts()
+            good, bad = validate_cases(get_domain(params.domain), raw, "sql", *split)
+            _merge(cases, Batch(rows=good, rejected=bad, sources=["sql"], rows_in=len(raw)))
+        if params.sql_feedback_query:
+            frame = from_sql("feedback", params.sql_uri, params.sql_feedback_query)
+            feedback.frames.append(normalize_feedback(frame.lazy(), "sql"))
+            feedback.sources.append("sql")
+    return cases, feedback
+
+
+def known_traces(params: CollectParams) -> set[str] | None:
+    """Trace ids in the feedback experiment (None when it does not exist yet)."""
+    import mlflow
+
+    from models.registry import connect
+
+    connect()
+    exp = mlflow.get_experiment_by_name(params.mlflow_experiment)
+    if exp is None:
+        return set()
+    traces = mlflow.search_traces(
+        experiment_ids=[exp.experiment_id], return_type="list", include_spans=False
+    )
+    return {t.info.trace_id for t in traces}
+
+
+def _merge(into: Batch, other: Batch) -> None:
+    into.rows += other.rows
+    into.frames += other.frames
+    into.rejected += other.rejected
+    into.files += other.files
+    into.sources += other.sources
+    into.rows_in += other.rows_in

@@ -1,0 +1,413 @@
+"""Prefect tasks behind the ``collect`` flow: one per source, plus validate/write/record.
+
+Sources return raw material; ``commit_*`` tasks validate, deduplicate, split, and write a
+new lake version only when the content changed. Inbox files are moved to ``processed/``
+only after the version that took them in is committed, so a crash in between re-reads
+them next time, and deduplication keeps the result identical.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import get_run_logger, task
+
+from domains.base import get_domain
+from domains.loading import read_rows
+from tasks.lake import Lake, VersionInfo
+from tasks.records import (
+    FEEDBACK_SCHEMA,
+    case_row,
+    cases_frame,
+    normalize_feedback,
+    split_feedback,
+    validate_cases,
+)
+
+INBOX_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
+
+
+@dataclass
+class Batch:
+    """What the sources gathered for one dataset."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    frames: list[pl.LazyFrame] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    rows_in: int = 0
+
+
+@task
+def from_generator(domain: str, per_cell: int, seed: int, train: float, eval_: float) -> Batch:
+    """``per_cell`` synthetic cases per family x difficulty."""
+    d = get_domain(domain)
+    batch = Batch(sources=[f"generator:seed={seed},n={per_cell}"])
+    for family in sorted(d.families):
+        for level in range(1, 6):
+            for case in d.generate(per_cell, seed, family, level):
+                batch.rows.append(case_row(case, "generator", train, eval_))
+    batch.rows_in = len(batch.rows)
+    return batch
+
+
+def inbox_files(inbox: Path, dataset: str) -> list[Path]:
+    folder = inbox / dataset
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in INBOX_SUFFIXES)
+
+
+@task
+def cases_from_files(
+    domain: str, inbox: Path, train: float, eval_: float, max_file_mb: float
+) -> Batch:
+    """Case files dropped in ``<inbox>/cases/``."""
+    batch = Batch()
+    d = get_domain(domain)
+    for path in inbox_files(inbox, "cases"):
+        batch.files.append(path)
+        batch.sources.append(f"file:{path.name}")
+        if _too_big(path, max_file_mb, batch):
+            continue
+        try:
+            raw, unreadable = read_rows(path)
+        except Exception as err:  # noqa: BLE001 - an unreadable file is quarantined whole
+            batch.rejected.append(_whole_file(path, f"unreadable file: {str(err)[:200]}"))
+            continue
+        good, bad = validate_cases(d, raw, f"file:{path.name}", train, eval_)
+        batch.rows += good
+        batch.rejected += [{**r, "source": f"file:{path.name}"} for r in unreadable + bad]
+        batch.rows_in += len(raw) + len(unreadable)
+    return batch
+
+
+@task
+def feedback_from_files(inbox: Path, max_file_mb: float) -> Batch:
+    """Feedback files dropped in ``<inbox>/feedback/``, scanned lazily (streaming)."""
+    batch = Batch()
+    for path in inbox_files(inbox, "feedback"):
+        batch.files.append(path)
+        batch.sources.append(f"file:{path.name}")
+        if _too_big(path, max_file_mb, batch):
+            continue
+        try:
+            frame = scan_feedback_file(path)
+            frame.collect_schema()
+        except Exception as err:  # noqa: BLE001
+            batch.rejected.append(_whole_file(path, f"unreadable file: {str(err)[:200]}"))
+            continue
+        batch.frames.append(normalize_feedback(frame, f"file:{path.name}"))
+    return batch
+
+
+def scan_feedback_file(path: Path) -> pl.LazyFrame:
+    """A lazy scan; CSV text is read as strings with invalid UTF-8 replaced (then flagged)."""
+    if path.suffix == ".parquet":
+        return pl.scan_parquet(path)
+    if path.suffix == ".csv":
+        return pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy")
+    return pl.scan_ndjson(path, infer_schema_length=None)
+
+
+@task
+def from_sql(dataset: str, uri: str, query: str) -> pl.DataFrame:
+    """Rows from a database (SQLite path or any SQLAlchemy URI), through polars."""
+    if uri.startswith("sqlite:///"):
+        import sqlite3
+
+        with sqlite3.connect(uri.removeprefix("sqlite:///")) as conn:
+            return pl.read_database(query, connection=conn, infer_schema_length=None)
+    from sqlalchemy import create_engine
+
+    engine = create_engine(uri)
+    try:
+        with engine.connect() as conn:
+            return pl.read_database(query, connection=conn, infer_schema_length=None)
+    finally:
+        engine.dispose()
+
+
+@task(retries=2, retry_delay_seconds=[2, 10])
+def feedback_from_mlflow(
+    domain: str, experiment: str, watermark_ms: int
+) -> tuple[pl.DataFrame, int]:
+    """Human feedback assessments on traces created or updated after the watermark."""
+    import mlflow
+
+    from models.registry import connect
+
+    connect()
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        return pl.DataFrame(schema=FEEDBACK_SCHEMA), watermark_ms
+    traces = mlflow.search_traces(
+        experiment_ids=[exp.experiment_id], return_type="list", include_spans=False
+    )
+    rows, newest = [], watermark_ms
+    for trace in traces:
+        for a in trace.info.assessments or []:
+            stamp = int(a.last_update_time_ms or a.create_time_ms or 0)
+            if stamp <= watermark_ms or getattr(a, "feedback", None) is None:
+                continue
+            newest = max(newest, stamp)
+            rows.append(assessment_row(trace, a, stamp))
+    return pl.DataFrame(rows, schema_overrides={"timestamp": pl.String}), newest
+
+
+def assessment_row(trace: Any, a: Any, stamp_ms: int) -> dict[str, Any]:
+    """One MLflow feedback assessment as a feedback record (name picks the kind)."""
+    value = a.value
+    kind = (
+        a.name
+        if a.name
+        in ("rating", "thumbs", "first_wrong_step", "step_labels", "corrected_answer", "preference")
+        else "rationale"
+    )
+    row: dict[str, Any] = {
+        "feedback_id": a.assessment_id,
+        "trace_id": trace.info.trace_id,
+        "case_id": (trace.info.tags or {}).get("ponder.case_id"),
+        "reviewer_id": a.source.source_id if a.source else None,
+        "timestamp": dt.datetime.fromtimestamp(stamp_ms / 1000, dt.UTC).isoformat(),
+        "kind": kind,
+        "rationale": a.rationale or (str(value) if kind == "rationale" else None),
+    }
+    if kind == "preference" and isinstance(value, dict):
+        row |= {"chosen": value.get("chosen"), "rejected": value.get("rejected")}
+    elif kind == "corrected_answer":
+        row["corrected_answer"] = json.dumps(value) if not isinstance(value, str) else value
+    elif kind in ("rating", "thumbs", "first_wrong_step", "step_labels"):
+        row[kind] = str(value).lower() if isinstance(value, bool) else str(value)
+    return row
+
+
+@task
+def commit_cases(lake: Lake, domain: str, batch: Batch, run_id: str) -> dict[str, Any]:
+    """Dedup against the latest version and write a new one when anything is new."""
+    fresh = cases_frame(batch.rows).unique("content_hash", keep="first", maintain_order=True)
+    duplicates = len(batch.rows) - fresh.height
+    latest = lake.latest(domain, "cases")
+    merged = fresh.lazy()
+    if latest is not None:
+        old = lake.scan(domain, "cases", latest.version)
+        seen = old.select("content_hash").collect()["content_hash"]
+        duplicates += fresh.filter(pl.col("content_hash").is_in(seen.implode())).height
+        new_only = fresh.lazy().filter(~pl.col("content_hash").is_in(seen.implode()))
+        merged = pl.concat([old, new_only])
+    splits = merged.group_by("split").len().collect()
+    info = lake.write_version(
+        domain,
+        "cases",
+        merged,
+        batch.sources,
+        {"splits": dict(zip(splits["split"], splits["len"], strict=True))},
+    )
+    quarantined = lake.quarantine(domain, "cases", _reject_frame(batch.rejected), run_id)
+    return _summary(
+        "cases", batch, info, latest, fresh.height, duplicates, quarantined, _per_family(fresh)
+    )
+
+
+@task
+def commit_feedback(
+    lake: Lake, domain: str, batch: Batch, run_id: str, known_traces: set[str] | None
+) -> dict[str, Any]:
+    """Validate (vectorized), dedup, and write a new feedback version when anything is new."""
+    if not batch.frames:
+        empty = pl.DataFrame(schema=FEEDBACK_SCHEMA).lazy()
+        batch.frames.append(normalize_feedback(empty, "none"))
+    valid, rejected = split_feedback(pl.concat(batch.frames, how="vertical_relaxed"), known_traces)
+    latest = lake.latest(domain, "feedback")
+    merged = valid
+    if latest is not None:
+        merged = pl.concat(
+            [lake.scan(domain, "feedback", latest.version), valid], how="vertical_relaxed"
+        )
+    merged = merged.unique("content_hash", keep="first")
+    info = lake.write_version(domain, "feedback", merged, batch.sources)
+    bad = rejected.collect()
+    quarantined = lake.quarantine(
+        domain,
+        "feedback",
+        pl.concat(
+            [
+                bad.select(
+                    pl.col("reason"),
+                    pl.col("source"),
+                    pl.struct(pl.exclude("reason", "source")).struct.json_encode().alias("raw"),
+                ),
+                _reject_frame(batch.rejected).select("reason", "source", "raw"),
+            ],
+            how="vertical_relaxed",
+        ),
+        run_id,
+    )
+    valid_n = valid.select(pl.len()).collect().item()
+    batch.rows_in += valid_n + bad.height
+    before = latest.rows if latest else 0
+    after = info.rows if info else before
+    return _summary(
+        "feedback",
+        batch,
+        info,
+        latest,
+        valid_n,
+        valid_n - (after - before),
+        quarantined,
+        {},
+        rejected_n=bad.height + len(batch.rejected),
+    )
+
+
+@task
+def mark_processed(files: list[Path], inbox: Path, version: str | None) -> int:
+    """Move ingested files to ``<inbox>/processed/<version>/`` so none is read twice."""
+    for path in files:
+        target = inbox / "processed" / (version or "unchanged") / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), target)
+    return len(files)
+
+
+def _too_big(path: Path, max_file_mb: float, batch: Batch) -> bool:
+    size_mb = path.stat().st_size / 2**20
+    if size_mb <= max_file_mb:
+        return False
+    batch.rejected.append(
+        _whole_file(
+            path,
+            f"file is {size_mb:,.0f} MB, over max_file_mb={max_file_mb:g}; split it or "
+            "raise the limit",
+        )
+    )
+    get_run_logger().warning("skipped %s: %.0f MB over the limit", path.name, size_mb)
+    return True
+
+
+def _whole_file(path: Path, reason: str) -> dict[str, Any]:
+    return {"row": None, "source": f"file:{path.name}", "reason": reason, "raw": str(path)}
+
+
+def _reject_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    schema = {"row": pl.Int64, "source": pl.String, "reason": pl.String, "raw": pl.String}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _per_family(frame: pl.DataFrame) -> dict[str, int]:
+    if frame.height == 0:
+        return {}
+    counts = frame.group_by("family").len()
+    return dict(zip(counts["family"], counts["len"], strict=True))
+
+
+def _summary(
+    dataset: str,
+    batch: Batch,
+    info: VersionInfo | None,
+    latest: VersionInfo | None,
+    valid: int,
+    duplicates: int,
+    quarantined: Path | None,
+    per_family: dict[str, int],
+    rejected_n: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "dataset": dataset,
+        "rows_in": batch.rows_in,
+        "valid": valid,
+        "quarantined": len(batch.rejected) if rejected_n is None else rejected_n,
+        "duplicates": duplicates,
+        "per_family": per_family,
+        "version": info.version if info else (latest.version if latest else None),
+        "new_version": info is not None,
+        "rows_total": (info or latest).rows if (info or latest) else 0,
+        "quarantine_file": str(quarantined) if quarantined else None,
+        "path": str(info.path) if info else None,
+    }
+
+
+@task(retries=2, retry_delay_seconds=[2, 10])
+def record_in_mlflow(domain: str, summaries: list[dict[str, Any]], params: dict[str, Any]) -> str:
+    """A ``collect`` MLflow run with each dataset version as a dataset input."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    from models.registry import connect, ensure_experiment
+
+    connect()
+    exp_id = ensure_experiment()
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"collect-{domain}") as run:
+        mlflow.log_params({k: str(v)[:250] for k, v in params.items()})
+        for s in summaries:
+            if s["path"] is None and s["version"] is None:
+                continue
+            mlflow.log_metrics(
+                {
+                    f"{s['dataset']}_{k}": float(s[k])
+                    for k in ("rows_in", "valid", "quarantined", "duplicates", "rows_total")
+                }
+            )
+            if s["path"]:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    source = resolve_dataset_source(s["path"])
+                ds = MetaDataset(
+                    source=source,
+                    name=f"{domain}/{s['dataset']}@{s['version']}",
+                    digest=s["version"],
+                )
+                mlflow.log_input(ds, context=s["dataset"])
+        mlflow.set_tags({"ponder.stage": "collect", "ponder.domain": domain})
+    return run.info.run_id
+
+
+@task
+def publish_artifacts(domain: str, summaries: list[dict[str, Any]], lake: Lake) -> None:
+    """A table of counts and a markdown summary of quarantine reasons (Prefect artifacts)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    table = [
+        {
+            "dataset": s["dataset"],
+            "version": s["version"],
+            "new_version": s["new_version"],
+            "rows_in": s["rows_in"],
+            "valid": s["valid"],
+            "quarantined": s["quarantined"],
+            "duplicates": s["duplicates"],
+            "per_family": ", ".join(f"{k}={v}" for k, v in s["per_family"].items()),
+        }
+        for s in summaries
+    ]
+    create_table_artifact(
+        table=table,
+        key=f"collect-{domain.replace('_', '-')}",
+        description=f"collect {domain}: rows per dataset",
+    )
+    lines = [f"# Quarantine reasons ({domain})", ""]
+    for s in summaries:
+        if not s["quarantine_file"]:
+            lines.append(f"- **{s['dataset']}**: nothing quarantined")
+            continue
+        counts = (
+            pl.read_parquet(s["quarantine_file"])
+            .group_by("reason")
+            .len()
+            .sort("len", descending=True)
+        )
+        lines.append(f"- **{s['dataset']}** ({s['quarantine_file']}):")
+        lines += [f"  - {n} x {reason}" for reason, n in counts.iter_rows()]
+    create_markdown_artifact(
+        markdown="\n".join(lines), key=f"quarantine-{domain.replace('_', '-')}"
+    )

@@ -1,0 +1,212 @@
+"""The Parquet lake: versioned datasets that appear whole or not at all.
+
+Layout: ``<lake_root>/<domain>/<dataset>/<version>/part-00000.parquet`` plus
+``_manifest.json`` (rows, schema, content hash, sources, parent version, splits). A version
+is a full snapshot. It is written into a hidden temporary folder and renamed into place,
+so a reader never sees half a version, and a crash leaves only a temporary folder that the
+next write removes. Writing content identical to the latest version creates nothing, which
+makes re-runs idempotent. Rejected rows go to ``_quarantine/`` with a reason per row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from domains.errors import PonderError
+
+DATASETS = ("cases", "feedback", "rollouts", "predictions")
+_VERSION = re.compile(r"^v(\d{5})$")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A committed dataset version."""
+
+    domain: str
+    dataset: str
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def rows(self) -> int:
+        return int(self.manifest["rows"])
+
+
+class Lake:
+    """Versioned Parquet datasets under one root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def dataset_dir(self, domain: str, dataset: str) -> Path:
+        if dataset not in DATASETS:
+            raise PonderError("dataset", f"unknown dataset {dataset!r}", f"use one of {DATASETS}")
+        return self.root / domain / dataset
+
+    def versions(self, domain: str, dataset: str) -> list[str]:
+        """Committed versions, oldest first (a folder counts only with its manifest)."""
+        base = self.dataset_dir(domain, dataset)
+        if not base.is_dir():
+            return []
+        found = [
+            p.name
+            for p in base.iterdir()
+            if _VERSION.match(p.name) and (p / "_manifest.json").is_file()
+        ]
+        return sorted(found)
+
+    def latest(self, domain: str, dataset: str) -> VersionInfo | None:
+        versions = self.versions(domain, dataset)
+        return self.info(domain, dataset, versions[-1]) if versions else None
+
+    def info(self, domain: str, dataset: str, version: str) -> VersionInfo:
+        path = self.dataset_dir(domain, dataset) / version
+        manifest_path = path / "_manifest.json"
+        if not manifest_path.is_file():
+            have = self.versions(domain, dataset)
+            raise PonderError(
+                "version",
+                f"{domain}/{dataset} has no version {version!r}",
+                f"use one of {have or '[] (run collect first)'}",
+            )
+        return VersionInfo(domain, dataset, version, path, json.loads(manifest_path.read_text()))
+
+    def scan(self, domain: str, dataset: str, version: str | None = None) -> pl.LazyFrame:
+        """Lazy frame over one version (default: latest)."""
+        info = self.info(domain, dataset, version) if version else self.latest(domain, dataset)
+        if info is None:
+            raise PonderError(
+                "dataset", f"{domain}/{dataset} has no versions yet", "run `ponder collect` first"
+            )
+        return pl.scan_parquet(info.path / "part-*.parquet")
+
+    def write_version(
+        self,
+        domain: str,
+        dataset: str,
+        frame: pl.LazyFrame | pl.DataFrame,
+        sources: list[str],
+        extra: dict[str, Any] | None = None,
+    ) -> VersionInfo | None:
+        """Commit ``frame`` as the next version, or return None if it equals the latest."""
+        base = self.dataset_dir(domain, dataset)
+        base.mkdir(parents=True, exist_ok=True)
+        self._sweep(base)
+        lazy = frame.lazy().sort("content_hash")
+        parent = self.latest(domain, dataset)
+        staging = base / f".tmp-{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            lazy.sink_parquet(staging / "part-00000.parquet")
+            written = pl.scan_parquet(staging / "part-00000.parquet")
+            digest = content_digest(written)
+            empty = written.select(pl.len()).collect().item() == 0
+            if (parent is None and empty) or (
+                parent is not None and parent.manifest["content_hash"] == digest
+            ):
+                shutil.rmtree(staging)
+                return None
+            version = f"v{(int(parent.version[1:]) + 1) if parent else 1:05d}"
+            manifest = _manifest(written, digest, sources, parent, extra)
+            _write_json(staging / "_manifest.json", manifest)
+            _fsync_dir(staging)
+            os.rename(staging, base / version)  # atomic on one filesystem
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return self.info(domain, dataset, version)
+
+    def quarantine(
+        self, domain: str, dataset: str, rejected: pl.DataFrame, run_id: str
+    ) -> Path | None:
+        """Write rejected rows (with a ``reason`` column) for one run; None when none."""
+        if rejected.height == 0:
+            return None
+        folder = self.dataset_dir(domain, dataset) / "_quarantine"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{run_id}.parquet"
+        tmp = folder / f".{run_id}.tmp"
+        rejected.write_parquet(tmp)
+        os.replace(tmp, path)
+        return path
+
+    def state(self, domain: str, key: str) -> dict[str, Any]:
+        path = self.root / domain / "_state" / f"{key}.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def save_state(self, domain: str, key: str, value: dict[str, Any]) -> None:
+        path = self.root / domain / "_state" / f"{key}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(path, value)
+
+    @staticmethod
+    def _sweep(base: Path) -> None:
+        """Remove staging folders left by a crashed writer."""
+        for leftover in base.glob(".tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def content_digest(frame: pl.LazyFrame) -> str:
+    """Order-independent digest of a frame's rows (via their content_hash column)."""
+    hashes = frame.select(pl.col("content_hash").sort()).collect()["content_hash"]
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for chunk in hashes.cast(pl.String).to_list():
+        h.update(chunk.encode())
+    return h.hexdigest()
+
+
+def row_hash(columns: list[str]) -> pl.Expr:
+    """Content hash of the given columns, as a hex string column ``content_hash``."""
+    return (
+        pl.concat_str(
+            [pl.col(c).cast(pl.String).fill_null("\x00") for c in columns], separator="\x1f"
+        )
+        .hash(seed=7)
+        .cast(pl.String)
+        .alias("content_hash")
+    )
+
+
+def _manifest(
+    frame: pl.LazyFrame,
+    digest: str,
+    sources: list[str],
+    parent: VersionInfo | None,
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    schema = frame.collect_schema()
+    rows = frame.select(pl.len()).collect().item()
+    return {
+        "rows": rows,
+        "schema": {k: str(v) for k, v in schema.items()},
+        "content_hash": digest,
+        "sources": sources,
+        "parent": parent.version if parent else None,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        **(extra or {}),
+    }
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    for child in path.iterdir():
+        with open(child, "rb") as fh:
+            os.fsync(fh.fileno())
