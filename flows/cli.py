@@ -30,6 +30,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Example model and MLflow registry.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+feedback_app = typer.Typer(help="Reviewer feedback without the MLflow UI.", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -174,6 +176,103 @@ def _show(texts: list[str], results: list[Any], backend: str, output: Path | Non
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tmp.rename(output)
         console.print(f"wrote {len(rows)} rows to {output}")
+
+
+@app.command("collect")
+@friendly
+def collect_cmd(
+    domain: Annotated[str, typer.Option(help="Domain name.")] = "finance_risk",
+    source: Annotated[list[str] | None, typer.Option(help="Source (repeatable).")] = None,
+    per_cell: Annotated[int, typer.Option(help="Generated cases per family x level.")] = 4,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+    check_traces: Annotated[bool, typer.Option(help="Quarantine unknown traces.")] = True,
+) -> None:
+    """Run the collect flow once (local Prefect unless PREFECT_API_URL is set)."""
+    from flows.collect import collect
+
+    params = _collect_params(
+        domain=domain,
+        sources=source or ["generator", "files", "mlflow_feedback"],
+        per_cell=per_cell,
+        seed=seed,
+        check_traces=check_traces,
+    )
+    _show_collect(collect(params))
+
+
+@feedback_app.command("import")
+@friendly
+def feedback_import(
+    file: Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet of feedback records.")],
+    domain: Annotated[str, typer.Option(help="Domain the feedback belongs to.")] = "finance_risk",
+    check_traces: Annotated[bool, typer.Option(help="Quarantine unknown traces.")] = True,
+) -> None:
+    """Validate a feedback file and add it to the lake (a collect run over this file)."""
+    import shutil
+
+    from flows.collect import collect
+    from models.settings import get_settings
+
+    if not file.is_file():
+        raise PonderError("file", f"no file at {file}", "pass an existing CSV/JSONL/Parquet")
+    inbox = get_settings().home / "inbox"
+    (inbox / "feedback").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(file, inbox / "feedback" / file.name)
+    params = _collect_params(
+        domain=domain, sources=["files"], per_cell=0, check_traces=check_traces, inbox=inbox
+    )
+    _show_collect(collect(params))
+
+
+@feedback_app.command("log")
+@friendly
+def feedback_log(
+    trace_id: Annotated[str, typer.Option(help="MLflow trace id (tr-...).")],
+    name: Annotated[
+        str,
+        typer.Option(
+            help="rating, thumbs, first_wrong_step, step_labels, "
+            "corrected_answer, preference or rationale."
+        ),
+    ],
+    value: Annotated[str, typer.Option(help="Value; JSON is parsed (4, true, {...}).")],
+    reviewer: Annotated[str, typer.Option(help="Reviewer id.")],
+    rationale: Annotated[str | None, typer.Option(help="Why.")] = None,
+) -> None:
+    """Write a human feedback assessment on a trace (what the MLflow UI does)."""
+    from tasks.feedback import log_feedback
+
+    assessment_id = log_feedback(trace_id, name, value, reviewer, rationale)
+    console.print(f"logged {name} on {trace_id} as {assessment_id}")
+
+
+def _collect_params(**kwargs: Any) -> Any:
+    from pydantic import ValidationError
+
+    from flows.collect import CollectParams
+
+    try:
+        return CollectParams(**kwargs)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise PonderError(
+            ".".join(str(p) for p in first["loc"]) or "params",
+            first["msg"],
+            "see `ponder collect --help`",
+        ) from None
+
+
+def _show_collect(result: dict[str, Any]) -> None:
+    table = Table(title="collect")
+    cols = ("dataset", "version", "new_version", "rows_in", "valid", "quarantined", "duplicates")
+    for col in cols:
+        table.add_column(col)
+    for summary in result.values():
+        table.add_row(*(str(summary[c]) for c in cols))
+    console.print(table)
+    for summary in result.values():
+        if summary["quarantine_file"]:
+            console.print(f"quarantine: {summary['quarantine_file']}")
 
 
 def main() -> None:

@@ -184,6 +184,8 @@ def assessment_row(trace: Any, a: Any, stamp_ms: int) -> dict[str, Any]:
         row |= {"chosen": value.get("chosen"), "rejected": value.get("rejected")}
     elif kind == "corrected_answer":
         row["corrected_answer"] = json.dumps(value) if not isinstance(value, str) else value
+    elif kind == "step_labels" and isinstance(value, list):
+        row[kind] = "".join("1" if v else "0" for v in value)
     elif kind in ("rating", "thumbs", "first_wrong_step", "step_labels"):
         row[kind] = str(value).lower() if isinstance(value, bool) else str(value)
     return row
@@ -284,11 +286,11 @@ def _too_big(path: Path, max_file_mb: float, batch: Batch) -> bool:
     batch.rejected.append(
         _whole_file(
             path,
-            f"file is {size_mb:,.0f} MB, over max_file_mb={max_file_mb:g}; split it or "
+            f"file is {size_mb:,.2f} MB, over max_file_mb={max_file_mb:g}; split it or "
             "raise the limit",
         )
     )
-    get_run_logger().warning("skipped %s: %.0f MB over the limit", path.name, size_mb)
+    get_run_logger().warning("skipped %s: %.2f MB over the limit", path.name, size_mb)
     return True
 
 

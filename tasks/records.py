@@ -134,14 +134,8 @@ def normalize_feedback(frame: pl.LazyFrame, source: str) -> pl.LazyFrame:
         else:
             exprs.append(pl.col(name).cast(dtype, strict=False).alias(name))
     raw = [
-        pl.col(c).cast(pl.String).alias(f"_raw_{c}")
+        (pl.col(c).cast(pl.String) if c in have else pl.lit(None, pl.String)).alias(f"_raw_{c}")
         for c in ("rating", "thumbs", "first_wrong_step")
-        if c in have
-    ]
-    missing_raw = [
-        pl.lit(None, pl.String).alias(f"_raw_{c}")
-        for c in ("rating", "thumbs", "first_wrong_step")
-        if c not in have
     ]
     text = [pl.col(c).cast(pl.String) for c in have]
     garbled = (
@@ -149,7 +143,7 @@ def normalize_feedback(frame: pl.LazyFrame, source: str) -> pl.LazyFrame:
         if text
         else pl.lit(False)
     )
-    return frame.select(*exprs, *raw, *missing_raw, garbled.alias("_garbled"))
+    return frame.select(*exprs, *raw, garbled.alias("_garbled"))
 
 
 _TZ_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%:z", "%Y-%m-%d %H:%M:%S%:z")

@@ -10,6 +10,7 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -56,3 +57,26 @@ def vllm_engine(tiny_model: Path) -> Iterator[object]:
     engine = get_generator(ModelSpec(model=str(tiny_model), dtype="float32"), "vllm")
     yield engine
     close_generators()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(ponder_home: Path) -> Iterator[None]:
+    """One temporary Prefect server (SQLite) for every flow test."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture
+def fresh_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A lake and inbox of this test's own (same MLflow store as the session)."""
+    from models.settings import get_settings
+
+    monkeypatch.setenv("PONDER_LAKE_ROOT", str(tmp_path / "lake"))
+    (tmp_path / "inbox" / "cases").mkdir(parents=True)
+    (tmp_path / "inbox" / "feedback").mkdir(parents=True)
+    get_settings.cache_clear()
+    yield tmp_path
+    monkeypatch.undo()
+    get_settings.cache_clear()

@@ -1,0 +1,158 @@
+"""The collect flow under a Prefect test server with the session's SQLite MLflow."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from flows.collect import CollectParams, collect
+from tasks import lake as lake_module
+from tasks.lake import Lake
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+FEEDBACK_COLS = ["case_id", "trace_id", "reviewer_id", "timestamp", "kind", "rating"]
+
+
+def _params(home: Path, **kw) -> CollectParams:
+    base = {"domain": "medicine", "per_cell": 2, "inbox": home / "inbox", "check_traces": False,
+            "sources": ["generator", "files"]}
+    return CollectParams(**(base | kw))
+
+
+def _lake(home: Path) -> Lake:
+    return Lake(home / "lake")
+
+
+def test_generator_idempotent_and_splits_stable(fresh_lake: Path) -> None:
+    first = collect(_params(fresh_lake))
+    assert first["cases"]["new_version"] and first["cases"]["valid"] == 10
+    again = collect(_params(fresh_lake))
+    assert not again["cases"]["new_version"] and again["cases"]["version"] == "v00001"
+    assert _lake(fresh_lake).versions("medicine", "cases") == ["v00001"]
+    bigger = collect(_params(fresh_lake, per_cell=4))
+    assert bigger["cases"]["version"] == "v00002"
+    lake = _lake(fresh_lake)
+    v1 = lake.scan("medicine", "cases", "v00001").select("id", "split").collect()
+    v2 = lake.scan("medicine", "cases", "v00002").select("id", "split").collect()
+    joined = v1.join(v2, on="id", suffix="_v2")
+    assert joined.height == v1.height and (joined["split"] == joined["split_v2"]).all()
+    manifest = lake.latest("medicine", "cases").manifest
+    assert manifest["parent"] == "v00001" and manifest["rows"] == v2.height == 20
+    assert sum(manifest["splits"].values()) == 20
+
+
+def test_files_bad_input_and_quarantine(fresh_lake: Path) -> None:
+    inbox = fresh_lake / "inbox"
+    from domains.base import get_domain
+
+    good = get_domain("medicine").generate(2, 5)
+    rows = [{"family": c.family, "inputs": json.dumps(c.inputs), "truth": json.dumps(c.truth)}
+            for c in good]
+    bad_facts = {**good[0].inputs, "facts": {**good[0].inputs["facts"], "age": 400}}
+    rows.append({"family": "clinical_calc", "inputs": json.dumps(bad_facts), "truth": None})
+    pl.DataFrame(rows).write_csv(inbox / "cases" / "drop.csv")
+    fb = inbox / "feedback"
+    pl.DataFrame({"case_id": ["c1", "c2"], "trace_id": ["t1", "t2"], "reviewer_id": ["r", "r"],
+                  "timestamp": ["2026-01-01T09:00:00Z"] * 2, "kind": ["rating", "rating"],
+                  "rating": ["4", "five"]}).write_csv(fb / "typed.csv")
+    (fb / "header_only.csv").write_text(",".join(FEEDBACK_COLS) + "\n")
+    (fb / "mixed.csv").write_bytes(
+        (",".join(FEEDBACK_COLS) + "\n").encode()
+        + "c3,t3,rév,2026-01-01T09:00:00Z,rating,3\n".encode("latin-1")
+        + b"c4,t4,rev,2026-01-01T09:00:00Z,rating,2\n")
+    (fb / "huge.csv").write_text("x" * 300_000)
+    result = collect(_params(fresh_lake, per_cell=0, max_file_mb=0.2))
+    cases, feedback = result["cases"], result["feedback"]
+    assert cases["valid"] == 2 and cases["quarantined"] == 1
+    assert feedback["valid"] == 2  # c1 (typed.csv) and c4 (mixed.csv)
+    reasons = pl.read_parquet(feedback["quarantine_file"])["reason"].to_list()
+    assert "rating is not an integer" in reasons
+    assert any("not valid UTF-8" in r for r in reasons)
+    assert any("over max_file_mb" in r for r in reasons)
+    case_reasons = pl.read_parquet(cases["quarantine_file"])["reason"].to_list()
+    assert any("inputs.facts.age" in r for r in case_reasons)
+    processed = sorted(p.name for p in (inbox / "processed").rglob("*.csv"))
+    assert processed == ["drop.csv", "header_only.csv", "huge.csv", "mixed.csv", "typed.csv"]
+    assert not list((inbox / "feedback").glob("*.csv")), "no file may be read twice"
+    assert (inbox / "processed" / "v00001" / "cases" / "drop.csv").is_file()
+
+
+def test_sql_source(fresh_lake: Path) -> None:
+    from domains.base import get_domain
+
+    db = fresh_lake / "src.db"
+    cases = get_domain("medicine").generate(3, 9)
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table cases (family text, inputs text, truth text)")
+        conn.executemany("insert into cases values (?, ?, ?)",
+                         [(c.family, json.dumps(c.inputs), json.dumps(c.truth)) for c in cases])
+        conn.execute("create table fb (case_id text, trace_id text, reviewer_id text, "
+                     "timestamp text, kind text, thumbs text)")
+        conn.execute("insert into fb values ('c1','t1','r1','2026-02-01T00:00:00','thumbs',"
+                     "'true')")
+    result = collect(_params(fresh_lake, sources=["sql"], sql_uri=f"sqlite:///{db}",
+                             sql_cases_query="select * from cases",
+                             sql_feedback_query="select * from fb"))
+    assert result["cases"]["valid"] == 3 and result["feedback"]["valid"] == 1
+    row = _lake(fresh_lake).scan("medicine", "feedback").collect().row(0, named=True)
+    assert row["thumbs"] is True and row["source"] == "sql"
+
+
+def test_crash_before_rename_leaves_no_version_and_rerun_completes(fresh_lake, monkeypatch):
+    inbox = fresh_lake / "inbox"
+    pl.DataFrame({"case_id": ["c1"], "trace_id": ["t1"], "reviewer_id": ["r"],
+                  "timestamp": ["2026-01-01T00:00:00Z"], "kind": ["rating"],
+                  "rating": ["5"]}).write_csv(inbox / "feedback" / "fb.csv")
+
+    def crash(*args, **kwargs):  # the process dies between writing the parts and the rename
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(lake_module.os, "rename", crash)
+    monkeypatch.setattr(lake_module.shutil, "rmtree", lambda *a, **k: None)  # no cleanup
+    with pytest.raises(BaseException, match="killed"):
+        collect(_params(fresh_lake))
+    monkeypatch.undo()
+    monkeypatch.setenv("PONDER_LAKE_ROOT", str(fresh_lake / "lake"))
+    lake = _lake(fresh_lake)
+    assert lake.versions("medicine", "cases") == [] and lake.latest("medicine", "cases") is None
+    assert list((fresh_lake / "lake" / "medicine" / "cases").glob(".tmp-*")), "crash residue"
+    assert (inbox / "feedback" / "fb.csv").is_file(), "input is not consumed by a failed run"
+    result = collect(_params(fresh_lake))
+    assert result["cases"]["version"] == "v00001" and result["feedback"]["valid"] == 1
+    assert not list((fresh_lake / "lake" / "medicine" / "cases").glob(".tmp-*"))
+    assert lake.latest("medicine", "cases").rows == 10
+
+
+def test_mlflow_feedback_round_trip_and_unknown_trace(fresh_lake: Path) -> None:
+    import mlflow
+
+    from models.registry import connect
+    from tasks.feedback import log_feedback
+
+    connect()
+    mlflow.set_experiment("ponder-traces")
+    with mlflow.start_span(name="case") as span:
+        span.set_inputs({"case": "c-42"})
+        mlflow.update_current_trace(tags={"ponder.case_id": "c-42"})
+    trace_id = mlflow.get_last_active_trace_id()
+    log_feedback(trace_id, "first_wrong_step", "2", "dr-who", rationale="step 2 misreads K")
+    log_feedback(trace_id, "rating", "4", "dr-who")
+    (fresh_lake / "inbox" / "feedback" / "orphan.csv").write_text(
+        ",".join(FEEDBACK_COLS) + "\nc9,tr-unknown,r,2026-01-01T00:00:00Z,rating,3\n")
+    params = _params(fresh_lake, per_cell=0, sources=["files", "mlflow_feedback"],
+                     check_traces=True)
+    result = collect(params)
+    assert result["feedback"]["valid"] == 2
+    rows = _lake(fresh_lake).scan("medicine", "feedback").collect()
+    step = rows.filter(pl.col("kind") == "first_wrong_step").row(0, named=True)
+    assert step["case_id"] == "c-42" and step["first_wrong_step"] == 2
+    assert step["reviewer_id"] == "dr-who" and step["trace_id"] == trace_id
+    reasons = pl.read_parquet(result["feedback"]["quarantine_file"])["reason"].to_list()
+    assert reasons == ["trace_id points at an unknown trace"]
+    again = collect(params)  # the watermark means nothing is read twice
+    assert not again["feedback"]["new_version"] and again["feedback"]["valid"] == 0
