@@ -34,6 +34,7 @@ test: install
 bench: install
 	$(PY) -m bench.generate
 	$(PY) -m bench.domains
+	$(PY) -m bench.collect
 
 lint: install
 	$(VENV)/bin/ruff check --fix .

@@ -151,7 +151,7 @@ def known_traces(params: CollectParams) -> set[str] | None:
     if exp is None:
         return set()
     traces = mlflow.search_traces(
-        experiment_ids=[exp.experiment_id], return_type="list", include_spans=False
+        locations=[exp.experiment_id], return_type="list", include_spans=False
     )
     return {t.info.trace_id for t in traces}
 

@@ -103,7 +103,7 @@ class Lake:
         base = self.dataset_dir(domain, dataset)
         base.mkdir(parents=True, exist_ok=True)
         self._sweep(base)
-        lazy = frame.lazy().sort("content_hash")
+        lazy = frame.lazy()
         parent = self.latest(domain, dataset)
         staging = base / f".tmp-{uuid.uuid4().hex}"
         staging.mkdir()
@@ -126,6 +126,12 @@ class Lake:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return self.info(domain, dataset, version)
+
+    def stage(self, domain: str, dataset: str, run_id: str) -> Path:
+        """A scratch Parquet path for one run's intermediate rows (never read as a version)."""
+        base = self.dataset_dir(domain, dataset)
+        base.mkdir(parents=True, exist_ok=True)
+        return base / f".stage-{run_id}.parquet"
 
     def quarantine(
         self, domain: str, dataset: str, rejected: pl.DataFrame, run_id: str

@@ -218,10 +218,8 @@ def feedback_reason() -> pl.Expr:
     return expr.alias("reason")
 
 
-def split_feedback(
-    frame: pl.LazyFrame, known_traces: set[str] | None = None
-) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """(valid feedback rows with content_hash and feedback_id, rejected rows with reason)."""
+def check_feedback(frame: pl.LazyFrame, known_traces: set[str] | None = None) -> pl.LazyFrame:
+    """Every row with ``reason`` (null when valid), ``content_hash`` and ``feedback_id``."""
     checked = frame.with_columns(feedback_reason())
     if known_traces is not None:
         unknown = ~pl.col("trace_id").is_in(list(known_traces))
@@ -231,15 +229,21 @@ def split_feedback(
             .otherwise(pl.col("reason"))
             .alias("reason")
         )
-    helper = [c for c in checked.collect_schema().names() if c.startswith("_")]
     judged = [c for c in FEEDBACK_SCHEMA if c not in ("feedback_id", "source")]
-    valid = (
-        checked.filter(pl.col("reason").is_null())
-        .drop("reason", *helper)
-        .with_columns(row_hash(judged))
-        .with_columns(
-            pl.coalesce(pl.col("feedback_id"), pl.col("content_hash")).alias("feedback_id")
-        )
+    return checked.with_columns(row_hash(judged)).with_columns(
+        pl.coalesce(pl.col("feedback_id"), pl.col("content_hash")).alias("feedback_id")
     )
-    rejected = checked.filter(pl.col("reason").is_not_null()).drop(*helper)
+
+
+def split_feedback(checked: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """(valid rows in FEEDBACK_SCHEMA + content_hash, rejected rows with reason and raw)."""
+    helper = [c for c in checked.collect_schema().names() if c.startswith("_")]
+    valid = checked.filter(pl.col("reason").is_null()).drop("reason", *helper)
+    rejected = checked.filter(pl.col("reason").is_not_null()).select(
+        "reason",
+        "source",
+        pl.struct(pl.exclude("reason", "source", "content_hash", *helper))
+        .struct.json_encode()
+        .alias("raw"),
+    )
     return valid, rejected

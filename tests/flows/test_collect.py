@@ -19,8 +19,13 @@ FEEDBACK_COLS = ["case_id", "trace_id", "reviewer_id", "timestamp", "kind", "rat
 
 
 def _params(home: Path, **kw) -> CollectParams:
-    base = {"domain": "medicine", "per_cell": 2, "inbox": home / "inbox", "check_traces": False,
-            "sources": ["generator", "files"]}
+    base = {
+        "domain": "medicine",
+        "per_cell": 2,
+        "inbox": home / "inbox",
+        "check_traces": False,
+        "sources": ["generator", "files"],
+    }
     return CollectParams(**(base | kw))
 
 
@@ -51,20 +56,30 @@ def test_files_bad_input_and_quarantine(fresh_lake: Path) -> None:
     from domains.base import get_domain
 
     good = get_domain("medicine").generate(2, 5)
-    rows = [{"family": c.family, "inputs": json.dumps(c.inputs), "truth": json.dumps(c.truth)}
-            for c in good]
+    rows = [
+        {"family": c.family, "inputs": json.dumps(c.inputs), "truth": json.dumps(c.truth)}
+        for c in good
+    ]
     bad_facts = {**good[0].inputs, "facts": {**good[0].inputs["facts"], "age": 400}}
     rows.append({"family": "clinical_calc", "inputs": json.dumps(bad_facts), "truth": None})
     pl.DataFrame(rows).write_csv(inbox / "cases" / "drop.csv")
     fb = inbox / "feedback"
-    pl.DataFrame({"case_id": ["c1", "c2"], "trace_id": ["t1", "t2"], "reviewer_id": ["r", "r"],
-                  "timestamp": ["2026-01-01T09:00:00Z"] * 2, "kind": ["rating", "rating"],
-                  "rating": ["4", "five"]}).write_csv(fb / "typed.csv")
+    pl.DataFrame(
+        {
+            "case_id": ["c1", "c2"],
+            "trace_id": ["t1", "t2"],
+            "reviewer_id": ["r", "r"],
+            "timestamp": ["2026-01-01T09:00:00Z"] * 2,
+            "kind": ["rating", "rating"],
+            "rating": ["4", "five"],
+        }
+    ).write_csv(fb / "typed.csv")
     (fb / "header_only.csv").write_text(",".join(FEEDBACK_COLS) + "\n")
     (fb / "mixed.csv").write_bytes(
         (",".join(FEEDBACK_COLS) + "\n").encode()
         + "c3,t3,rév,2026-01-01T09:00:00Z,rating,3\n".encode("latin-1")
-        + b"c4,t4,rev,2026-01-01T09:00:00Z,rating,2\n")
+        + b"c4,t4,rev,2026-01-01T09:00:00Z,rating,2\n"
+    )
     (fb / "huge.csv").write_text("x" * 300_000)
     result = collect(_params(fresh_lake, per_cell=0, max_file_mb=0.2))
     cases, feedback = result["cases"], result["feedback"]
@@ -89,15 +104,24 @@ def test_sql_source(fresh_lake: Path) -> None:
     cases = get_domain("medicine").generate(3, 9)
     with sqlite3.connect(db) as conn:
         conn.execute("create table cases (family text, inputs text, truth text)")
-        conn.executemany("insert into cases values (?, ?, ?)",
-                         [(c.family, json.dumps(c.inputs), json.dumps(c.truth)) for c in cases])
-        conn.execute("create table fb (case_id text, trace_id text, reviewer_id text, "
-                     "timestamp text, kind text, thumbs text)")
-        conn.execute("insert into fb values ('c1','t1','r1','2026-02-01T00:00:00','thumbs',"
-                     "'true')")
-    result = collect(_params(fresh_lake, sources=["sql"], sql_uri=f"sqlite:///{db}",
-                             sql_cases_query="select * from cases",
-                             sql_feedback_query="select * from fb"))
+        conn.executemany(
+            "insert into cases values (?, ?, ?)",
+            [(c.family, json.dumps(c.inputs), json.dumps(c.truth)) for c in cases],
+        )
+        conn.execute(
+            "create table fb (case_id text, trace_id text, reviewer_id text, "
+            "timestamp text, kind text, thumbs text)"
+        )
+        conn.execute("insert into fb values ('c1','t1','r1','2026-02-01T00:00:00','thumbs','true')")
+    result = collect(
+        _params(
+            fresh_lake,
+            sources=["sql"],
+            sql_uri=f"sqlite:///{db}",
+            sql_cases_query="select * from cases",
+            sql_feedback_query="select * from fb",
+        )
+    )
     assert result["cases"]["valid"] == 3 and result["feedback"]["valid"] == 1
     row = _lake(fresh_lake).scan("medicine", "feedback").collect().row(0, named=True)
     assert row["thumbs"] is True and row["source"] == "sql"
@@ -105,9 +129,16 @@ def test_sql_source(fresh_lake: Path) -> None:
 
 def test_crash_before_rename_leaves_no_version_and_rerun_completes(fresh_lake, monkeypatch):
     inbox = fresh_lake / "inbox"
-    pl.DataFrame({"case_id": ["c1"], "trace_id": ["t1"], "reviewer_id": ["r"],
-                  "timestamp": ["2026-01-01T00:00:00Z"], "kind": ["rating"],
-                  "rating": ["5"]}).write_csv(inbox / "feedback" / "fb.csv")
+    pl.DataFrame(
+        {
+            "case_id": ["c1"],
+            "trace_id": ["t1"],
+            "reviewer_id": ["r"],
+            "timestamp": ["2026-01-01T00:00:00Z"],
+            "kind": ["rating"],
+            "rating": ["5"],
+        }
+    ).write_csv(inbox / "feedback" / "fb.csv")
 
     def crash(*args, **kwargs):  # the process dies between writing the parts and the rename
         raise KeyboardInterrupt("killed")
@@ -143,9 +174,11 @@ def test_mlflow_feedback_round_trip_and_unknown_trace(fresh_lake: Path) -> None:
     log_feedback(trace_id, "first_wrong_step", "2", "dr-who", rationale="step 2 misreads K")
     log_feedback(trace_id, "rating", "4", "dr-who")
     (fresh_lake / "inbox" / "feedback" / "orphan.csv").write_text(
-        ",".join(FEEDBACK_COLS) + "\nc9,tr-unknown,r,2026-01-01T00:00:00Z,rating,3\n")
-    params = _params(fresh_lake, per_cell=0, sources=["files", "mlflow_feedback"],
-                     check_traces=True)
+        ",".join(FEEDBACK_COLS) + "\nc9,tr-unknown,r,2026-01-01T00:00:00Z,rating,3\n"
+    )
+    params = _params(
+        fresh_lake, per_cell=0, sources=["files", "mlflow_feedback"], check_traces=True
+    )
     result = collect(params)
     assert result["feedback"]["valid"] == 2
     rows = _lake(fresh_lake).scan("medicine", "feedback").collect()
