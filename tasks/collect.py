@@ -154,6 +154,8 @@ def feedback_from_mlflow(
     )
     rows, newest = [], watermark_ms
     for trace in traces:
+        if (trace.info.tags or {}).get("ponder.domain", domain) != domain:
+            continue  # feedback on another domain's trace
         for a in trace.info.assessments or []:
             stamp = int(a.last_update_time_ms or a.create_time_ms or 0)
             if stamp <= watermark_ms or getattr(a, "feedback", None) is None:
