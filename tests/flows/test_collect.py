@@ -57,9 +57,12 @@ def _assert_recorded(result: dict) -> None:
     import mlflow
     from prefect.artifacts import Artifact
 
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
-                              filter_string="tags.`ponder.stage` = 'collect'",
-                              order_by=["attributes.start_time DESC"])
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        output_format="list",
+        filter_string="tags.`ponder.stage` = 'collect'",
+        order_by=["attributes.start_time DESC"],
+    )
     names = [d.dataset.name for d in runs[0].inputs.dataset_inputs]
     assert f"medicine/cases@{result['cases']['version']}" in names
     table = Artifact.get("collect-medicine")
@@ -209,10 +212,16 @@ def test_mlflow_feedback_round_trip_and_unknown_trace(fresh_lake: Path) -> None:
 
 def test_duplicates_within_and_across_files(fresh_lake: Path) -> None:
     fb = fresh_lake / "inbox" / "feedback"
-    rows = pl.DataFrame({"case_id": ["c1", "c1", "c2"], "trace_id": ["t1", "t1", "t2"],
-                         "reviewer_id": ["r", "r", "r"],
-                         "timestamp": ["2026-01-01T00:00:00Z"] * 3, "kind": ["rating"] * 3,
-                         "rating": ["4", "4", "2"]})
+    rows = pl.DataFrame(
+        {
+            "case_id": ["c1", "c1", "c2"],
+            "trace_id": ["t1", "t1", "t2"],
+            "reviewer_id": ["r", "r", "r"],
+            "timestamp": ["2026-01-01T00:00:00Z"] * 3,
+            "kind": ["rating"] * 3,
+            "rating": ["4", "4", "2"],
+        }
+    )
     rows.write_csv(fb / "a.csv")
     first = collect(_params(fresh_lake, per_cell=0))
     assert first["feedback"]["valid"] == 3 and first["feedback"]["duplicates"] == 1
@@ -235,18 +244,58 @@ def test_cli_feedback_log_and_import(fresh_lake: Path) -> None:
         mlflow.update_current_trace(tags={"ponder.case_id": "c-7"})
     trace_id = mlflow.get_last_active_trace_id()
     runner = CliRunner()
-    ok = runner.invoke(app, ["feedback", "log", "--trace-id", trace_id, "--name", "step_labels",
-                             "--value", "[1, 1, 0]", "--reviewer", "analyst-3"])
+    ok = runner.invoke(
+        app,
+        [
+            "feedback",
+            "log",
+            "--trace-id",
+            trace_id,
+            "--name",
+            "step_labels",
+            "--value",
+            "[1, 1, 0]",
+            "--reviewer",
+            "analyst-3",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
-    missing = runner.invoke(app, ["feedback", "log", "--trace-id", "tr-nope", "--name", "rating",
-                                  "--value", "3", "--reviewer", "a"])
+    missing = runner.invoke(
+        app,
+        [
+            "feedback",
+            "log",
+            "--trace-id",
+            "tr-nope",
+            "--name",
+            "rating",
+            "--value",
+            "3",
+            "--reviewer",
+            "a",
+        ],
+    )
     assert missing.exit_code == 2 and "trace_id" in missing.output
-    bad_kind = runner.invoke(app, ["feedback", "log", "--trace-id", trace_id, "--name", "stars",
-                                   "--value", "3", "--reviewer", "a"])
+    bad_kind = runner.invoke(
+        app,
+        [
+            "feedback",
+            "log",
+            "--trace-id",
+            trace_id,
+            "--name",
+            "stars",
+            "--value",
+            "3",
+            "--reviewer",
+            "a",
+        ],
+    )
     assert bad_kind.exit_code == 2 and "unknown feedback kind" in bad_kind.output
     src = fresh_lake / "reviews.csv"
-    src.write_text(",".join(FEEDBACK_COLS) + f"\nc-7,{trace_id},analyst-4,2026-02-02T10:00:00Z,"
-                   "rating,5\n")
+    src.write_text(
+        ",".join(FEEDBACK_COLS) + f"\nc-7,{trace_id},analyst-4,2026-02-02T10:00:00Z,rating,5\n"
+    )
     imported = runner.invoke(app, ["feedback", "import", str(src), "--domain", "medicine"])
     assert imported.exit_code == 0, imported.output
     rows = Lake(fresh_lake / "lake").scan("medicine", "feedback").collect()
