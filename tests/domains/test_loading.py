@@ -86,3 +86,16 @@ def test_negative_amount_and_missing_column(tmp_path: Path) -> None:
     reasons = [r["reason"] for r in result.rejected]
     assert any("inputs.transactions.0.amount" in r for r in reasons)
     assert any("missing column" in r for r in reasons)
+
+
+def test_jsonl_line_with_other_encoding_is_rejected_not_changed(tmp_path: Path) -> None:
+    med = get_domain("medicine")
+    case = med.generate(1, 3)[0]
+    good = json.dumps({"family": case.family, "inputs": case.inputs})
+    latin = json.dumps({"family": case.family, "inputs": {**case.inputs, "note": "Señora X"}},
+                       ensure_ascii=False).encode("latin-1")
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(good.encode() + b"\n" + latin + b"\n")
+    result = med.load(path)
+    assert len(result.cases) == 1
+    assert "not valid UTF-8" in result.rejected[0]["reason"]
