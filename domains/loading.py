@@ -47,18 +47,34 @@ def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
         try:
             row = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
-            bad.append({"row": n, "reason": "line is not valid UTF-8 (mixed encodings); "
-                        "re-save the file as UTF-8", "raw": raw[:500].decode("latin-1")})
+            bad.append(
+                {
+                    "row": n,
+                    "reason": "line is not valid UTF-8 (mixed encodings); "
+                    "re-save the file as UTF-8",
+                    "raw": raw[:500].decode("latin-1"),
+                }
+            )
             continue
         except (ValueError, RecursionError) as err:
-            bad.append({"row": n, "reason": f"malformed JSON: {str(err)[:120]}",
-                        "raw": raw[:500].decode("utf-8", "replace")})
+            bad.append(
+                {
+                    "row": n,
+                    "reason": f"malformed JSON: {str(err)[:120]}",
+                    "raw": raw[:500].decode("utf-8", "replace"),
+                }
+            )
             continue
         if isinstance(row, dict):
             good.append({"_row": n, **row})
         else:
-            bad.append({"row": n, "reason": "line is not a JSON object",
-                        "raw": raw[:500].decode("utf-8", "replace")})
+            bad.append(
+                {
+                    "row": n,
+                    "reason": "line is not a JSON object",
+                    "raw": raw[:500].decode("utf-8", "replace"),
+                }
+            )
     return good, bad
 
 

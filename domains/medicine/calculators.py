@@ -163,19 +163,21 @@ def wells_pe(f: PatientFacts) -> Result:
     )
 
 
+WELLS_DVT_CRITERIA = (
+    "malignancy",
+    "bedridden_or_surgery_12wk",
+    "calf_swelling_3cm",
+    "collateral_veins",
+    "entire_leg_swollen",
+    "deep_vein_tenderness",
+    "pitting_edema",
+    "paralysis_or_cast",
+    "prior_vte",
+)
+
+
 def wells_dvt(f: PatientFacts) -> Result:
-    names = [
-        "malignancy",
-        "bedridden_or_surgery_12wk",
-        "calf_swelling_3cm",
-        "collateral_veins",
-        "entire_leg_swollen",
-        "deep_vein_tenderness",
-        "pitting_edema",
-        "paralysis_or_cast",
-        "prior_vte",
-    ]
-    items = [(n, f.has(n), 1.0) for n in names]
+    items = [(n, f.has(n), 1.0) for n in WELLS_DVT_CRITERIA]
     items.append(("alternative_diagnosis_likely", f.has("alternative_diagnosis_likely"), -2.0))
     return _points(f, items, "Wells DVT")
 

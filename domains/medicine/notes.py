@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import random
 
-from domains.medicine.calculators import CALCULATORS, CONDITIONS, PatientFacts
+from domains.medicine.calculators import (
+    CALCULATORS,
+    CONDITIONS,
+    WELLS_DVT_CRITERIA,
+    PatientFacts,
+)
 
 FIRST = {
     "M": ["James", "Ahmed", "Wei", "Carlos", "Tomasz", "Kwame"],
@@ -71,18 +76,7 @@ RELEVANT = {
         "hemoptysis",
         "malignancy",
     ],
-    "wells_dvt": [
-        "malignancy",
-        "bedridden_or_surgery_12wk",
-        "calf_swelling_3cm",
-        "collateral_veins",
-        "entire_leg_swollen",
-        "deep_vein_tenderness",
-        "pitting_edema",
-        "paralysis_or_cast",
-        "prior_vte",
-        "alternative_diagnosis_likely",
-    ],
+    "wells_dvt": [*WELLS_DVT_CRITERIA, "alternative_diagnosis_likely"],
     "meld_na": ["dialysis_twice_last_week"],
 }
 DISTRACTORS = ["asthma", "hypothyroidism", "gerd", "osteoarthritis", "migraine", "depression"]

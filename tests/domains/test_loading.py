@@ -92,8 +92,9 @@ def test_jsonl_line_with_other_encoding_is_rejected_not_changed(tmp_path: Path) 
     med = get_domain("medicine")
     case = med.generate(1, 3)[0]
     good = json.dumps({"family": case.family, "inputs": case.inputs})
-    latin = json.dumps({"family": case.family, "inputs": {**case.inputs, "note": "Señora X"}},
-                       ensure_ascii=False).encode("latin-1")
+    latin = json.dumps(
+        {"family": case.family, "inputs": {**case.inputs, "note": "Señora X"}}, ensure_ascii=False
+    ).encode("latin-1")
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(good.encode() + b"\n" + latin + b"\n")
     result = med.load(path)
