@@ -1,0 +1,85 @@
+"""Step-level beam search: N beams, k proposals each per depth, top N/k kept by PRM score.
+
+At each depth the live beams of every problem propose k next steps in one Generator call
+(``n=k`` per beam). The step scorer rates every proposal, paths are ranked by their
+aggregated step scores (last/min/prod), and the best N/k live paths survive. A path ends
+at an answer, at the depth cap, or when the token budget is spent.
+"""
+
+from __future__ import annotations
+
+from models.engine import Generator
+from models.search.base import Problem, Scorer, SearchConfig, SearchResult, expand, vote
+from models.search.tree import Node, ThoughtTree, aggregate
+
+
+def beam(
+    problems: list[Problem], cfg: SearchConfig, generator: Generator, scorer: Scorer
+) -> list[SearchResult]:
+    trees = [ThoughtTree(prompt_token_ids=generator.encode(p.prompt)) for p in problems]
+    keep = max(cfg.width // cfg.branch, 1)
+    live: list[list[Node]] = [[t.root] for t in trees]
+    done: list[list[Node]] = [[] for _ in trees]
+    for depth in range(cfg.max_depth):
+        order = [i for i, t in enumerate(trees) if live[i] and t.tokens_generated < cfg.max_tokens]
+        if not order:
+            break
+        jobs = [
+            (trees[i], node, cfg.width if depth == 0 else cfg.branch)
+            for i in order
+            for node in live[i]
+        ]
+        owners = [i for i in order for _ in live[i]]
+        left = [cfg.max_tokens - trees[i].tokens_generated for i in owners]
+        kids = expand(
+            generator,
+            jobs,
+            cfg,
+            [problems[i].answer_of for i in owners],
+            per_step=True,
+            budget_left=left,
+        )
+        fresh: dict[int, list[Node]] = {i: [] for i in order}
+        for i, children in zip(owners, kids, strict=True):
+            fresh[i] += children
+        for i in order:
+            _score(problems[i], trees[i], fresh[i], scorer)
+            done[i] += [n for n in fresh[i] if n.terminal]
+            candidates = [n for n in fresh[i] if not n.terminal]
+            candidates.sort(key=lambda n: _path_score(trees[i], n, cfg), reverse=True)
+            live[i] = candidates[:keep]
+    return [
+        _finish(p, t, d or lv, cfg, scorer)
+        for p, t, d, lv in zip(problems, trees, done, live, strict=True)
+    ]
+
+
+def _score(problem: Problem, tree: ThoughtTree, nodes: list[Node], scorer: Scorer) -> None:
+    for node in nodes:
+        node.prm_score = scorer.score(problem, tree.path(node), tree.text(node))[-1]
+        node.visits = 1
+
+
+def _path_score(tree: ThoughtTree, node: Node, cfg: SearchConfig) -> float:
+    return aggregate([n.prm_score or 0.0 for n in tree.path(node)], cfg.score_agg)
+
+
+def _finish(
+    problem: Problem, tree: ThoughtTree, ends: list[Node], cfg: SearchConfig, scorer: Scorer
+) -> SearchResult:
+    scores = [_path_score(tree, n, cfg) for n in ends]
+    for n, s in zip(ends, scores, strict=True):
+        n.value = s
+    best, conf = vote([n.answer for n in ends], scores, cfg.answer_agg)
+    chosen = ends[best] if best >= 0 else None
+    return SearchResult(
+        problem_id=problem.id,
+        strategy="beam",
+        answer=chosen.answer if chosen else None,
+        text=tree.text(chosen) if chosen else "",
+        confidence=conf,
+        tokens_generated=tree.tokens_generated,
+        scorer=scorer.name,
+        oracle=scorer.oracle,
+        tree=tree,
+    )
