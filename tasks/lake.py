@@ -98,8 +98,10 @@ class Lake:
         frame: pl.LazyFrame | pl.DataFrame,
         sources: list[str],
         extra: dict[str, Any] | None = None,
+        attachments: dict[str, pl.DataFrame] | None = None,
     ) -> VersionInfo | None:
-        """Commit ``frame`` as the next version, or return None if it equals the latest."""
+        """Commit ``frame`` as the next version, or return None if it equals the latest.
+        ``attachments`` (e.g. thought trees) are written into the same atomic folder."""
         base = self.dataset_dir(domain, dataset)
         base.mkdir(parents=True, exist_ok=True)
         self._sweep(base)
@@ -118,6 +120,8 @@ class Lake:
                 shutil.rmtree(staging)
                 return None
             version = f"v{(int(parent.version[1:]) + 1) if parent else 1:05d}"
+            for name, table in (attachments or {}).items():
+                table.write_parquet(staging / name)
             manifest = _manifest(written, digest, sources, parent, extra)
             _write_json(staging / "_manifest.json", manifest)
             _fsync_dir(staging)

@@ -1,0 +1,201 @@
+"""Prefect tasks behind the ``infer`` flow: resolve the model, load cases, search shards.
+
+Shards are the unit of resumption: each shard's predictions and trees are written to
+``<lake>/<domain>/predictions/_runs/<run_key>/`` with a temp-file + rename, and a rerun
+with the same run key (same input, model version, strategy config) skips finished shards.
+When all shards exist they are committed together as a new ``predictions`` version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from domains.base import Case, Domain, ParseFailure, get_domain
+from domains.errors import PonderError
+from models.engine import Generator
+from models.search import SearchConfig, run_search
+from models.search.base import Problem, Scorer, SearchResult
+from tasks.lake import Lake
+
+
+@task
+def resolve_model(domain: str, model: str | None) -> tuple[str, str, Path]:
+    """(uri or path, exact version label, local dir), resolved once per run."""
+    from mlflow.exceptions import MlflowException
+
+    from models.loading import ModelSpec, resolve_model_dir
+    from models.registry import BASE_POLICY, connect, get_version, model_name, parse_models_uri
+
+    if model and not model.startswith("models:/"):
+        path = resolve_model_dir(ModelSpec(model=model))
+        return model, f"path:{path}", path
+    candidates = (
+        [model]
+        if model
+        else [f"models:/{model_name(domain, 'policy')}@champion", f"models:/{BASE_POLICY}@champion"]
+    )
+    client = connect()
+    for uri in candidates:
+        try:
+            version = get_version(parse_models_uri(uri), client)
+        except (PonderError, MlflowException):
+            if uri == candidates[-1]:
+                raise
+            continue
+        exact = f"models:/{version.name}/{version.version}"
+        return uri, exact, resolve_model_dir(ModelSpec(model=exact))
+    raise PonderError("model", "no policy model found", "run `ponder models fetch-example`")
+
+
+@task
+def load_cases(
+    lake: Lake, domain: str, source: str, split: str | None
+) -> tuple[list[Case], list[dict[str, Any]], str]:
+    """Cases from ``lake:cases[@vNNNNN]`` or a file; returns (cases, rejected, input label)."""
+    d = get_domain(domain)
+    if source.startswith("lake:"):
+        _, _, version = source.partition("@")
+        info = lake.info(domain, "cases", version) if version else lake.latest(domain, "cases")
+        if info is None:
+            raise PonderError(
+                "input",
+                f"{domain}/cases has no versions",
+                "run `ponder collect` first, or pass a file path",
+            )
+        frame = pl.scan_parquet(info.path / "part-*.parquet")
+        if split:
+            frame = frame.filter(pl.col("split") == split)
+        cases = [_row_case(r) for r in frame.sort("id").collect().iter_rows(named=True)]
+        return cases, [], f"lake:{domain}/cases@{info.version}" + (f"[{split}]" if split else "")
+    loaded = d.load(Path(source))
+    label = f"file:{Path(source).name}:{_file_digest(Path(source))}"
+    return sorted(loaded.cases, key=lambda c: c.id), loaded.rejected, label
+
+
+def _row_case(row: dict[str, Any]) -> Case:
+    return Case(
+        id=row["id"],
+        domain=row["domain"],
+        family=row["family"],
+        difficulty=row["difficulty"],
+        inputs=json.loads(row["inputs"]),
+        truth=json.loads(row["truth"]) if row["truth"] else None,
+        reference=row["reference"],
+    )
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_key(input_label: str, model_version: str, strategy: str, cfg: SearchConfig) -> str:
+    blob = json.dumps([input_label, model_version, strategy, cfg.model_dump()], sort_keys=True)
+    return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
+
+
+def answer_key(domain: Domain, case: Case, text: str) -> str | None:
+    parsed = domain.parse(text, case)
+    if isinstance(parsed, ParseFailure):
+        return None
+    return json.dumps(parsed.model_dump(mode="json"), sort_keys=True)
+
+
+def fits(generator: Generator, domain: Domain, case: Case, cfg: SearchConfig, max_len: int) -> bool:
+    """Whether the prompt plus one step still fits the model's context."""
+    return len(generator.encode(domain.prompt(case))) + cfg.step_tokens <= max_len
+
+
+@task(cache_policy=NO_CACHE)  # engine and scorer are not hashable inputs
+def search_shard(
+    index: int,
+    cases: list[Case],
+    domain: str,
+    strategy: str,
+    cfg: SearchConfig,
+    generator: Generator,
+    scorer: Scorer,
+    out_dir: Path,
+    meta: dict[str, str],
+) -> Path:
+    """Search one shard and write its predictions + trees atomically; skip if already done."""
+    target = out_dir / f"shard-{index:05d}.parquet"
+    if target.is_file():
+        return target
+    d = get_domain(domain)
+    problems = [
+        Problem(id=c.id, prompt=d.prompt(c), answer_of=lambda text, c=c: answer_key(d, c, text))
+        for c in cases
+    ]
+    start = time.perf_counter()
+    results = run_search(strategy, problems, cfg, generator, scorer)
+    per_case = (time.perf_counter() - start) / max(len(cases), 1)
+    rows = [
+        _prediction(d, c, r, per_case, meta, target.name)
+        for c, r in zip(cases, results, strict=True)
+    ]
+    trees = [{"case_id": r.problem_id, "tree": r.tree.model_dump_json()} for r in results]
+    _atomic_parquet(pl.DataFrame(trees), out_dir / f"trees-{index:05d}.parquet")
+    _atomic_parquet(pl.DataFrame(rows, infer_schema_length=None), target)
+    return target
+
+
+def _prediction(
+    d: Domain, case: Case, r: SearchResult, latency: float, meta: dict[str, str], shard: str
+) -> dict[str, Any]:
+    verdict = d.check(r.text, case) if case.truth is not None else None
+    return {
+        "case_id": case.id,
+        "family": case.family,
+        "difficulty": case.difficulty,
+        "answer": r.answer,
+        "parsed": r.answer is not None,
+        "confidence": r.confidence,
+        "text": r.text,
+        "correct": None if verdict is None else verdict.correct,
+        "score": None if verdict is None else verdict.score,
+        "tokens": r.tokens_generated,
+        "latency_s": latency,
+        "strategy": r.strategy,
+        "scorer": r.scorer,
+        "oracle": r.oracle,
+        "generator_calls": r.generator_calls,
+        "tree_ref": f"{shard.replace('shard-', 'trees-')}#{case.id}",
+        "status": "ok",
+        **meta,
+    }
+
+
+def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.write_parquet(tmp)
+    os.replace(tmp, path)
+
+
+@task(cache_policy=NO_CACHE)
+def commit_predictions(
+    lake: Lake, domain: str, out_dir: Path, sources: list[str]
+) -> tuple[str | None, pl.DataFrame]:
+    """All shards of the run as one predictions version (trees copied alongside)."""
+    from tasks.lake import row_hash
+
+    frame = pl.read_parquet(out_dir / "shard-*.parquet")
+    frame = frame.with_columns(row_hash(["case_id", "run_key"]))
+    trees = pl.read_parquet(out_dir / "trees-*.parquet")
+    info = lake.write_version(
+        domain, "predictions", frame, sources, attachments={"trees.parquet": trees}
+    )
+    latest = info or lake.latest(domain, "predictions")
+    return (latest.version if latest else None), frame

@@ -1,0 +1,105 @@
+"""One self-contained HTML page per inference batch: the case table and every thought tree.
+
+Trees are nested ``<details>`` elements (collapsible without JavaScript); each step shows
+its PRM score, value and visits, terminal steps show their parsed answer, and the chosen
+path is highlighted so a reviewer can see where the reasoning went wrong. All model text is
+HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+import polars as pl
+
+from models.search.tree import Node, ThoughtTree
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px}
+th{background:#f4f4f4}.ok{color:#137333}.bad{color:#b3261e}
+details{margin-left:18px;border-left:2px solid #ddd;padding-left:8px}
+summary{cursor:pointer;font-size:13px}.chosen>summary{background:#fff3c4;font-weight:600}
+pre{white-space:pre-wrap;margin:4px 0 8px 0;font-size:12px;background:#fafafa;padding:6px}
+.meta{color:#666;font-size:12px}
+"""
+
+
+def chosen_path(tree: ThoughtTree, text: str) -> set[int]:
+    """Node ids of the path whose text is the chosen answer text (deepest match)."""
+    best: list[Node] = []
+    for leaf in tree.leaves():
+        path = tree.path(leaf)
+        if tree.text(leaf) == text and len(path) > len(best):
+            best = path
+    return {n.id for n in best}
+
+
+def _node_html(tree: ThoughtTree, node: Node, chosen: set[int]) -> str:
+    kids = "".join(_node_html(tree, k, chosen) for k in tree.children(node))
+    score = "-" if node.prm_score is None else f"{node.prm_score:.3f}"
+    label = (
+        f"step {node.depth} &middot; score {score} &middot; value {node.value:.3f} "
+        f"&middot; visits {node.visits} &middot; {node.n_tokens} tok"
+        + (f" &middot; answer {html.escape(node.answer or 'unparsed')}" if node.terminal else "")
+        + (" &middot; cut at length" if node.finish_reason == "length" else "")
+    )
+    cls = ' class="chosen"' if node.id in chosen else ""
+    opened = " open" if node.id in chosen else ""
+    return (
+        f"<details{cls}{opened}><summary>{label}</summary>"
+        f"<pre>{html.escape(node.text)}</pre>{kids}</details>"
+    )
+
+
+def render(
+    title: str,
+    predictions: pl.DataFrame,
+    trees: dict[str, ThoughtTree],
+    texts: dict[str, str],
+    meta: dict[str, Any],
+) -> str:
+    """The whole page as a string."""
+    rows = []
+    for r in predictions.sort("case_id").iter_rows(named=True):
+        mark = (
+            ""
+            if r["correct"] is None
+            else '<span class="ok">correct</span>'
+            if r["correct"]
+            else '<span class="bad">wrong</span>'
+        )
+        rows.append(
+            f"<tr><td><a href='#{html.escape(r['case_id'])}'>"
+            f"{html.escape(r['case_id'])}</a></td><td>{r['family']}</td>"
+            f"<td>{r['difficulty']}</td><td>{html.escape(str(r['answer']))[:120]}</td>"
+            f"<td>{r['confidence']:.2f}</td><td>{mark}</td><td>{r['tokens']}</td></tr>"
+        )
+    sections = []
+    for case_id, tree in sorted(trees.items()):
+        chosen = chosen_path(tree, texts.get(case_id, ""))
+        body = "".join(_node_html(tree, k, chosen) for k in tree.children(tree.root))
+        sections.append(
+            f"<h3 id='{html.escape(case_id)}'>{html.escape(case_id)}</h3>"
+            f"<div class='meta'>{len(tree.nodes) - 1} steps in the tree, "
+            f"{tree.tokens_generated} tokens</div>{body}"
+        )
+    head = "".join(
+        f"<div class='meta'>{html.escape(k)}: {html.escape(str(v))}</div>" for k, v in meta.items()
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{head}"
+        "<h2>Cases</h2><table><tr><th>case</th><th>family</th><th>difficulty</th>"
+        "<th>answer</th><th>confidence</th><th>verdict</th><th>tokens</th></tr>"
+        f"{''.join(rows)}</table><h2>Thought trees</h2>{''.join(sections)}</body></html>"
+    )
+
+
+def load_trees(frame: pl.DataFrame) -> dict[str, ThoughtTree]:
+    return {
+        r["case_id"]: ThoughtTree.model_validate(json.loads(r["tree"]))
+        for r in frame.iter_rows(named=True)
+    }

@@ -1,0 +1,136 @@
+"""MLflow side of inference: metrics, the HTML report, and reviewable traces.
+
+A sample of cases becomes MLflow traces (one span per step of the chosen path, tagged with
+the case id and domain) in the ``ponder-traces`` experiment, where reviewers leave feedback
+in the UI or with ``ponder feedback log``; ``collect`` reads it back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from domains.base import Case
+from tasks.lake import Lake
+from tasks.report import load_trees, render
+
+TRACE_EXPERIMENT = "ponder-traces"
+
+
+def metrics_table(frame: pl.DataFrame) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Overall metrics and a family x difficulty table."""
+    labelled = frame.filter(pl.col("correct").is_not_null())
+    metrics = {
+        "cases": float(frame.height),
+        "tokens_per_case": float(frame["tokens"].mean()),
+        "parse_rate": float(frame["parsed"].mean()),
+    }
+    if labelled.height:
+        metrics["accuracy"] = float(labelled["correct"].cast(pl.Float64).mean())
+    table = (
+        frame.group_by("family", "difficulty")
+        .agg(
+            pl.len().alias("n"),
+            pl.col("correct").cast(pl.Float64).mean().alias("accuracy"),
+            pl.col("tokens").mean().round(1).alias("tokens_per_case"),
+            pl.col("confidence").mean().round(3).alias("confidence"),
+        )
+        .sort("family", "difficulty")
+    )
+    return metrics, table.to_dicts()
+
+
+@task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def log_inference_run(
+    params: dict[str, Any],
+    frame: pl.DataFrame,
+    lake: Lake,
+    domain: str,
+    version: str | None,
+    out_dir: Path,
+    cases: list[Case],
+    n_traces: int,
+    generator: Any,
+) -> dict[str, Any]:
+    import mlflow
+
+    from models.registry import connect, ensure_experiment
+
+    metrics, table = metrics_table(frame)
+    seconds = float(frame["latency_s"].sum()) or 1e-9
+    metrics["cases_per_s"] = frame.height / seconds
+    stats = generator.prefix_cache_stats() or {}
+    if stats.get("queries"):
+        metrics["prefix_cache_hit_rate"] = stats["hits"] / stats["queries"]
+    trees = load_trees(pl.read_parquet(out_dir / "trees-*.parquet"))
+    texts = dict(zip(frame["case_id"], frame["text"], strict=True))
+    page = render(
+        f"ponder infer: {domain} {params['strategy']} ({version})",
+        frame,
+        trees,
+        texts,
+        {
+            "model": frame["model_version"][0],
+            "input": frame["input"][0],
+            **{k: round(v, 4) for k, v in metrics.items()},
+        },
+    )
+    reports = lake.dataset_dir(domain, "predictions") / "_reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    report = reports / f"{version or frame['run_key'][0]}.html"
+    report.write_text(page)
+    connect()
+    exp_id = ensure_experiment()
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"infer-{domain}"):
+        mlflow.log_params({k: str(v)[:250] for k, v in params.items()})
+        mlflow.log_metrics(metrics)
+        for row in table:
+            if row["accuracy"] is not None:
+                mlflow.log_metric(f"accuracy_{row['family']}_d{row['difficulty']}", row["accuracy"])
+        mlflow.log_artifact(str(report), artifact_path="report")
+        mlflow.set_tags(
+            {
+                "ponder.stage": "infer",
+                "ponder.domain": domain,
+                "ponder.predictions": str(version),
+                "ponder.model_version": frame["model_version"][0],
+            }
+        )
+    log_traces(domain, cases[:n_traces], trees, texts)
+    return {"metrics": metrics, "table": table, "report": str(report)}
+
+
+def log_traces(domain: str, cases: list[Case], trees: dict, texts: dict[str, str]) -> list[str]:
+    """One trace per case, one child span per step of the chosen path."""
+    import mlflow
+
+    from tasks.report import chosen_path
+
+    mlflow.set_experiment(TRACE_EXPERIMENT)
+    ids = []
+    for case in cases:
+        tree = trees.get(case.id)
+        if tree is None:
+            continue
+        chosen = sorted(chosen_path(tree, texts.get(case.id, "")))
+        with mlflow.start_span(name=f"case {case.id}") as root:
+            root.set_inputs({"case_id": case.id, "family": case.family})
+            for node_id in chosen:
+                node = tree.nodes[node_id]
+                with mlflow.start_span(name=f"step {node.depth}") as span:
+                    span.set_outputs({"text": node.text})
+                    span.set_attributes(
+                        {
+                            "prm_score": node.prm_score or 0.0,
+                            "visits": node.visits,
+                            "n_tokens": node.n_tokens,
+                        }
+                    )
+            root.set_outputs({"answer": texts.get(case.id, "")[-500:]})
+            mlflow.update_current_trace(tags={"ponder.case_id": case.id, "ponder.domain": domain})
+        ids.append(mlflow.get_last_active_trace_id())
+    return ids

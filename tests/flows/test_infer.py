@@ -1,0 +1,116 @@
+"""The infer flow on the tiny model (vLLM): shards, resume, predictions, report, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from pydantic import ValidationError
+
+from domains.base import get_domain
+from domains.errors import PonderError
+from flows.infer import InferParams, infer
+from tasks import infer as infer_tasks
+from tasks.lake import Lake
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _cases_file(path: Path, n: int = 3, long_note: bool = False) -> Path:
+    d = get_domain("medicine")
+    cases = d.generate(n, 11, difficulty=1)
+    rows = [
+        {"family": c.family, "inputs": json.dumps(c.inputs), "truth": json.dumps(c.truth)}
+        for c in cases
+    ]
+    if long_note:
+        inputs = {**cases[0].inputs, "note": "Patient stable. " * 900}
+        rows.append(
+            {
+                "family": "clinical_calc",
+                "inputs": json.dumps(inputs),
+                "truth": json.dumps(cases[0].truth),
+            }
+        )
+    rows.append({"family": "clinical_calc", "inputs": "{broken", "truth": None})
+    pl.DataFrame(rows).write_csv(path)
+    return path
+
+
+def _params(tiny_model: Path, source: Path, **kw) -> InferParams:
+    base = {
+        "domain": "medicine",
+        "input": str(source),
+        "model": str(tiny_model),
+        "strategy": "beam",
+        "width": 2,
+        "max_tokens": 96,
+        "step_tokens": 16,
+        "max_depth": 2,
+        "shard_size": 2,
+        "dtype": "float32",
+        "max_model_len": 2048,
+        "log_traces": 1,
+    }
+    return InferParams(**(base | kw))
+
+
+def test_infer_end_to_end(fresh_lake: Path, tiny_model: Path, vllm_engine) -> None:
+    src = _cases_file(fresh_lake / "cases.csv", long_note=True)
+    out = infer(_params(tiny_model, src))
+    assert out["cases"] == 3 and out["rejected"] == 1 and out["too_long"] == 1
+    lake = Lake(fresh_lake / "lake")
+    info = lake.latest("medicine", "predictions")
+    assert info.version == out["version"] == "v00001"
+    preds = pl.read_parquet(info.path / "part-*.parquet")
+    assert preds.height == 3 and preds["case_id"].n_unique() == 3
+    assert set(preds["model_version"]) == {f"path:{tiny_model.resolve()}"}
+    assert preds["correct"].is_not_null().all() and (preds["tokens"] > 0).all()
+    trees = pl.read_parquet(info.path / "trees.parquet")
+    assert set(trees["case_id"]) == set(preds["case_id"])
+    page = Path(out["report"]).read_text()
+    assert all(cid in page for cid in preds["case_id"]) and "<details" in page
+    quarantine = pl.concat(
+        [pl.read_parquet(p) for p in (info.path.parent / "_quarantine").glob("*.parquet")],
+        how="diagonal_relaxed",
+    )
+    assert "prompt longer than the model context" in quarantine["reason"].to_list()
+    again = infer(_params(tiny_model, src))  # all shards exist: nothing recomputed
+    assert again["version"] == "v00001"
+
+
+def test_resume_after_crash_between_shards(fresh_lake, tiny_model, vllm_engine, monkeypatch):
+    src = _cases_file(fresh_lake / "c.csv", n=3)
+    real = infer_tasks.search_shard.fn
+    calls: list[int] = []
+
+    def flaky(index, *args, **kwargs):
+        calls.append(index)
+        if index == 1 and calls.count(1) == 1:
+            raise KeyboardInterrupt("killed between shards")
+        return real(index, *args, **kwargs)
+
+    monkeypatch.setattr(infer_tasks.search_shard, "fn", flaky)
+    with pytest.raises(BaseException, match="killed"):
+        infer(_params(tiny_model, src, strategy="best_of_n"))
+    lake = Lake(fresh_lake / "lake")
+    assert lake.latest("medicine", "predictions") is None, "no partial version is visible"
+    out = infer(_params(tiny_model, src, strategy="best_of_n"))
+    assert calls == [0, 1, 0, 1], "shard 0 is skipped on resume (written), shard 1 reruns"
+    preds = lake.scan("medicine", "predictions").collect()
+    assert preds.height == 3 and preds["case_id"].n_unique() == 3 and out["cases"] == 3
+
+
+def test_bad_inputs(fresh_lake: Path, tiny_model: Path, vllm_engine) -> None:
+    empty = fresh_lake / "empty.csv"
+    empty.write_text("family,inputs,truth\n")
+    assert infer(_params(tiny_model, empty))["cases"] == 0
+    src = _cases_file(fresh_lake / "c.csv", n=1)
+    with pytest.raises(PonderError, match="unknown strategy"):
+        infer(_params(tiny_model, src, strategy="astar"))
+    with pytest.raises(PonderError, match="no registered model"):
+        infer(_params(tiny_model, src, model="models:/ponder-nope-policy@champion"))
+    with pytest.raises(ValidationError, match="width"):
+        _params(tiny_model, src, width=0)
