@@ -246,6 +246,86 @@ def feedback_log(
     console.print(f"logged {name} on {trace_id} as {assessment_id}")
 
 
+@app.command("infer")
+@friendly
+def infer_cmd(
+    domain: Annotated[str, typer.Option(help="Domain name.")] = "finance_risk",
+    input: Annotated[str, typer.Option(help="lake:cases[@vNNNNN] or a file path.")] = (
+        "lake:cases"
+    ),
+    split: Annotated[str | None, typer.Option(help="Split filter for lake input.")] = "test",
+    model: Annotated[str | None, typer.Option(help="Path or models:/ URI.")] = None,
+    strategy: Annotated[
+        str,
+        typer.Option(help="cot, self_consistency, best_of_n, weighted_best_of_n, beam or mcts."),
+    ] = "beam",
+    width: Annotated[int, typer.Option(help="N samples / beams / rollouts.")] = 4,
+    max_tokens: Annotated[int, typer.Option(help="Token cap per case.")] = 512,
+    shard_size: Annotated[int, typer.Option(help="Cases per resumable shard.")] = 32,
+) -> None:
+    """Run batch deep-reasoning inference once (the `infer` flow)."""
+    from pydantic import ValidationError
+
+    from flows.infer import InferParams, infer
+
+    try:
+        params = InferParams(
+            domain=domain,
+            input=input,
+            split=split,
+            model=model,
+            strategy=strategy,
+            width=width,
+            max_tokens=max_tokens,
+            shard_size=shard_size,
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise PonderError(
+            ".".join(str(p) for p in first["loc"]), first["msg"], "see `ponder infer --help`"
+        ) from None
+    out = infer(params)
+    console.print(out)
+
+
+@app.command("report")
+@friendly
+def report_cmd(
+    domain: Annotated[str, typer.Option(help="Domain name.")] = "finance_risk",
+    version: Annotated[
+        str | None, typer.Option(help="predictions version (default latest).")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="HTML file to write.")] = None,
+) -> None:
+    """Render the HTML report (cases + collapsible thought trees) of a predictions version."""
+    import polars as pl
+
+    from models.settings import get_settings
+    from tasks.lake import Lake
+    from tasks.report import load_trees, render
+
+    lake = Lake(get_settings().lake_root)
+    info = (
+        lake.info(domain, "predictions", version) if version else lake.latest(domain, "predictions")
+    )
+    if info is None:
+        raise PonderError("version", f"{domain} has no predictions yet", "run `ponder infer`")
+    frame = pl.read_parquet(info.path / "part-*.parquet")
+    trees = load_trees(pl.read_parquet(info.path / "trees.parquet"))
+    texts = dict(zip(frame["case_id"], frame["text"], strict=True))
+    page = render(
+        f"ponder predictions {domain} {info.version}",
+        frame,
+        trees,
+        texts,
+        {"rows": info.rows, "sources": ", ".join(info.manifest["sources"])},
+    )
+    target = output or info.path.parent / "_reports" / f"{info.version}.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(page)
+    console.print(f"wrote {target}")
+
+
 def _collect_params(**kwargs: Any) -> Any:
     from pydantic import ValidationError
 

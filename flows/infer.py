@@ -91,8 +91,10 @@ def infer(params: InferParams | None = None) -> dict:
     cases, rejected, label = load_cases(lake, params.domain, params.input, params.split)
     run_id = flow_run.get_id() or uuid.uuid4().hex
     if rejected:
-        rows = [{"row": r.get("row"), "source": label, "reason": r["reason"],
-                 "raw": str(r.get("raw"))} for r in rejected]
+        rows = [
+            {"row": r.get("row"), "source": label, "reason": r["reason"], "raw": str(r.get("raw"))}
+            for r in rejected
+        ]
         lake.quarantine(params.domain, "predictions", pl.DataFrame(rows), run_id)
     if not cases:
         log.warning("empty input %s: nothing to score", label)

@@ -79,6 +79,14 @@ def test_infer_end_to_end(fresh_lake: Path, tiny_model: Path, vllm_engine) -> No
     assert "prompt longer than the model context" in quarantine["reason"].to_list()
     again = infer(_params(tiny_model, src))  # all shards exist: nothing recomputed
     assert again["version"] == "v00001"
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    target = fresh_lake / "report.html"
+    result = CliRunner().invoke(app, ["report", "--domain", "medicine", "--output", str(target)])
+    assert result.exit_code == 0, result.output
+    assert all(cid in target.read_text() for cid in preds["case_id"])
 
 
 def test_resume_after_crash_between_shards(fresh_lake, tiny_model, vllm_engine, monkeypatch):
