@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRA  ?= cpu
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench bench-quality lint clean
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ bench: install
 	$(PY) -m bench.generate
 	$(PY) -m bench.domains
 	$(PY) -m bench.collect
+	$(PY) -m bench.infer --parts overhead batching scale
+
+# Hours on a 2-core CPU: 6 strategies x N in (1, 4, 16) x 200 cases.
+bench-quality: install
+	$(PY) -m bench.infer --parts quality
 
 lint: install
 	$(VENV)/bin/ruff check --fix .
