@@ -69,8 +69,18 @@ def overhead(args: argparse.Namespace, engine, tmp: Path) -> None:
     raw_tokens = sum(len(c.token_ids) for o in outs for c in o.outputs)
     src = _file(cases, tmp / "overhead.csv")
     warm = _file(cases[:2], tmp / "warm.csv")  # start Prefect's API and MLflow's DB first
-    infer(InferParams(domain="medicine", input=str(warm), model=args.model, strategy="cot",
-                      width=1, max_tokens=16, log_traces=0, max_model_len=args.max_model_len))
+    infer(
+        InferParams(
+            domain="medicine",
+            input=str(warm),
+            model=args.model,
+            strategy="cot",
+            width=1,
+            max_tokens=16,
+            log_traces=0,
+            max_model_len=args.max_model_len,
+        )
+    )
     start = time.perf_counter()
     out = infer(
         InferParams(
