@@ -111,30 +111,36 @@ def sampling(cfg: SearchConfig, n: int, max_tokens: int, stop: bool) -> Sampling
 
 def expand(
     generator: Generator,
-    jobs: Sequence[tuple[ThoughtTree, Node, int]],
+    problems: Sequence[Problem],
+    trees: Sequence[ThoughtTree],
+    picks: Sequence[tuple[int, Node, int]],
     cfg: SearchConfig,
-    answer_of: Sequence[Callable[[str], str | None]],
     per_step: bool,
-    budget_left: Sequence[int],
 ) -> list[list[Node]]:
-    """Grow every (tree, node, k) job by k children in ONE Generator call; returns the new
-    children per job (duplicates dropped). ``per_step`` stops at the step boundary."""
-    if not jobs:
+    """Grow every pick ``(problem index, node, k)`` by k children in ONE Generator call and
+    return the new children per pick (duplicates dropped). ``per_step`` stops at the step
+    boundary; otherwise each of the k completions gets an equal share of what is left of the
+    problem's token budget."""
+    if not picks:
         return []
+    left = [
+        (cfg.max_tokens - trees[i].tokens_generated) // (1 if per_step else k) for i, _, k in picks
+    ]
     groups: dict[int, list[int]] = {}
-    for i, (_, _, k) in enumerate(jobs):
-        groups.setdefault(k, []).append(i)
-    out: list[list[Node]] = [[] for _ in jobs]
+    for j, (_, _, k) in enumerate(picks):
+        groups.setdefault(k, []).append(j)
+    out: list[list[Node]] = [[] for _ in picks]
     for k, idxs in groups.items():  # one call per distinct k (a single call in practice)
         cap = min(
-            cfg.step_tokens if per_step else cfg.max_tokens,
-            max(min(budget_left[i] for i in idxs), 1),
+            cfg.step_tokens if per_step else cfg.max_tokens, max(min(left[j] for j in idxs), 1)
         )
-        prompts = [jobs[i][0].token_ids(jobs[i][1]) for i in idxs]
+        prompts = [trees[picks[j][0]].token_ids(picks[j][1]) for j in idxs]
         results = generator.generate(prompts, sampling(cfg, k, cap, per_step))
-        for i, res in zip(idxs, results, strict=True):
-            tree, parent, _ = jobs[i]
-            out[i] = _add_children(tree, parent, res.completions, cfg, answer_of[i], per_step)
+        for j, res in zip(idxs, results, strict=True):
+            i, parent, _ = picks[j]
+            out[j] = _add_children(
+                trees[i], parent, res.completions, cfg, problems[i].answer_of, per_step
+            )
     return out
 
 

@@ -24,23 +24,12 @@ def beam(
         order = [i for i, t in enumerate(trees) if live[i] and t.tokens_generated < cfg.max_tokens]
         if not order:
             break
-        jobs = [
-            (trees[i], node, cfg.width if depth == 0 else cfg.branch)
-            for i in order
-            for node in live[i]
+        picks = [
+            (i, node, cfg.width if depth == 0 else cfg.branch) for i in order for node in live[i]
         ]
-        owners = [i for i in order for _ in live[i]]
-        left = [cfg.max_tokens - trees[i].tokens_generated for i in owners]
-        kids = expand(
-            generator,
-            jobs,
-            cfg,
-            [problems[i].answer_of for i in owners],
-            per_step=True,
-            budget_left=left,
-        )
+        kids = expand(generator, problems, trees, picks, cfg, per_step=True)
         fresh: dict[int, list[Node]] = {i: [] for i in order}
-        for i, children in zip(owners, kids, strict=True):
+        for (i, _, _), children in zip(picks, kids, strict=True):
             fresh[i] += children
         for i in order:
             _score(problems[i], trees[i], fresh[i], scorer)

@@ -32,15 +32,13 @@ def mcts(
         grow = [(i, leaf) for i, leaf in picks if not leaf.terminal]
         if not grow:  # every tree is finished or out of budget
             break
-        jobs = [(trees[i], leaf, cfg.branch) for i, leaf in grow]
-        left = [cfg.max_tokens - trees[i].tokens_generated for i, _ in grow]
         kids = expand(
             generator,
-            jobs,
+            problems,
+            trees,
+            [(i, leaf, cfg.branch) for i, leaf in grow],
             cfg,
-            [problems[i].answer_of for i, _ in grow],
             per_step=True,
-            budget_left=left,
         )
         for (i, leaf), children in zip(grow, kids, strict=True):
             _evaluate(problems[i], trees[i], leaf, children, scorer)
@@ -142,15 +140,8 @@ def _rollout(
         for i, n in enumerate(chosen)
         if not n.terminal and trees[i].tokens_generated < cfg.max_tokens
     ]
-    jobs = [(trees[i], chosen[i], 1) for i in todo]
-    left = [cfg.max_tokens - trees[i].tokens_generated for i in todo]
     kids = expand(
-        generator,
-        jobs,
-        cfg,
-        [problems[i].answer_of for i in todo],
-        per_step=False,
-        budget_left=left,
+        generator, problems, trees, [(i, chosen[i], 1) for i in todo], cfg, per_step=False
     )
     for i, children in zip(todo, kids, strict=True):
         if children:

@@ -22,14 +22,13 @@ def _sample(
     name: str,
 ) -> list[SearchResult]:
     trees = [ThoughtTree(prompt_token_ids=generator.encode(p.prompt)) for p in problems]
-    jobs = [(t, t.root, n) for t in trees]
     kids = expand(
         generator,
-        jobs,
+        problems,
+        trees,
+        [(i, t.root, n) for i, t in enumerate(trees)],
         cfg,
-        [p.answer_of for p in problems],
         per_step=False,
-        budget_left=[cfg.max_tokens // n] * len(problems),
     )
     results = []
     for problem, tree, children in zip(problems, trees, kids, strict=True):
