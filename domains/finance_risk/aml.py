@@ -140,9 +140,10 @@ class AMLTypology(Family):
         "that pays many). Laundered amounts shrink about 10% per hop. List every account in "
         "the pattern and every laundering transaction id."
     )
+    # Placeholders, not values: a model that copies the example must not score by luck.
     answer_example = (
-        '{"typology": "fan_out", "accounts": ["A1001", "A1002"], '
-        '"transactions": ["T0003", "T0007"]}'
+        '{"typology": "<label>", "accounts": ["<account id>", ...], '
+        '"transactions": ["<txn id>", ...]}'
     )
 
     def sample(self, rng: random.Random, difficulty: int) -> tuple[dict, dict, list[str]]:

@@ -129,7 +129,8 @@ class CreditCapital(Family):
         "the PD floor of 0.03% and clamp maturity to [1, 5] years; retail classes have no "
         "maturity adjustment. Give R and K as fractions (not percent)."
     )
-    answer_example = '{"R": 0.1768, "K": 0.0597, "RWA": 746250.0}'
+    # Placeholders, not values: a model that copies the example must not score by luck.
+    answer_example = '{"R": <fraction>, "K": <fraction>, "RWA": <amount>}'
 
     def sample(self, rng: random.Random, difficulty: int) -> tuple[dict, dict, list[str]]:
         asset_class = rng.choice(CLASSES_BY_LEVEL[difficulty])

@@ -144,10 +144,11 @@ class Structuring(Family):
         "threshold is met when structuring is indicated and involves $5,000.00 or more "
         "(31 CFR 1020.320). Report cash totals per business day, to the cent."
     )
+    # Placeholders, not values: a model that copies the example must not score by luck.
     answer_example = (
-        '{"ctr_due": true, "ctr_days": ["2026-03-02"], "structuring": false, '
-        '"sar_threshold_met": false, "daily_totals": {"2026-03-02": '
-        '{"cash_in": "10400.00", "cash_out": "0.00"}}}'
+        '{"ctr_due": <true|false>, "ctr_days": ["YYYY-MM-DD", ...], "structuring": '
+        '<true|false>, "sar_threshold_met": <true|false>, "daily_totals": {"YYYY-MM-DD": '
+        '{"cash_in": "<amount>", "cash_out": "<amount>"}, ...}}'
     )
 
     def sample(self, rng: random.Random, difficulty: int) -> tuple[dict, dict, list[str]]:

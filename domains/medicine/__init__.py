@@ -58,7 +58,8 @@ class ClinicalCalc(Family):
         "Compute the requested clinical calculator from the patient note. "
         f"{CONVERSIONS} List the criteria that score points (empty for formulas)."
     )
-    answer_example = '{"value": 4, "criteria": ["hypertension", "age_65_to_74", "female"]}'
+    # Placeholders, not values: a model that copies the example must not score by luck.
+    answer_example = '{"value": <number>, "criteria": ["<criterion>", ...]}'
 
     def sample(self, rng: random.Random, difficulty: int) -> tuple[dict, dict, list[str]]:
         calc = rng.choice(sorted(CALCULATORS))

@@ -108,3 +108,13 @@ def test_tolerant_answer_forms() -> None:
 
 
 _CASES: dict[str, Case] = {fam: get_domain(dom).generate(1, 0, fam, 3)[0] for dom, fam in FAMILIES}
+
+
+@pytest.mark.parametrize(("domain", "family"), FAMILIES)
+def test_copying_the_prompt_example_never_scores(domain: str, family: str) -> None:
+    d = get_domain(domain)
+    case = d.generate(1, 0, family, 2)[0]
+    example = d.family(family).answer_example
+    assert example in d.prompt(case)[1]["content"]
+    verdict = d.check(f"Answer: {example}", case)
+    assert not verdict.correct and verdict.score == 0.0
