@@ -77,6 +77,15 @@ def test_infer_end_to_end(fresh_lake: Path, tiny_model: Path, vllm_engine) -> No
         how="diagonal_relaxed",
     )
     assert "prompt longer than the model context" in quarantine["reason"].to_list()
+    import mlflow
+
+    traces = mlflow.search_traces(
+        locations=[mlflow.get_experiment_by_name("ponder-traces").experiment_id], return_type="list"
+    )
+    logged = [t for t in traces if t.info.tags.get("ponder.case_id") in set(preds["case_id"])]
+    assert logged, "a sample case is logged as a reviewable trace"
+    spans = logged[0].data.spans
+    assert spans[0].name.startswith("case ") and all(s.name.startswith("step ") for s in spans[1:])
     again = infer(_params(tiny_model, src))  # all shards exist: nothing recomputed
     assert again["version"] == "v00001"
     from typer.testing import CliRunner
