@@ -36,7 +36,7 @@ def mcts(
             generator,
             problems,
             trees,
-            [(i, leaf, cfg.branch) for i, leaf in grow],
+            [(i, leaf, _fanout(leaf, cfg)) for i, leaf in grow],
             cfg,
             per_step=True,
         )
@@ -59,6 +59,12 @@ def _select(tree: ThoughtTree, cfg: SearchConfig) -> Node:
         if not kids or node.terminal:
             return node
         node = max(kids, key=lambda k: _puct(node, k, cfg.c_puct))
+
+
+def _fanout(leaf: Node, cfg: SearchConfig) -> int:
+    """The root draws ``width`` first steps (like beam's first depth); deeper leaves
+    ``branch``. This keeps the first call as wide as best-of-N's."""
+    return cfg.width if leaf.parent is None else cfg.branch
 
 
 def _select_many(tree: ThoughtTree, cfg: SearchConfig, count: int) -> list[Node]:
