@@ -16,41 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 Sex = Literal["M", "F"]
-CONDITIONS = (
-    "chf",
-    "hypertension",
-    "diabetes",
-    "stroke_tia",
-    "vascular_disease",
-    "dialysis_or_transplant",
-    "cirrhosis",
-    "bleeding_history",
-    "labile_inr",
-    "antiplatelet_nsaid",
-    "confusion",
-    "dvt_signs",
-    "pe_most_likely",
-    "immobilization_surgery",
-    "prior_vte",
-    "hemoptysis",
-    "malignancy",
-    "bedridden_or_surgery_12wk",
-    "calf_swelling_3cm",
-    "collateral_veins",
-    "entire_leg_swollen",
-    "deep_vein_tenderness",
-    "pitting_edema",
-    "paralysis_or_cast",
-    "alternative_diagnosis_likely",
-    "dialysis_twice_last_week",
-    # distractors: recorded but used by no calculator here
-    "asthma",
-    "hypothyroidism",
-    "gerd",
-    "osteoarthritis",
-    "migraine",
-    "depression",
-)
+DISTRACTORS = ("asthma", "hypothyroidism", "gerd", "osteoarthritis", "migraine", "depression")
 
 
 class PatientFacts(BaseModel):
@@ -173,6 +139,35 @@ WELLS_DVT_CRITERIA = (
     "pitting_edema",
     "paralysis_or_cast",
     "prior_vte",
+)
+
+
+# Findings each calculator reads from ``conditions`` (order matters: generation draws them).
+CONDITIONS_USED: dict[str, tuple[str, ...]] = {
+    "cha2ds2_vasc": ("chf", "hypertension", "diabetes", "stroke_tia", "vascular_disease"),
+    "has_bled": (
+        "dialysis_or_transplant",
+        "cirrhosis",
+        "stroke_tia",
+        "bleeding_history",
+        "labile_inr",
+        "antiplatelet_nsaid",
+    ),
+    "curb_65": ("confusion",),
+    "wells_pe": (
+        "dvt_signs",
+        "pe_most_likely",
+        "immobilization_surgery",
+        "prior_vte",
+        "hemoptysis",
+        "malignancy",
+    ),
+    "wells_dvt": (*WELLS_DVT_CRITERIA, "alternative_diagnosis_likely"),
+    "meld_na": ("dialysis_twice_last_week",),
+}
+# The whole vocabulary: every finding some calculator reads, plus the distractors.
+CONDITIONS = tuple(dict.fromkeys(c for used in CONDITIONS_USED.values() for c in used)) + (
+    DISTRACTORS
 )
 
 

@@ -14,7 +14,8 @@ import random
 from domains.medicine.calculators import (
     CALCULATORS,
     CONDITIONS,
-    WELLS_DVT_CRITERIA,
+    CONDITIONS_USED,
+    DISTRACTORS,
     PatientFacts,
 )
 
@@ -57,29 +58,6 @@ PHRASES = {
     "migraine": "migraine",
     "depression": "depression",
 }
-RELEVANT = {
-    "cha2ds2_vasc": ["chf", "hypertension", "diabetes", "stroke_tia", "vascular_disease"],
-    "has_bled": [
-        "dialysis_or_transplant",
-        "cirrhosis",
-        "stroke_tia",
-        "bleeding_history",
-        "labile_inr",
-        "antiplatelet_nsaid",
-    ],
-    "curb_65": ["confusion"],
-    "wells_pe": [
-        "dvt_signs",
-        "pe_most_likely",
-        "immobilization_surgery",
-        "prior_vte",
-        "hemoptysis",
-        "malignancy",
-    ],
-    "wells_dvt": [*WELLS_DVT_CRITERIA, "alternative_diagnosis_likely"],
-    "meld_na": ["dialysis_twice_last_week"],
-}
-DISTRACTORS = ["asthma", "hypothyroidism", "gerd", "osteoarthritis", "migraine", "depression"]
 assert set(PHRASES) == set(CONDITIONS)
 
 
@@ -92,9 +70,9 @@ def draw_facts(rng: random.Random, calc: str, difficulty: int) -> tuple[PatientF
         if border and calc in ("cha2ds2_vasc", "curb_65")
         else rng.randint(22, 92)
     )
-    present = [c for c in RELEVANT.get(calc, []) if rng.random() < 0.4]
+    present = [c for c in CONDITIONS_USED.get(calc, ()) if rng.random() < 0.4]
     if difficulty >= 2:
-        present += rng.sample(DISTRACTORS, k=min(difficulty - 1, len(DISTRACTORS)))
+        present += rng.sample(list(DISTRACTORS), k=min(difficulty - 1, len(DISTRACTORS)))
     v = {
         "age": age,
         "sex": sex,
@@ -163,7 +141,7 @@ def render_note(
     hx = [PHRASES[c] for c in f.conditions]
     lines = [f"{head} with a history of {_join(hx)}." if hx else f"{head}, previously well."]
     if difficulty >= 3:
-        absent = [c for c in RELEVANT.get(calc, []) if c not in f.conditions][:3]
+        absent = [c for c in CONDITIONS_USED.get(calc, ()) if c not in f.conditions][:3]
         if absent:
             lines.append(f"Denies {_join([PHRASES[c] for c in absent])}.")
     if f.alcohol_per_week:
