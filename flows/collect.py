@@ -22,6 +22,7 @@ from tasks.collect import (
     cases_from_files,
     commit_cases,
     commit_feedback,
+    experiment_traces,
     feedback_from_files,
     feedback_from_mlflow,
     from_generator,
@@ -90,15 +91,17 @@ def collect(params: CollectParams | None = None) -> dict:
     run_id = flow_run.get_id() or uuid.uuid4().hex
     cases, feedback = gather(params, inbox)
     watermark_key = f"mlflow_feedback-{params.mlflow_experiment}"
-    newest = None
+    newest, seen = None, None
     if "mlflow_feedback" in params.sources:
         state = lake.state(params.domain, watermark_key)
-        frame, newest = feedback_from_mlflow(
+        frame, newest, seen = feedback_from_mlflow(
             params.domain, params.mlflow_experiment, int(state.get("last_ms", 0))
         )
         feedback.frames.append(normalize_feedback(frame.lazy(), "mlflow"))
         feedback.sources.append(f"mlflow:{params.mlflow_experiment}>{state.get('last_ms', 0)}")
-    known = known_traces(params) if params.check_traces else None
+    known = None
+    if params.check_traces:  # reuse the trace listing the mlflow source already made
+        known = seen if seen is not None else known_traces(params)
     summary_c = commit_cases(lake, params.domain, cases, run_id)
     summary_f = commit_feedback(lake, params.domain, feedback, run_id, known)
     mark_processed(cases.files, inbox, summary_c["version"])
@@ -140,20 +143,9 @@ def gather(params: CollectParams, inbox: Path) -> tuple[Batch, Batch]:
     return cases, feedback
 
 
-def known_traces(params: CollectParams) -> set[str] | None:
-    """Trace ids in the feedback experiment (None when it does not exist yet)."""
-    import mlflow
-
-    from models.registry import connect
-
-    connect()
-    exp = mlflow.get_experiment_by_name(params.mlflow_experiment)
-    if exp is None:
-        return set()
-    traces = mlflow.search_traces(
-        locations=[exp.experiment_id], return_type="list", include_spans=False
-    )
-    return {t.info.trace_id for t in traces}
+def known_traces(params: CollectParams) -> set[str]:
+    """Trace ids in the feedback experiment (empty when it does not exist yet)."""
+    return {t.info.trace_id for t in experiment_traces(params.mlflow_experiment)}
 
 
 def _merge(into: Batch, other: Batch) -> None:

@@ -136,11 +136,8 @@ def from_sql(dataset: str, uri: str, query: str) -> pl.DataFrame:
         engine.dispose()
 
 
-@task(retries=2, retry_delay_seconds=[2, 10])
-def feedback_from_mlflow(
-    domain: str, experiment: str, watermark_ms: int
-) -> tuple[pl.DataFrame, int]:
-    """Human feedback assessments on traces created or updated after the watermark."""
+def experiment_traces(experiment: str) -> list[Any]:
+    """Every trace (metadata and assessments, no spans) in an experiment; [] if none."""
     import mlflow
 
     from models.registry import connect
@@ -148,10 +145,19 @@ def feedback_from_mlflow(
     connect()
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
-        return pl.DataFrame(schema=FEEDBACK_SCHEMA), watermark_ms
-    traces = mlflow.search_traces(
+        return []
+    return mlflow.search_traces(
         locations=[exp.experiment_id], return_type="list", include_spans=False
     )
+
+
+@task(retries=2, retry_delay_seconds=[2, 10])
+def feedback_from_mlflow(
+    domain: str, experiment: str, watermark_ms: int
+) -> tuple[pl.DataFrame, int, set[str]]:
+    """Human feedback assessments on traces created or updated after the watermark, the new
+    watermark, and the ids of all traces seen (for the unknown-trace check)."""
+    traces = experiment_traces(experiment)
     rows, newest = [], watermark_ms
     for trace in traces:
         if (trace.info.tags or {}).get("ponder.domain", domain) != domain:
@@ -162,7 +168,12 @@ def feedback_from_mlflow(
                 continue
             newest = max(newest, stamp)
             rows.append(assessment_row(trace, a, stamp))
-    return pl.DataFrame(rows, schema_overrides={"timestamp": pl.String}), newest
+    frame = (
+        pl.DataFrame(rows, schema_overrides={"timestamp": pl.String})
+        if rows
+        else pl.DataFrame(schema=FEEDBACK_SCHEMA)
+    )
+    return frame, newest, {t.info.trace_id for t in traces}
 
 
 def assessment_row(trace: Any, a: Any, stamp_ms: int) -> dict[str, Any]:
