@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from domains.errors import PonderError
-from domains.parsing import extract_answer_payload, step_headers
+from domains.parsing import extract_answer_payload
 
 RewardFn = Callable[..., list[float | None]]
 
@@ -233,10 +233,6 @@ def set_f1(want: set[str], got: set[str]) -> float:
         return 1.0
     hit = len(want & got)
     return 0.0 if hit == 0 else 2 * hit / (len(want) + len(got))
-
-
-def count_steps(text: str) -> int:
-    return len(step_headers(text))
 
 
 def _short(err: Exception) -> str:

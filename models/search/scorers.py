@@ -52,6 +52,3 @@ class OracleScorer:
         self, problem: Problem, texts: list[str], paths: list[list[Node]]
     ) -> list[float]:
         return [self.verify(problem.id, t) for t in texts]
-
-
-SCORERS = {"policy_logprob": LogprobScorer}
