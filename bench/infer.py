@@ -188,6 +188,7 @@ def quality(args: argparse.Namespace, engine, tmp: Path) -> None:
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=6)
     args.out.mkdir(parents=True, exist_ok=True)
+    frame.write_csv(args.out / "infer_quality.csv")
     fig.savefig(args.out / "infer_quality.png", dpi=120, bbox_inches="tight")
     print(f"[quality] plot: {args.out / 'infer_quality.png'}")
 
