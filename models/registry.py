@@ -26,6 +26,33 @@ MODEL_KINDS = ("policy", "orm", "prm")
 EXPERIMENT = "ponder"
 
 
+def registry_lock(settings: Settings | None = None) -> Any:
+    """A process lock around registration and promotion (concurrent version creation has
+    raced in MLflow before); held per PONDER_HOME."""
+    from filelock import FileLock
+
+    home = Path((settings or get_settings()).home)
+    home.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(home / ".registry.lock"), timeout=600)
+
+
+def promote(name: str, version: str, client: Any | None = None) -> str | None:
+    """Make ``version`` the champion; the old champion becomes ``previous``. Returns the
+    old champion's version (None when there was none)."""
+    from mlflow.exceptions import MlflowException
+
+    client = client or connect()
+    with registry_lock():
+        try:
+            old = client.get_model_version_by_alias(name, "champion").version
+        except MlflowException:
+            old = None
+        if old is not None and str(old) != str(version):
+            client.set_registered_model_alias(name, "previous", old)
+        client.set_registered_model_alias(name, "champion", version)
+    return old
+
+
 def model_name(domain: str, kind: str) -> str:
     """Registered name for a domain's model of one kind, e.g. ponder-medicine-prm."""
     if kind not in MODEL_KINDS:
@@ -166,11 +193,15 @@ def register_hf_dir(
     alias: str | None = None,
     tags: dict[str, str] | None = None,
     run_name: str | None = None,
+    task: str = "text-generation",
 ) -> Any:
     """Log a Hugging Face directory with the transformers flavor, register it, set an alias.
 
     The run is marked FAILED and a version created without its alias is deleted when a
-    later step fails, so the registry never holds a half-registered model.
+    later step fails, so the registry never holds a half-registered model. Inside an active
+    run (a training flow) the registration is a nested run. ``task`` is the transformers
+    pipeline task: text-generation (policy), text-classification (ORM),
+    token-classification (PRM).
     """
     import mlflow
     import torch
@@ -181,11 +212,15 @@ def register_hf_dir(
     client = mlflow.MlflowClient()
     reqs = [f"transformers=={transformers.__version__}", f"torch=={torch.__version__}"]
     version = None
-    with mlflow.start_run(run_name=run_name or f"register-{name}") as run:
+    nested = mlflow.active_run() is not None
+    with (
+        registry_lock(),
+        mlflow.start_run(run_name=run_name or f"register-{name}", nested=nested) as run,
+    ):
         try:
             info = mlflow.transformers.log_model(
                 transformers_model=str(path),
-                task="text-generation",
+                task=task,
                 name="model",
                 pip_requirements=reqs,
             )

@@ -24,7 +24,7 @@ import polars as pl
 
 from domains.errors import PonderError
 
-DATASETS = ("cases", "feedback", "rollouts", "predictions")
+DATASETS = ("cases", "feedback", "rollouts", "predictions", "pairs", "steps")
 _VERSION = re.compile(r"^v(\d{5})$")
 
 

@@ -98,6 +98,37 @@ class Scorer(StepScorer, OutcomeScorer, Protocol):
     """Both interfaces (what every built-in scorer implements)."""
 
 
+def score_paths(
+    scorer: StepScorer, items: Sequence[tuple[Problem, list[Node], str]]
+) -> list[list[float]]:
+    """Step scores of many paths: one batched pass when the scorer has ``score_paths``
+    (the learned reward models do), else one ``score`` call per path."""
+    batched = getattr(scorer, "score_paths", None)
+    if batched is not None:
+        return batched(items)
+    return [scorer.score(p, steps, text) for p, steps, text in items]
+
+
+def score_nodes(scorer: Scorer, entries: Sequence[tuple[Problem, ThoughtTree, Node]]) -> None:
+    """Set ``prm_score`` on new nodes of many problems: open steps in one batched step-scorer
+    pass, terminal ones with the outcome scorer (one call per problem)."""
+    open_ = [(p, t, n) for p, t, n in entries if not n.terminal]
+    scores = score_paths(scorer, [(p, t.path(n), t.text(n)) for p, t, n in open_])
+    for (_, _, node), s in zip(open_, scores, strict=True):
+        node.prm_score = s[-1] if s else 0.0
+    ends: dict[str, list[tuple[Problem, ThoughtTree, Node]]] = {}
+    for p, t, n in entries:
+        if n.terminal:
+            ends.setdefault(p.id, []).append((p, t, n))
+    for group in ends.values():
+        p, t = group[0][0], group[0][1]
+        out = scorer.score_outcomes(
+            p, [t.text(n) for _, _, n in group], [t.path(n) for _, _, n in group]
+        )
+        for (_, _, node), s in zip(group, out, strict=True):
+            node.prm_score = s
+
+
 def sampling(cfg: SearchConfig, n: int, max_tokens: int, stop: bool) -> SamplingConfig:
     return SamplingConfig(
         n=n,

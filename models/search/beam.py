@@ -9,7 +9,15 @@ at an answer, at the depth cap, or when the token budget is spent.
 from __future__ import annotations
 
 from models.engine import Generator
-from models.search.base import Problem, Scorer, SearchConfig, SearchResult, expand, vote
+from models.search.base import (
+    Problem,
+    Scorer,
+    SearchConfig,
+    SearchResult,
+    expand,
+    score_paths,
+    vote,
+)
 from models.search.tree import Node, ThoughtTree, aggregate
 
 
@@ -31,8 +39,8 @@ def beam(
         fresh: dict[int, list[Node]] = {i: [] for i in order}
         for (i, _, _), children in zip(picks, kids, strict=True):
             fresh[i] += children
+        _score(problems, trees, fresh, scorer)
         for i in order:
-            _score(problems[i], trees[i], fresh[i], scorer)
             done[i] += [n for n in fresh[i] if n.terminal]
             candidates = [n for n in fresh[i] if not n.terminal]
             candidates.sort(key=lambda n: _path_score(trees[i], n, cfg), reverse=True)
@@ -43,9 +51,14 @@ def beam(
     ]
 
 
-def _score(problem: Problem, tree: ThoughtTree, nodes: list[Node], scorer: Scorer) -> None:
-    for node in nodes:
-        node.prm_score = scorer.score(problem, tree.path(node), tree.text(node))[-1]
+def _score(
+    problems: list[Problem], trees: list[ThoughtTree], fresh: dict[int, list[Node]], scorer: Scorer
+) -> None:
+    """Every new step of every problem, in one batched step-scorer pass."""
+    nodes = [(i, n) for i, kids in fresh.items() for n in kids]
+    items = [(problems[i], trees[i].path(n), trees[i].text(n)) for i, n in nodes]
+    for (_, node), scores in zip(nodes, score_paths(scorer, items), strict=True):
+        node.prm_score = scores[-1] if scores else 0.0
         node.visits = 1
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from models.engine import Generator
-from models.search.base import Problem, Scorer, SearchConfig, SearchResult, expand
+from models.search.base import Problem, Scorer, SearchConfig, SearchResult, expand, score_nodes
 from models.search.tree import Node, ThoughtTree
 
 
@@ -40,8 +40,12 @@ def mcts(
             cfg,
             per_step=True,
         )
+        new = [
+            (problems[i], trees[i], c) for (i, _), cs in zip(grow, kids, strict=True) for c in cs
+        ]
+        score_nodes(scorer, new)
         for (i, leaf), children in zip(grow, kids, strict=True):
-            _evaluate(problems[i], trees[i], leaf, children, scorer)
+            _evaluate(trees[i], leaf, children)
     chosen = [_choose(t, cfg) for t in trees]
     _rollout(problems, trees, chosen, cfg, generator, scorer)
     return [_result(p, t, c, scorer) for p, t, c in zip(problems, trees, chosen, strict=True)]
@@ -90,9 +94,8 @@ def _visit(tree: ThoughtTree, node: Node, delta: int) -> None:
         node = tree.nodes[node.parent]
 
 
-def _evaluate(
-    problem: Problem, tree: ThoughtTree, leaf: Node, children: list[Node], scorer: Scorer
-) -> None:
+def _evaluate(tree: ThoughtTree, leaf: Node, children: list[Node]) -> None:
+    """Priors from the policy's step logprobs; values from the (already set) scores."""
     if not children:  # nothing new (all duplicates / empty): treat the leaf as a dead end
         leaf.terminal = True
         _backup(tree, leaf, 0.0)
@@ -102,11 +105,6 @@ def _evaluate(
     weights = [math.exp(m - top) for m in means]
     for child, w in zip(children, weights, strict=True):
         child.prior = w / sum(weights)
-        path, text = tree.path(child), tree.text(child)
-        if child.terminal:
-            child.prm_score = scorer.score_outcomes(problem, [text], [path])[0]
-        else:
-            child.prm_score = scorer.score(problem, path, text)[-1]
         child.value, child.visits = child.prm_score, 1
     _backup(tree, leaf, sum(c.value for c in children) / len(children))
 

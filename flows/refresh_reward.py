@@ -1,0 +1,325 @@
+"""Flow ``refresh_reward``: retrain the outcome and process reward models from feedback.
+
+Builds preference pairs and step targets from the lake (feedback, stored thought trees,
+Monte-Carlo rollouts with the policy), trains a challenger ORM (TRL RewardTrainer) and PRM,
+scores challenger and champion on the same held-out cases, logs metrics and plots to
+MLflow, registers the challengers and promotes each only through the gate.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import mlflow
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+from domains.base import Domain, get_domain
+from models.engine import SamplingConfig, get_generator
+from models.loading import ModelSpec
+from models.prm import ProcessRM, train_prm
+from models.registry import connect, ensure_experiment, model_name, register_hf_dir
+from models.reward import RMTrainConfig, train_orm
+from models.settings import get_settings
+from tasks import reward as rw
+from tasks import reward_data as rd
+from tasks.infer import resolve_model
+from tasks.lake import Lake
+
+
+class RefreshParams(BaseModel):
+    """Parameters of one reward refresh (a form in the Prefect UI)."""
+
+    domain: str = Field(default="medicine", description="Registered domain name.")
+    policy: str | None = Field(
+        default=None,
+        description="Policy for MC rollouts (path or models:/ URI); default as in infer.",
+    )
+    backbone: str | None = Field(
+        default=None, description="Path or models:/ URI of the RM backbone; default the policy."
+    )
+    models: list[Literal["orm", "prm"]] = Field(
+        default=["orm", "prm"], description="Which reward models to refresh."
+    )
+    source_weights: dict[str, float] = Field(
+        default={"explicit": 2.0, "rating": 1.0, "verifier": 1.0},
+        description="Resampling weight per pair source (explicit / rating / verifier).",
+    )
+    margin_per_point: float = Field(
+        default=0.5, ge=0, description="Bradley-Terry margin per rating point of gap."
+    )
+    verifier_pairs_per_case: int = Field(
+        default=4, ge=0, description="Most correct-vs-incorrect pairs per case."
+    )
+    use_reference: bool = Field(
+        default=True, description="Use the reference solution when no rollout was correct."
+    )
+    mc_rollouts: int = Field(default=4, ge=0, description="K completions per step prefix.")
+    mc_paths_per_case: int = Field(default=2, ge=0, description="Tree paths labelled per case.")
+    mc_max_tokens: int = Field(default=256, ge=8, description="Token cap per MC completion.")
+    td_lambda: float = Field(default=0.8, ge=0, le=1, description="TD(lambda); 1 = pure MC.")
+    train: RMTrainConfig = Field(default_factory=RMTrainConfig, description="Training knobs.")
+    promote_margin: float = Field(
+        default=0.01, ge=0, description="Held-out gain over the champion needed to promote."
+    )
+    family_tolerance: float = Field(
+        default=0.05, ge=0, description="Largest per-family drop allowed when promoting."
+    )
+    floor: float = Field(
+        default=0.55, ge=0, le=1, description="Metric a first model (no champion) must reach."
+    )
+    max_model_len: int = Field(default=4096, ge=256, description="Policy engine context.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Policy engine weight dtype."
+    )
+
+
+@flow(name="refresh_reward")
+def refresh_reward(params: RefreshParams | None = None) -> dict[str, Any]:
+    """Build data, train challengers, evaluate against champions, register and gate."""
+    params = params or RefreshParams()
+    log, settings = get_run_logger(), get_settings()
+    lake, domain = Lake(settings.lake_root), get_domain(params.domain)
+    run_id = flow_run.get_id() or uuid.uuid4().hex
+    cases, splits = rw.load_cases(lake, params.domain)
+    feedback = rw.load_feedback(lake, params.domain)
+    trees = rw.load_all_trees(lake, params.domain)
+    if feedback.height == 0 and not trees:
+        msg = f"no feedback and no stored predictions for {params.domain}: nothing to learn from"
+        log.warning("%s; run `ponder collect` / `ponder infer` first. No model registered.", msg)
+        return {"status": "skipped", "reason": msg}
+    refs = feedback["trace_id"].to_list() if feedback.height else []
+    index = {**rd.tree_completions(trees), **rd.trace_completions(refs)}
+    _, _, policy_dir = resolve_model(params.domain, params.policy)
+    backbone = _backbone(params, policy_dir)
+    data = _build(params, domain, cases, feedback, trees, index, policy_dir)
+    _store(lake, params.domain, data, run_id)
+    if not data.pairs and not data.steps:
+        msg = "feedback and predictions gave no usable pairs or step targets"
+        log.warning("%s (see lake quarantine). No model registered.", msg)
+        return {"status": "skipped", "reason": msg, **data.counts}
+    _warn_single_source(log, data)
+    connect()
+    ensure_experiment()
+    results: dict[str, Any] = {"status": "trained", **data.counts}
+    with mlflow.start_run(run_name=f"refresh-reward-{params.domain}"):
+        mlflow.log_params({"domain": params.domain, "backbone": str(backbone)})
+        mlflow.log_params({f"cfg.{k}": str(v)[:250] for k, v in params.model_dump().items()})
+        mlflow.log_metrics({k: float(v) for k, v in data.counts.items()})
+        mlflow.set_tags({"ponder.stage": "refresh_reward", "ponder.domain": params.domain})
+        for kind in params.models:
+            results[kind] = _refresh_one(kind, params, domain, cases, splits, data, backbone)
+    create_table_artifact(
+        key=f"refresh-reward-{params.domain.replace('_', '-')}",
+        table=[
+            {"model": k, **results[k]} for k in params.models if isinstance(results.get(k), dict)
+        ],
+        description="challenger vs champion on held-out data, and the gate decision",
+    )
+    return results
+
+
+def _backbone(params: RefreshParams, policy_dir: Path) -> Path:
+    from models.loading import resolve_model_dir
+
+    return resolve_model_dir(ModelSpec(model=params.backbone)) if params.backbone else policy_dir
+
+
+def _build(
+    params: RefreshParams,
+    domain: Domain,
+    cases: dict,
+    feedback: Any,
+    trees: dict,
+    index: dict,
+    policy_dir: Path,
+) -> rw.RewardData:
+    pairs = rw.build_pairs(
+        domain,
+        cases,
+        feedback,
+        trees,
+        index,
+        params.margin_per_point,
+        params.verifier_pairs_per_case,
+        params.use_reference,
+    )
+    need_mc = "prm" in params.models and params.mc_rollouts > 0 and trees
+    spec = ModelSpec(model=str(policy_dir), max_model_len=params.max_model_len, dtype=params.dtype)
+    generator = get_generator(spec) if need_mc else None
+    sampling = SamplingConfig(
+        n=params.mc_rollouts or 1, temperature=0.8, max_tokens=params.mc_max_tokens
+    )
+    champion = rw.champion_dir(model_name(params.domain, "prm"))
+    steps = rw.build_steps(
+        domain,
+        cases,
+        feedback,
+        trees,
+        index,
+        generator,
+        sampling,
+        params.mc_rollouts,
+        params.mc_paths_per_case,
+        params.td_lambda,
+        ProcessRM(champion) if champion and need_mc else None,
+    )
+    return rw.RewardData(
+        pairs=pairs.pairs,
+        steps=steps.steps,
+        rejected=pairs.rejected + steps.rejected,
+        counts={**pairs.counts, **steps.counts, "rejected": len(pairs.rejected + steps.rejected)},
+    )
+
+
+def _store(lake: Lake, domain: str, data: rw.RewardData, run_id: str) -> None:
+    """The training data as lake versions (provenance), rejects to quarantine."""
+    if data.pairs:
+        lake.write_version(domain, "pairs", rw.pairs_frame(data.pairs), ["refresh_reward"])
+    if data.steps:
+        lake.write_version(domain, "steps", rw.steps_frame(data.steps), ["refresh_reward"])
+    lake.quarantine(domain, "pairs", rw.rejected_frame(data.rejected), run_id)
+
+
+def _warn_single_source(log: Any, data: rw.RewardData) -> None:
+    sources = {p["source"] for p in data.pairs}
+    if len(sources) == 1:
+        (only,) = sources
+        log.warning(
+            "every preference pair comes from one source (%s): the ORM learns only what that "
+            "source rewards; add reviewer preferences or ratings to broaden it",
+            only,
+        )
+        mlflow.set_tags({"ponder.pairs.single_source": only}) if mlflow.active_run() else None
+
+
+def _refresh_one(
+    kind: str,
+    params: RefreshParams,
+    domain: Domain,
+    cases: dict,
+    splits: dict,
+    data: rw.RewardData,
+    backbone: Path,
+) -> dict[str, Any]:
+    """Train, evaluate against the champion, register the challenger, gate it."""
+    from transformers import AutoTokenizer
+
+    log = get_run_logger()
+    tok = AutoTokenizer.from_pretrained(backbone)
+    encode = rw.tokenize_pairs if kind == "orm" else rw.tokenize_steps
+    rows, long = encode(
+        tok, domain, cases, data.pairs if kind == "orm" else data.steps, params.train.max_length
+    )
+    mlflow.log_metric(f"{kind}_too_long", len(long))
+    if long:
+        log.warning(
+            "%d %s examples exceed max_length %d (quarantined, not trained on)",
+            len(long),
+            kind,
+            params.train.max_length,
+        )
+    train, held = rw.heldout(rows, splits)
+    if kind == "orm":  # source weights shape training only; held-out pairs count once each
+        train = rd.weighted(train, params.source_weights, params.train.seed)
+    if not train:
+        return {
+            "decision": "skipped",
+            "reason": f"no {kind} training examples",
+            "too_long": len(long),
+        }
+    name = model_name(params.domain, kind)
+    with tempfile.TemporaryDirectory(prefix=f"ponder-{kind}-") as tmp:
+        trainer = train_orm if kind == "orm" else train_prm
+        model_dir, history = trainer(train, backbone, Path(tmp), params.train)
+        _log_history(kind, history)
+        new = _evaluate(kind, model_dir, domain, cases, held)
+        champion = rw.champion_dir(name)
+        old = _evaluate(kind, champion, domain, cases, held) if champion else None
+        version = register_hf_dir(
+            model_dir,
+            name,
+            alias="challenger",
+            task="text-classification" if kind == "orm" else "token-classification",
+            tags={"ponder.backbone": str(backbone), "ponder.train_examples": str(len(train))},
+        )
+    return _decide(kind, name, version.version, params, new, old, len(train), len(held), len(long))
+
+
+def _evaluate(kind: str, model_dir: Path, domain: Domain, cases: dict, held: list) -> dict:
+    if not held:
+        return {"metric": None, "by_family": {}}
+    if kind == "orm":
+        m = rw.orm_metrics(model_dir, domain, cases, held)
+        return {**m, "metric": m["accuracy"]}
+    m = rw.prm_metrics(model_dir, domain, cases, held)
+    return {**m, "metric": m["auroc"]}
+
+
+def _decide(
+    kind: str,
+    name: str,
+    version: str,
+    params: RefreshParams,
+    new: dict,
+    old: dict | None,
+    n_train: int,
+    n_held: int,
+    n_long: int,
+) -> dict[str, Any]:
+    ok, reason = rw.gate(
+        new["metric"],
+        old["metric"] if old else None,
+        (new["by_family"], old["by_family"] if old else {}),
+        params.promote_margin,
+        params.family_tolerance,
+        params.floor,
+    )
+    metric = "heldout_accuracy" if kind == "orm" else "heldout_auroc"
+    summary = {
+        metric: new["metric"],
+        f"champion_{metric}": old["metric"] if old else None,
+        "by_family": new["by_family"],
+        "train_examples": n_train,
+        "heldout_examples": n_held,
+        "too_long": n_long,
+    }
+    previous = rw.record_decision(name, version, ok, reason, summary)
+    _log_eval(kind, metric, new, old)
+    get_run_logger().info(
+        "%s v%s: %s (%s)", name, version, "PROMOTED" if ok else "kept as challenger", reason
+    )
+    return {
+        "version": version,
+        "decision": "promoted" if ok else "kept_challenger",
+        "reason": reason,
+        "replaced": previous,
+        **{k: v for k, v in summary.items() if k != "by_family"},
+    }
+
+
+def _log_history(kind: str, history: list[dict[str, float]]) -> None:
+    for rec in history:
+        if "loss" in rec:
+            mlflow.log_metric(f"{kind}_train_loss", rec["loss"], step=int(rec.get("step", 0)))
+
+
+def _log_eval(kind: str, metric: str, new: dict, old: dict | None) -> None:
+    if new["metric"] is not None:
+        mlflow.log_metric(f"{kind}_{metric}", new["metric"])
+    if old and old["metric"] is not None:
+        mlflow.log_metric(f"{kind}_champion_{metric}", old["metric"])
+    for fam, v in new["by_family"].items():
+        if v is not None:
+            mlflow.log_metric(f"{kind}_{metric}_{fam}", v)
+    if new["metric"] is None:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = rw.plot_orm if kind == "orm" else rw.plot_prm
+        name = "score_histogram.png" if kind == "orm" else "calibration.png"
+        mlflow.log_artifact(str(plot(new, Path(tmp) / f"{kind}_{name}")), artifact_path="plots")

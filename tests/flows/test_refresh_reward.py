@@ -1,0 +1,144 @@
+"""refresh_reward on the tiny model: challengers registered, the gate refuses a worse one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from domains.base import get_domain
+from flows.infer import InferParams, infer
+from flows.refresh_reward import RefreshParams, refresh_reward
+from models.registry import connect, model_name
+from models.reward import RMTrainConfig
+from tasks.lake import Lake
+from tasks.records import (
+    FEEDBACK_SCHEMA,
+    case_row,
+    cases_frame,
+    check_feedback,
+    normalize_feedback,
+    split_feedback,
+)
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+DOMAIN = "medicine"
+
+
+GUESS = "## Step 1: guess\n\nAnswer: {}"
+
+
+def _feedback(lake: Lake, rows: list[dict]) -> None:
+    now = datetime.now(UTC)
+    base = {k: None for k in FEEDBACK_SCHEMA} | {"reviewer_id": "dr-a", "timestamp": now}
+    frame = pl.DataFrame([base | {"kind": "preference", "source": "file"} | r for r in rows])
+    raw = normalize_feedback(frame.cast(FEEDBACK_SCHEMA).lazy(), "file")
+    valid, _ = split_feedback(check_feedback(raw))
+    lake.write_version(DOMAIN, "feedback", valid.collect(), ["test"])
+
+
+def _seed_lake(root: Path, tiny_model: Path) -> Lake:
+    """6 labelled cases (3 train, 3 held out), one infer run, and a little feedback."""
+    lake = Lake(root / "lake")
+    cases = get_domain(DOMAIN).generate(6, 5, difficulty=1)
+    rows = [case_row(c, "test", 0.0, 0.0) for c in cases]
+    for r, split in zip(rows, ["train", "train", "train", "eval", "test", "eval"], strict=True):
+        r["split"] = split
+    lake.write_version(DOMAIN, "cases", cases_frame(rows), ["test"])
+    infer(
+        InferParams(
+            domain=DOMAIN,
+            input="lake:cases",
+            split=None,
+            model=str(tiny_model),
+            strategy="beam",
+            width=2,
+            max_tokens=64,
+            step_tokens=16,
+            max_depth=2,
+            dtype="float32",
+            max_model_len=2048,
+            log_traces=0,
+        )
+    )
+    ref = cases[0].reference
+    _feedback(  # the same pair both ways round from two reviewers: a tie, set aside
+        lake,
+        [
+            {"case_id": cases[0].id, "trace_id": "t1", "chosen": ref, "rejected": GUESS},
+            {
+                "case_id": cases[0].id,
+                "trace_id": "t2",
+                "chosen": GUESS,
+                "rejected": ref,
+                "reviewer_id": "dr-b",
+            },
+        ],
+    )
+    return lake
+
+
+def _params(tiny_model: Path, **train) -> RefreshParams:
+    cfg = {"max_steps": 40, "batch_size": 4, "learning_rate": 3e-3, "max_length": 2048}
+    return RefreshParams(
+        domain=DOMAIN,
+        policy=str(tiny_model),
+        backbone=str(tiny_model),
+        mc_rollouts=2,
+        mc_paths_per_case=2,
+        mc_max_tokens=16,
+        dtype="float32",
+        max_model_len=2048,
+        train=RMTrainConfig(**(cfg | train)),
+    )
+
+
+def test_refresh_registers_challengers_and_gates(fresh_lake, tiny_model, vllm_engine) -> None:
+    lake = _seed_lake(fresh_lake, tiny_model)
+    first = refresh_reward(_params(tiny_model))
+    assert first["status"] == "trained", first
+    assert first["pairs_verifier"] > 0 and first["contradictory"] == 2
+    assert first["step_paths_monte_carlo"] > 0
+    client = connect()
+    for kind in ("orm", "prm"):
+        res = first[kind]
+        version = client.get_model_version_by_alias(model_name(DOMAIN, kind), "challenger")
+        assert version.version == res["version"]
+        assert version.tags["ponder.gate.decision"] == res["decision"]
+        assert "ponder.metric.train_examples" in version.tags
+    orm = first["orm"]
+    assert orm["heldout_examples"] > 0 and orm["heldout_accuracy"] >= 0.75, orm
+    assert orm["decision"] == "promoted"
+    assert lake.latest(DOMAIN, "pairs") is not None and lake.latest(DOMAIN, "steps") is not None
+    quarantine = pl.read_parquet(lake.dataset_dir(DOMAIN, "pairs") / "_quarantine" / "*.parquet")
+    assert quarantine["reason"].str.contains("contradictory").sum() == 2
+
+    # Careless reviewers prefer a guess over the reference on every training case; trained
+    # on their preferences alone, the challenger is worse on held-out verified pairs.
+    cases = lake.scan(DOMAIN, "cases").filter(pl.col("split") == "train").collect()
+    _feedback(
+        lake,
+        [
+            {"case_id": r["id"], "trace_id": f"t{i}", "chosen": GUESS, "rejected": r["reference"]}
+            for i, r in enumerate(cases.iter_rows(named=True))
+        ],
+    )
+    params = _params(tiny_model).model_copy(
+        update={"source_weights": {"explicit": 4.0, "verifier": 0.0}, "models": ["orm"]}
+    )
+    worse = refresh_reward(params)
+    res = worse["orm"]
+    assert res["decision"] == "kept_challenger", res
+    assert res["heldout_accuracy"] < orm["heldout_accuracy"]
+    assert res["champion_heldout_accuracy"] == pytest.approx(orm["heldout_accuracy"])
+    champion = client.get_model_version_by_alias(model_name(DOMAIN, "orm"), "champion")
+    assert champion.version == orm["version"]
+
+
+def test_no_feedback_skips_without_registering(fresh_lake, tiny_model) -> None:
+    out = refresh_reward(_params(tiny_model).model_copy(update={"domain": "finance_risk"}))
+    assert out["status"] == "skipped" and "nothing to learn from" in out["reason"]
+    names = [m.name for m in connect().search_registered_models()]
+    assert model_name("finance_risk", "orm") not in names
