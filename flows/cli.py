@@ -288,6 +288,44 @@ def infer_cmd(
     console.print(out)
 
 
+@app.command("refresh-reward")
+@friendly
+def refresh_reward_cmd(
+    domain: Annotated[str, typer.Option(help="Domain name.")] = "medicine",
+    models: Annotated[list[str] | None, typer.Option(help="orm and/or prm (repeat).")] = None,
+    backbone: Annotated[str | None, typer.Option(help="RM backbone path or models:/ URI.")] = None,
+    policy: Annotated[str | None, typer.Option(help="Policy for MC rollouts.")] = None,
+    td_lambda: Annotated[float, typer.Option(help="TD(lambda); 1 = pure Monte-Carlo.")] = 0.8,
+    mc_rollouts: Annotated[int, typer.Option(help="K completions per step prefix.")] = 4,
+    epochs: Annotated[float, typer.Option(help="Training epochs.")] = 1.0,
+    max_length: Annotated[int, typer.Option(help="Token cap per training sequence.")] = 1024,
+) -> None:
+    """Retrain the ORM/PRM from feedback and stored trees; register and gate (refresh_reward)."""
+    from pydantic import ValidationError
+
+    from flows.refresh_reward import RefreshParams, refresh_reward
+    from models.reward import RMTrainConfig
+
+    try:
+        params = RefreshParams(
+            domain=domain,
+            models=models or ["orm", "prm"],
+            backbone=backbone,
+            policy=policy,
+            td_lambda=td_lambda,
+            mc_rollouts=mc_rollouts,
+            train=RMTrainConfig(epochs=epochs, max_length=max_length),
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise PonderError(
+            ".".join(str(p) for p in first["loc"]),
+            first["msg"],
+            "see `ponder refresh-reward --help`",
+        ) from None
+    console.print(refresh_reward(params))
+
+
 @app.command("report")
 @friendly
 def report_cmd(

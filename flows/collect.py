@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from prefect import flow, get_run_logger
+from prefect.events import emit_event
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, model_validator
 
@@ -64,6 +65,12 @@ class CollectParams(BaseModel):
     check_traces: bool = Field(
         default=True, description="Quarantine feedback whose trace is not in MLflow."
     )
+    refresh_min_feedback: int = Field(
+        default=100,
+        ge=1,
+        description="Emit ponder.feedback.ready (which triggers refresh_reward) once this "
+        "many new feedback rows have arrived since the last emission.",
+    )
     max_file_mb: float = Field(
         default=2048, gt=0, description="Larger inbox files are quarantined whole."
     )
@@ -109,6 +116,7 @@ def collect(params: CollectParams | None = None) -> dict:
     if newest is not None:
         lake.save_state(params.domain, watermark_key, {"last_ms": newest})
     summaries = [summary_c, summary_f]
+    notify_feedback(lake, params.domain, summary_f, params.refresh_min_feedback)
     record_in_mlflow(params.domain, summaries, params.model_dump(mode="json"))
     publish_artifacts(params.domain, summaries, lake)
     for s in summaries:
@@ -118,6 +126,25 @@ def collect(params: CollectParams | None = None) -> dict:
             {k: s[k] for k in ("version", "new_version", "valid", "quarantined", "duplicates")},
         )
     return {"cases": summary_c, "feedback": summary_f}
+
+
+FEEDBACK_READY = "ponder.feedback.ready"
+
+
+def notify_feedback(lake: Lake, domain: str, summary: dict, threshold: int) -> bool:
+    """Count new feedback rows across runs; at ``threshold`` emit the event that triggers
+    ``refresh_reward`` (see deployments) and start counting again."""
+    state = lake.state(domain, "feedback-pending")
+    pending = int(state.get("rows", 0)) + summary["valid"] - summary["duplicates"]
+    fire = pending >= threshold
+    if fire:
+        emit_event(
+            event=FEEDBACK_READY,
+            resource={"prefect.resource.id": f"ponder.feedback.{domain}"},
+            payload={"domain": domain, "new_rows": pending, "version": summary["version"]},
+        )
+    lake.save_state(domain, "feedback-pending", {"rows": 0 if fire else pending})
+    return fire
 
 
 def gather(params: CollectParams, inbox: Path) -> tuple[Batch, Batch]:

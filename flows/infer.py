@@ -30,6 +30,7 @@ from models.settings import get_settings
 from tasks.infer import (
     commit_predictions,
     fits,
+    learned_scorer,
     load_cases,
     resolve_model,
     run_key,
@@ -58,8 +59,9 @@ class InferParams(BaseModel):
     step_tokens: int = Field(default=96, ge=8, description="Cap per reasoning step.")
     max_depth: int = Field(default=6, ge=1, description="Most steps per path.")
     temperature: float = Field(default=0.8, ge=0, le=2, description="Sampling temperature.")
-    scorer: Literal["policy_logprob", "oracle"] = Field(
-        default="policy_logprob", description="oracle uses labels: evaluation only."
+    scorer: Literal["policy_logprob", "learned", "oracle"] = Field(
+        default="policy_logprob",
+        description="learned = the domain's ORM/PRM champions; oracle uses labels (eval only).",
     )
     shard_size: int = Field(default=32, ge=1, description="Cases per resumable shard.")
     max_model_len: int = Field(default=4096, ge=256, description="Engine context length.")
@@ -158,5 +160,7 @@ def infer(params: InferParams | None = None) -> dict:
 def _scorer(params: InferParams, domain, cases) -> object:
     if params.scorer == "policy_logprob":
         return LogprobScorer()
+    if params.scorer == "learned":
+        return learned_scorer(params.domain)
     by_id = {c.id: c for c in cases}
     return OracleScorer(lambda pid, text: domain.check(text, by_id[pid]).score)

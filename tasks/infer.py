@@ -56,6 +56,30 @@ def resolve_model(domain: str, model: str | None) -> tuple[str, str, Path]:
     raise PonderError("model", "no policy model found", "run `ponder models fetch-example`")
 
 
+def learned_scorer(domain: str) -> Scorer:
+    """The domain's ORM and PRM champions behind the search scorer interfaces."""
+    from models.prm import ProcessRM
+    from models.registry import download_model, get_version, model_name, parse_models_uri
+    from models.reward import OutcomeRM, RewardScorer
+
+    models: dict[str, object] = {}
+    for kind, cls in (("orm", OutcomeRM), ("prm", ProcessRM)):
+        name = model_name(domain, kind)
+        try:
+            version = get_version(parse_models_uri(f"models:/{name}@champion"))
+        except PonderError:
+            continue
+        path = download_model(f"models:/{name}/{version.version}")
+        models[kind] = cls(path, name=f"{kind}@v{version.version}")
+    if not models:
+        raise PonderError(
+            "scorer",
+            f"no {domain} reward model has a champion",
+            f"run `ponder refresh-reward --domain {domain}` or use --scorer policy_logprob",
+        )
+    return RewardScorer(**models)  # type: ignore[arg-type]
+
+
 @task
 def load_cases(
     lake: Lake, domain: str, source: str, split: str | None

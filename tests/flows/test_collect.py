@@ -300,3 +300,33 @@ def test_cli_feedback_log_and_import(fresh_lake: Path) -> None:
     assert imported.exit_code == 0, imported.output
     rows = Lake(fresh_lake / "lake").scan("medicine", "feedback").collect()
     assert rows.filter(pl.col("reviewer_id") == "analyst-4")["rating"].to_list() == [5]
+
+
+def test_feedback_ready_event_after_threshold(fresh_lake: Path, monkeypatch) -> None:
+    import flows.collect as collect_flow
+
+    events: list[dict] = []
+    monkeypatch.setattr(collect_flow, "emit_event", lambda **kw: events.append(kw))
+    fb = fresh_lake / "inbox" / "feedback"
+
+    def drop(name: str, ratings: list[str]) -> None:
+        pl.DataFrame(
+            {
+                "case_id": [f"c{i}" for i in range(len(ratings))],
+                "trace_id": [f"{name}{i}" for i in range(len(ratings))],
+                "reviewer_id": ["r"] * len(ratings),
+                "timestamp": ["2026-01-01T00:00:00Z"] * len(ratings),
+                "kind": ["rating"] * len(ratings),
+                "rating": ratings,
+            }
+        ).write_csv(fb / f"{name}.csv")
+
+    drop("a", ["4", "2"])
+    collect(_params(fresh_lake, per_cell=0, refresh_min_feedback=3))
+    assert events == [], "2 new rows < 3: no event yet"
+    drop("b", ["5", "1"])
+    collect(_params(fresh_lake, per_cell=0, refresh_min_feedback=3))
+    assert len(events) == 1 and events[0]["event"] == "ponder.feedback.ready"
+    assert events[0]["payload"]["new_rows"] == 4 and events[0]["payload"]["domain"] == "medicine"
+    collect(_params(fresh_lake, per_cell=0, refresh_min_feedback=3))  # nothing new
+    assert len(events) == 1

@@ -115,6 +115,25 @@ def test_refresh_registers_challengers_and_gates(fresh_lake, tiny_model, vllm_en
     quarantine = pl.read_parquet(lake.dataset_dir(DOMAIN, "pairs") / "_quarantine" / "*.parquet")
     assert quarantine["reason"].str.contains("contradictory").sum() == 2
 
+    # The promoted ORM now scores inference (--scorer learned).
+    scored = infer(
+        InferParams(
+            domain=DOMAIN,
+            input="lake:cases",
+            split="test",
+            model=str(tiny_model),
+            strategy="weighted_best_of_n",
+            width=2,
+            max_tokens=32,
+            dtype="float32",
+            max_model_len=2048,
+            log_traces=0,
+            scorer="learned",
+        )
+    )
+    preds = lake.scan(DOMAIN, "predictions", scored["version"]).collect()
+    assert preds["scorer"].str.starts_with(f"orm@v{orm['version']}").all()
+
     # Careless reviewers prefer a guess over the reference on every training case; trained
     # on their preferences alone, the challenger is worse on held-out verified pairs.
     cases = lake.scan(DOMAIN, "cases").filter(pl.col("split") == "train").collect()
