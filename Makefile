@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRA  ?= cpu
 
-.PHONY: install browser demo test bench bench-quality lint clean
+.PHONY: install browser demo test bench bench-quality bench-reward lint clean
 
 install: $(STAMP)
 
@@ -49,6 +49,10 @@ bench: install
 # Hours on a 2-core CPU: 6 strategies x N in (1, 4, 16) x 200 cases.
 bench-quality: install
 	$(PY) -m bench.infer --parts quality
+
+# Hours on a 2-core CPU: trains ORM + PRM on 2,000 pairs per domain with the example model.
+bench-reward: install
+	$(PY) -m bench.reward
 
 lint: install
 	$(VENV)/bin/ruff check --fix .

@@ -222,7 +222,8 @@ def check_feedback(frame: pl.LazyFrame, known_traces: set[str] | None = None) ->
     """Every row with ``reason`` (null when valid), ``content_hash`` and ``feedback_id``."""
     checked = frame.with_columns(feedback_reason())
     if known_traces is not None:
-        unknown = ~pl.col("trace_id").is_in(list(known_traces))
+        tree_ref = pl.col("trace_id").str.contains("#", literal=True)  # <case_id>#<node_id>
+        unknown = ~pl.col("trace_id").is_in(list(known_traces)) & ~tree_ref
         checked = checked.with_columns(
             pl.when(pl.col("reason").is_null() & unknown)
             .then(pl.lit("trace_id points at an unknown trace"))

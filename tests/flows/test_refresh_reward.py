@@ -13,6 +13,7 @@ from flows.infer import InferParams, infer
 from flows.refresh_reward import RefreshParams, refresh_reward
 from models.registry import connect, model_name
 from models.reward import RMTrainConfig
+from models.search.tree import ThoughtTree
 from tasks.lake import Lake
 from tasks.records import (
     FEEDBACK_SCHEMA,
@@ -60,9 +61,27 @@ def _seed_lake(root: Path, tiny_model: Path) -> Lake:
             max_depth=2,
             dtype="float32",
             max_model_len=2048,
-            log_traces=0,
+            log_traces=2,
         )
     )
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name("ponder-traces").experiment_id
+    ours = {c.id for c in cases}
+    traces = [
+        t
+        for t in mlflow.search_traces(locations=[exp], return_type="list")
+        if t.info.tags.get("ponder.case_id") in ours
+    ]
+    trace, case_id = traces[0].info.trace_id, traces[0].info.tags["ponder.case_id"]
+    tree = next(
+        iter(
+            pl.read_parquet(lake.latest(DOMAIN, "predictions").path / "trees.parquet").filter(
+                pl.col("case_id") == case_id
+            )["tree"]
+        )
+    )
+    leaves = [n.id for n in ThoughtTree.model_validate_json(tree).leaves()][:2]
     ref = cases[0].reference
     _feedback(  # the same pair both ways round from two reviewers: a tie, set aside
         lake,
@@ -75,6 +94,16 @@ def _seed_lake(root: Path, tiny_model: Path) -> Lake:
                 "rejected": ref,
                 "reviewer_id": "dr-b",
             },
+            {  # a reviewer marks step 1 of a logged trace wrong
+                "case_id": case_id,
+                "trace_id": trace,
+                "kind": "first_wrong_step",
+                "first_wrong_step": 1,
+            },
+            *[  # two leaves of one stored tree, rated differently
+                {"case_id": case_id, "trace_id": f"{case_id}#{leaf}", "kind": "rating", "rating": r}
+                for leaf, r in zip(leaves, [5, 2], strict=True)
+            ],
         ],
     )
     return lake
@@ -100,7 +129,8 @@ def test_refresh_registers_challengers_and_gates(fresh_lake, tiny_model, vllm_en
     first = refresh_reward(_params(tiny_model))
     assert first["status"] == "trained", first
     assert first["pairs_verifier"] > 0 and first["contradictory"] == 2
-    assert first["step_paths_monte_carlo"] > 0
+    assert first["step_paths_monte_carlo"] > 0 and first["step_paths_reviewer"] == 1
+    assert first["pairs_rating"] + first["pairs_explicit"] >= 1
     client = connect()
     for kind in ("orm", "prm"):
         res = first[kind]
