@@ -262,6 +262,9 @@ def infer_cmd(
     width: Annotated[int, typer.Option(help="N samples / beams / rollouts.")] = 4,
     max_tokens: Annotated[int, typer.Option(help="Token cap per case.")] = 512,
     shard_size: Annotated[int, typer.Option(help="Cases per resumable shard.")] = 32,
+    scorer: Annotated[
+        str, typer.Option(help="policy_logprob, learned (RM champions) or oracle (eval only).")
+    ] = "policy_logprob",
 ) -> None:
     """Run batch deep-reasoning inference once (the `infer` flow)."""
     from pydantic import ValidationError
@@ -278,6 +281,7 @@ def infer_cmd(
             width=width,
             max_tokens=max_tokens,
             shard_size=shard_size,
+            scorer=scorer,
         )
     except ValidationError as err:
         first = err.errors()[0]
@@ -299,6 +303,7 @@ def refresh_reward_cmd(
     mc_rollouts: Annotated[int, typer.Option(help="K completions per step prefix.")] = 4,
     epochs: Annotated[float, typer.Option(help="Training epochs.")] = 1.0,
     max_length: Annotated[int, typer.Option(help="Token cap per training sequence.")] = 1024,
+    max_steps: Annotated[int, typer.Option(help="Stop training after N steps (-1: epochs).")] = -1,
 ) -> None:
     """Retrain the ORM/PRM from feedback and stored trees; register and gate (refresh_reward)."""
     from pydantic import ValidationError
@@ -314,7 +319,7 @@ def refresh_reward_cmd(
             policy=policy,
             td_lambda=td_lambda,
             mc_rollouts=mc_rollouts,
-            train=RMTrainConfig(epochs=epochs, max_length=max_length),
+            train=RMTrainConfig(epochs=epochs, max_length=max_length, max_steps=max_steps),
         )
     except ValidationError as err:
         first = err.errors()[0]

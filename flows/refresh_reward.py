@@ -103,7 +103,6 @@ def refresh_reward(params: RefreshParams | None = None) -> dict[str, Any]:
         msg = "feedback and predictions gave no usable pairs or step targets"
         log.warning("%s (see lake quarantine). No model registered.", msg)
         return {"status": "skipped", "reason": msg, **data.counts}
-    _warn_single_source(log, data)
     connect()
     ensure_experiment()
     results: dict[str, Any] = {"status": "trained", **data.counts}
@@ -112,6 +111,7 @@ def refresh_reward(params: RefreshParams | None = None) -> dict[str, Any]:
         mlflow.log_params({f"cfg.{k}": str(v)[:250] for k, v in params.model_dump().items()})
         mlflow.log_metrics({k: float(v) for k, v in data.counts.items()})
         mlflow.set_tags({"ponder.stage": "refresh_reward", "ponder.domain": params.domain})
+        results["single_source"] = _warn_single_source(log, data)
         for kind in params.models:
             results[kind] = _refresh_one(kind, params, domain, cases, splits, data, backbone)
     create_table_artifact(
@@ -186,16 +186,20 @@ def _store(lake: Lake, domain: str, data: rw.RewardData, run_id: str) -> None:
     lake.quarantine(domain, "pairs", rw.rejected_frame(data.rejected), run_id)
 
 
-def _warn_single_source(log: Any, data: rw.RewardData) -> None:
+def _warn_single_source(log: Any, data: rw.RewardData) -> str | None:
+    """The only pair source when there is just one (warned and tagged), else None."""
     sources = {p["source"] for p in data.pairs}
-    if len(sources) == 1:
-        (only,) = sources
-        log.warning(
-            "every preference pair comes from one source (%s): the ORM learns only what that "
-            "source rewards; add reviewer preferences or ratings to broaden it",
-            only,
-        )
-        mlflow.set_tags({"ponder.pairs.single_source": only}) if mlflow.active_run() else None
+    if len(sources) != 1:
+        return None
+    (only,) = sources
+    log.warning(
+        "every preference pair comes from one source (%s): the ORM learns only what that "
+        "source rewards; add reviewer preferences or ratings to broaden it",
+        only,
+    )
+    if mlflow.active_run():
+        mlflow.set_tags({"ponder.pairs.single_source": only})
+    return only
 
 
 def _refresh_one(

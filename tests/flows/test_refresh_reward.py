@@ -191,3 +191,22 @@ def test_no_feedback_skips_without_registering(fresh_lake, tiny_model) -> None:
     assert out["status"] == "skipped" and "nothing to learn from" in out["reason"]
     names = [m.name for m in connect().search_registered_models()]
     assert model_name("finance_risk", "orm") not in names
+
+
+def test_single_source_is_warned_and_tagged() -> None:
+    import logging
+
+    import mlflow
+
+    from flows.refresh_reward import _warn_single_source
+    from tasks.reward import RewardData
+
+    log = logging.getLogger("test")
+    one = RewardData(pairs=[{"source": "verifier"}] * 3)
+    two = RewardData(pairs=[{"source": "verifier"}, {"source": "rating"}])
+    connect()
+    with mlflow.start_run() as run:
+        assert _warn_single_source(log, one) == "verifier"
+        assert _warn_single_source(log, two) is None
+    tags = mlflow.get_run(run.info.run_id).data.tags
+    assert tags["ponder.pairs.single_source"] == "verifier"
