@@ -1,9 +1,9 @@
 """MCTS with PUCT over reasoning steps.
 
-Each simulation selects up to width/branch leaves per problem by PUCT (a temporary virtual
-visit on each chosen path spreads them out; priors are the policy's step log-probabilities
-softmaxed over siblings), expands every selected leaf of every problem in ONE Generator call
-(``n=branch`` per leaf), values the new children with the step scorer (terminal ones with
+Each simulation selects one leaf per problem by PUCT (priors are the policy's step
+log-probabilities softmaxed over siblings), expands the selected leaves of all problems in ONE
+Generator call (``n=width`` at the root, like beam's first depth, ``n=branch`` below),
+values the new children with the step scorer (terminal ones with
 the outcome scorer) and backs the mean child value up to the root. The answer follows the
 most-visited (or highest-value) children; a path that stops short of an answer is finished
 by one batched rollout.
@@ -69,29 +69,6 @@ def _fanout(leaf: Node, cfg: SearchConfig) -> int:
     """The root draws ``width`` first steps (like beam's first depth); deeper leaves
     ``branch``. This keeps the first call as wide as best-of-N's."""
     return cfg.width if leaf.parent is None else cfg.branch
-
-
-def _select_many(tree: ThoughtTree, cfg: SearchConfig, count: int) -> list[Node]:
-    """Up to ``count`` distinct leaves, spread out by a temporary virtual visit on each
-    chosen path, so one Generator call carries more sequences per problem."""
-    picks: list[Node] = []
-    for _ in range(count):
-        leaf = _select(tree, cfg)
-        if any(p.id == leaf.id for p in picks):
-            break
-        picks.append(leaf)
-        _visit(tree, leaf, +1)
-    for leaf in picks:
-        _visit(tree, leaf, -1)
-    return picks
-
-
-def _visit(tree: ThoughtTree, node: Node, delta: int) -> None:
-    while True:
-        node.visits += delta
-        if node.parent is None:
-            return
-        node = tree.nodes[node.parent]
 
 
 def _evaluate(tree: ThoughtTree, leaf: Node, children: list[Node]) -> None:
