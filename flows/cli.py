@@ -253,7 +253,9 @@ def infer_cmd(
     input: Annotated[str, typer.Option(help="lake:cases[@vNNNNN] or a file path.")] = (
         "lake:cases"
     ),
-    split: Annotated[str | None, typer.Option(help="Split filter for lake input.")] = "test",
+    split: Annotated[
+        str | None, typer.Option(help="Split filter for lake input: train, eval, test or all.")
+    ] = "test",
     model: Annotated[str | None, typer.Option(help="Path or models:/ URI.")] = None,
     strategy: Annotated[
         str,
@@ -275,7 +277,7 @@ def infer_cmd(
         params = InferParams(
             domain=domain,
             input=input,
-            split=split,
+            split=None if split == "all" else split,
             model=model,
             strategy=strategy,
             width=width,
@@ -304,6 +306,7 @@ def refresh_reward_cmd(
     epochs: Annotated[float, typer.Option(help="Training epochs.")] = 1.0,
     max_length: Annotated[int, typer.Option(help="Token cap per training sequence.")] = 1024,
     max_steps: Annotated[int, typer.Option(help="Stop training after N steps (-1: epochs).")] = -1,
+    batch_size: Annotated[int, typer.Option(help="Examples per training step.")] = 8,
 ) -> None:
     """Retrain the ORM/PRM from feedback and stored trees; register and gate (refresh_reward)."""
     from pydantic import ValidationError
@@ -319,7 +322,9 @@ def refresh_reward_cmd(
             policy=policy,
             td_lambda=td_lambda,
             mc_rollouts=mc_rollouts,
-            train=RMTrainConfig(epochs=epochs, max_length=max_length, max_steps=max_steps),
+            train=RMTrainConfig(
+                epochs=epochs, max_length=max_length, max_steps=max_steps, batch_size=batch_size
+            ),
         )
     except ValidationError as err:
         first = err.errors()[0]
