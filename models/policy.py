@@ -1,0 +1,239 @@
+"""Policy training with TRL: an SFT warm start on reference solutions, then GRPO.
+
+Both stages take plain rows and a model directory and return a merged, safetensors model
+directory, so the flow passes paths only. GRPO's reward functions follow TRL's contract
+(``f(prompts, completions, **columns) -> list[float | None]``); the domain's parts read the
+``case`` column, and ``orm_reward`` wraps a learned outcome reward model the same way.
+Hardware is chosen automatically (GPU: bf16, LoRA, vLLM colocate rollouts; CPU: fp32 and
+``generate``) and every choice can be overridden in ``PolicyTrainConfig``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from domains.errors import PonderError
+from models.reward import save_merged, use_gpu
+
+
+class PolicyTrainConfig(BaseModel):
+    """The TRL knobs ponder exposes; validated at construction."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sft: bool = Field(default=True, description="Run the SFT warm start before GRPO.")
+    sft_epochs: float = Field(default=1.0, gt=0, le=50, description="SFT passes over the data.")
+    sft_max_steps: int = Field(default=-1, description="Stop SFT after N steps (-1: epochs).")
+    sft_learning_rate: float = Field(default=5e-5, gt=0, le=1, description="SFT AdamW rate.")
+    grpo_max_steps: int = Field(default=50, ge=1, description="GRPO optimizer steps.")
+    learning_rate: float = Field(default=1e-5, gt=0, le=1, description="GRPO AdamW rate.")
+    num_generations: int = Field(default=4, ge=2, description="Completions per prompt (group).")
+    batch_size: int = Field(
+        default=8, ge=1, description="Completions per device per step (prompts x generations)."
+    )
+    gradient_accumulation_steps: int = Field(default=1, ge=1, description="Steps per update.")
+    max_completion_length: int = Field(default=256, ge=8, description="Tokens per completion.")
+    max_length: int = Field(default=2048, ge=64, description="SFT token cap per example.")
+    temperature: float = Field(default=1.0, gt=0, le=2, description="Rollout temperature.")
+    beta: float = Field(default=0.0, ge=0, description="KL coefficient (0: no reference model).")
+    save_steps: int = Field(default=10, ge=1, description="Checkpoint every K GRPO steps.")
+    lora: bool | None = Field(default=None, description="LoRA adapters; None = on GPU only.")
+    lora_rank: int = Field(default=16, ge=1, le=256, description="LoRA rank when LoRA is on.")
+    use_vllm: bool | None = Field(
+        default=None, description="vLLM colocate rollouts; None = on GPU only."
+    )
+    seed: int = Field(default=0, description="Seed for data order, heads and sampling.")
+
+    @model_validator(mode="after")
+    def _groups_fit(self) -> PolicyTrainConfig:
+        per_step = self.batch_size * self.gradient_accumulation_steps
+        if per_step % self.num_generations:
+            fit = (per_step // self.num_generations + 1) * self.num_generations
+            raise ValueError(
+                f"batch_size ({self.batch_size}) x gradient_accumulation_steps "
+                f"({self.gradient_accumulation_steps}) = {per_step} completions per step is not "
+                f"divisible by num_generations ({self.num_generations}): every prompt needs "
+                f"its whole group. Use batch_size {fit} or a num_generations that divides "
+                f"{per_step}"
+            )
+        return self
+
+    def lora_on(self) -> bool:
+        return self.lora if self.lora is not None else use_gpu()
+
+    def vllm_on(self) -> bool:
+        return self.use_vllm if self.use_vllm is not None else use_gpu()
+
+
+def check_causal_lm(path: Path) -> None:
+    """Refuse a base model that is not a causal LM (e.g. a reward model's classifier)."""
+    from transformers import AutoConfig
+
+    archs = AutoConfig.from_pretrained(path).architectures or []
+    if not any(a.endswith("ForCausalLM") for a in archs):
+        raise PonderError(
+            "base_model",
+            f"{path} is {archs or 'an unknown architecture'}, not a causal LM",
+            "pass a policy (…ForCausalLM) such as models:/ponder-base-policy@champion",
+        )
+
+
+def _peft(cfg: PolicyTrainConfig) -> Any:
+    if not cfg.lora_on():
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=2 * cfg.lora_rank,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+
+
+def train_sft(
+    rows: Sequence[dict[str, Any]], base: Path, out_dir: Path, cfg: PolicyTrainConfig
+) -> Path:
+    """SFT on ``prompt`` (chat messages) -> ``completion`` (reference text); loss on the
+    completion only. Returns the merged model directory."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    if not rows:
+        raise PonderError("dataset", "no SFT rows", "use a dataset version with train cases")
+    data = Dataset.from_list(
+        [
+            {
+                "prompt": r["prompt"],
+                "completion": [{"role": "assistant", "content": r["reference"]}],
+            }
+            for r in rows
+        ]
+    )
+    args = SFTConfig(
+        output_dir=str(out_dir / "sft-checkpoints"),
+        num_train_epochs=cfg.sft_epochs,
+        max_steps=cfg.sft_max_steps,
+        learning_rate=cfg.sft_learning_rate,
+        per_device_train_batch_size=max(1, cfg.batch_size // cfg.num_generations),
+        max_length=cfg.max_length,
+        completion_only_loss=True,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=1,
+        seed=cfg.seed,
+        use_cpu=not use_gpu(),
+        bf16=use_gpu(),
+        disable_tqdm=True,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    trainer = SFTTrainer(
+        model=str(base),
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        peft_config=_peft(cfg),
+    )
+    trainer.train()
+    return save_merged(trainer.model, tokenizer, out_dir / "sft")
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    """What a scorer needs of a problem: its chat messages."""
+
+    prompt: list[dict[str, str]]
+
+
+def orm_reward(model: Any) -> Callable[..., list[float | None]]:
+    """A learned outcome reward model as a TRL reward function (named ``orm``)."""
+    from domains.rewards import completion_text
+
+    def orm(prompts: list, completions: list, **kwargs: Any) -> list[float | None]:
+        return [
+            model.score_outcomes(_Prompt(list(p)), [completion_text(c)], [[]])[0]
+            for p, c in zip(prompts, completions, strict=True)
+        ]
+
+    return orm
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The highest ``checkpoint-N`` under ``folder`` that has trainer state, if any."""
+    found = [
+        p
+        for p in folder.glob("checkpoint-*")
+        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+    ]
+    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+
+
+def train_grpo(
+    rows: Sequence[dict[str, Any]],
+    model_dir: Path,
+    out_dir: Path,
+    reward_funcs: Sequence[Callable[..., list[float | None]]],
+    weights: Sequence[float],
+    cfg: PolicyTrainConfig,
+    callbacks: Sequence[Any] = (),
+    report_to: Sequence[str] = ("mlflow",),
+) -> tuple[Path, list[dict[str, Any]]]:
+    """GRPO over rows with ``prompt`` (messages) and ``case`` (JSON). Checkpoints every
+    ``save_steps``; when ``out_dir`` already has one, training resumes from it. With
+    ``report_to=("mlflow",)`` call it inside an active MLflow run: TRL logs into that run."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    if not rows:
+        raise PonderError("dataset", "no GRPO rows", "use a dataset version with train cases")
+    if len(weights) != len(reward_funcs):
+        raise PonderError(
+            "reward_weights",
+            f"{len(weights)} weights for {len(reward_funcs)} reward functions",
+            "give exactly one weight per reward part",
+        )
+    ckpt_dir = out_dir / "grpo-checkpoints"
+    args = GRPOConfig(
+        output_dir=str(ckpt_dir),
+        max_steps=cfg.grpo_max_steps,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        beta=cfg.beta,
+        reward_weights=list(weights),
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        logging_steps=1,
+        report_to=list(report_to),
+        log_completions=True,
+        seed=cfg.seed,
+        use_cpu=not use_gpu(),
+        bf16=use_gpu(),
+        gradient_checkpointing=False,
+        use_vllm=cfg.vllm_on(),
+        vllm_mode="colocate",
+        disable_tqdm=True,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    trainer = GRPOTrainer(
+        model=str(model_dir),
+        reward_funcs=list(reward_funcs),
+        args=args,
+        train_dataset=Dataset.from_list([{"prompt": r["prompt"], "case": r["case"]} for r in rows]),
+        processing_class=tokenizer,
+        peft_config=_peft(cfg),
+        callbacks=list(callbacks),
+    )
+    resume = latest_checkpoint(ckpt_dir)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    return save_merged(trainer.model, tokenizer, out_dir / "grpo"), trainer.state.log_history

@@ -1,0 +1,90 @@
+"""SFT + GRPO on the tiny model (CPU, generate rollouts): weights move, columns reach the
+reward functions, a resumed run continues the step count, bad configs are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from domains.base import get_domain
+from domains.errors import PonderError
+from models.policy import (
+    PolicyTrainConfig,
+    check_causal_lm,
+    latest_checkpoint,
+    train_grpo,
+    train_sft,
+)
+
+D = get_domain("medicine")
+CASES = D.generate(3, 1, difficulty=1)
+ROWS = [
+    {"prompt": D.prompt(c), "case": c.model_dump_json(), "reference": c.reference} for c in CASES
+]
+CFG = PolicyTrainConfig(
+    sft_max_steps=2,
+    grpo_max_steps=2,
+    num_generations=2,
+    batch_size=2,
+    max_completion_length=8,
+    max_length=2048,
+    save_steps=1,
+    learning_rate=1e-3,
+)
+
+
+def _weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_sft_then_grpo_moves_weights_and_sees_columns(tiny_model: Path, tmp_path: Path) -> None:
+    sft = train_sft(ROWS, tiny_model, tmp_path, CFG)
+    before, after_sft = _weights(tiny_model), _weights(sft)
+    assert any(not before[k].equal(after_sft[k]) for k in before)
+    seen: list[dict] = []
+
+    def probe(prompts, completions, case, **kwargs):
+        seen.append({"n": len(completions), "case": case[0]})
+        return [float(i % 2) for i in range(len(completions))]
+
+    out, history = train_grpo(ROWS, sft, tmp_path / "rl", [probe], [1.0], CFG, report_to=())
+    assert seen and json.loads(seen[0]["case"])["id"] in {c.id for c in CASES}
+    assert max(h.get("step", 0) for h in history) == 2
+    after = _weights(out)
+    assert any(not after_sft[k].equal(after[k]) for k in after_sft)
+
+
+def test_resume_continues_the_step_count(tiny_model: Path, tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def const(prompts, completions, **kwargs):
+        calls.append(len(completions))
+        return [float(i % 2) for i in range(len(completions))]
+
+    train_grpo(ROWS, tiny_model, tmp_path, [const], [1.0], CFG, report_to=())
+    assert latest_checkpoint(tmp_path / "grpo-checkpoints").name == "checkpoint-2"
+    first = len(calls)
+    longer = CFG.model_copy(update={"grpo_max_steps": 3})
+    _, history = train_grpo(ROWS, tiny_model, tmp_path, [const], [1.0], longer, report_to=())
+    assert max(h["step"] for h in history) == 3
+    assert len(calls) - first == first // 2, "resumed at step 2: only step 3 generates"
+    assert latest_checkpoint(tmp_path / "grpo-checkpoints").name == "checkpoint-3"
+
+
+def test_bad_configs_are_refused(tiny_model: Path, tiny_reward_model: Path, tmp_path) -> None:
+    with pytest.raises(
+        ValidationError, match=r"\(3\) x .* = 3 completions .* num_generations \(2\)"
+    ):
+        PolicyTrainConfig(batch_size=3, num_generations=2)
+    with pytest.raises(PonderError, match="not a causal LM"):
+        check_causal_lm(tiny_reward_model)
+    check_causal_lm(tiny_model)
+    with pytest.raises(PonderError, match="2 weights for 1"):
+        train_grpo(ROWS, tiny_model, tmp_path, [lambda **k: []], [1.0, 2.0], CFG)
+    with pytest.raises(PonderError, match="no GRPO rows"):
+        train_grpo([], tiny_model, tmp_path, [lambda **k: []], [1.0], CFG)
