@@ -416,6 +416,14 @@ def get_generator(spec: ModelSpec | str, backend: str | None = None) -> Generato
     return _ENGINES[key]
 
 
+def release_generator(spec: ModelSpec | str, backend: str | None = None) -> None:
+    """Shut down one engine (e.g. before training in the same process) if it is running."""
+    spec = spec if isinstance(spec, ModelSpec) else ModelSpec(model=spec)
+    engine = _ENGINES.pop((spec.model_dump_json(), choose_backend(backend)), None)
+    if engine is not None:
+        engine.close()
+
+
 def close_generators() -> None:
     """Shut down every engine this process started, freeing their memory."""
     while _ENGINES:

@@ -60,21 +60,31 @@ def model_name(domain: str, kind: str) -> str:
     return f"ponder-{domain}-{kind}"
 
 
-def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast with a clear message when a tracking server does not answer."""
+def check_reachable(
+    uri: str, timeout_s: float = 5.0, retries: int = 2, backoff_s: float = 1.0
+) -> None:
+    """Fail with a clear message when a tracking server does not answer ``retries + 1``
+    times (backing off 1 s, 2 s, ...)."""
     if not uri.startswith(("http://", "https://")):
         return
+    import time
+
     import requests
 
-    try:
-        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
-    except requests.RequestException as err:
-        raise PonderError(
-            "tracking_uri",
-            f"the MLflow server at {uri} is unreachable ({type(err).__name__})",
-            "start it (`mlflow server --host 127.0.0.1 --port 5000`) or set "
-            "PONDER_TRACKING_URI to a reachable server; unset it for the local SQLite store",
-        ) from None
+    for attempt in range(retries + 1):
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
+            return
+        except requests.RequestException as err:
+            if attempt < retries:
+                time.sleep(backoff_s * 2**attempt)
+                continue
+            raise PonderError(
+                "tracking_uri",
+                f"the MLflow server at {uri} is unreachable ({type(err).__name__})",
+                "start it (`mlflow server --host 127.0.0.1 --port 5000`) or set "
+                "PONDER_TRACKING_URI to a reachable server; unset it for the local SQLite store",
+            ) from None
 
 
 def connect(settings: Settings | None = None) -> Any:

@@ -1,0 +1,247 @@
+"""Flow ``finetune``: SFT warm start + GRPO on a domain's train split, versioned in MLflow.
+
+Resolves the base policy and the reward models once, picks the curriculum (difficulty
+levels in the pass-rate band, zero-variance groups left out), runs SFT then GRPO with the
+domain's reward parts plus the learned ORM, and registers the merged result as
+``ponder-<domain>-policy@challenger`` with its lineage in tags. Work lives in a folder
+keyed by the run's inputs: a rerun with ``resume=True`` continues from the latest GRPO
+checkpoint inside the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
+from pydantic import BaseModel, Field
+
+from domains.base import get_domain
+from domains.errors import PonderError
+from models.engine import get_generator, release_generator
+from models.loading import ModelSpec
+from models.policy import PolicyTrainConfig, check_causal_lm, orm_reward, train_grpo, train_sft
+from models.registry import connect, ensure_experiment, model_name, register_hf_dir
+from models.reward import OutcomeRM
+from models.settings import get_settings
+from tasks import finetune as ft
+from tasks.infer import resolve_model
+from tasks.lake import Lake
+
+
+class FinetuneParams(BaseModel):
+    """Parameters of one fine-tuning run (a form in the Prefect UI)."""
+
+    domain: str = Field(default="medicine", description="Registered domain name.")
+    dataset_version: str | None = Field(default=None, description="cases version; None = latest.")
+    family: str | None = Field(default=None, description="Train on one family only.")
+    difficulties: list[int] | None = Field(
+        default=None, description="Candidate difficulty levels; None = all (curriculum picks)."
+    )
+    base_model: str | None = Field(
+        default=None,
+        description="Path or models:/ URI; default the domain policy champion, else "
+        "ponder-base-policy@champion.",
+    )
+    orm: str | None = Field(
+        default="champion",
+        description="ORM for the learned reward: 'champion' (if one exists), a models:/ URI "
+        "or path, or None for no learned reward.",
+    )
+    reward_weights: dict[str, float] | None = Field(
+        default=None,
+        description="Weight per reward part; None = the domain config (+0.5 for the ORM).",
+    )
+    train: PolicyTrainConfig = Field(default_factory=PolicyTrainConfig, description="TRL knobs.")
+    curriculum: bool = Field(
+        default=True, description="Pick levels by pass rate and drop zero-variance groups."
+    )
+    curriculum_samples: int = Field(default=4, ge=2, description="Samples per prompt (K).")
+    curriculum_band: tuple[float, float] = Field(
+        default=(0.1, 0.9), description="Pass-rate band a difficulty level must lie in."
+    )
+    max_rows: int = Field(default=256, ge=1, description="Most prompts considered.")
+    resume: bool = Field(default=True, description="Continue from the latest checkpoint.")
+    max_model_len: int = Field(default=4096, ge=256, description="Engine context length.")
+
+
+@flow(name="finetune")
+def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
+    """Curriculum, SFT, GRPO, register the challenger; resumable."""
+    params = params or FinetuneParams()
+    settings = get_settings()
+    connect()  # fail fast (with retries) before any training if MLflow is unreachable
+    domain = get_domain(params.domain)
+    rows, version = ft.training_rows(
+        Lake(settings.lake_root), domain, params.dataset_version, params.family, params.difficulties
+    )
+    if not rows:
+        raise PonderError(
+            "dataset",
+            f"{params.domain}/cases@{version} has no train rows"
+            + (f" for family {params.family}" if params.family else ""),
+            "collect cases (train split) or widen family/difficulties",
+        )
+    uri, base_version, base = resolve_model(params.domain, params.base_model)
+    check_causal_lm(base)
+    extra, orm_version = _learned(params)
+    funcs, weights, names = ft.reward_setup(domain, extra, params.reward_weights)
+    key = ft.config_hash(
+        {"p": params.model_dump(exclude={"resume"}), "data": version, "base": base_version}
+    )
+    work = Path(settings.home, "runs", "finetune", key)
+    if not params.resume and work.exists():
+        import shutil
+
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    rows, report = _curriculum(params, rows, base, domain, funcs, weights)
+    ensure_experiment()
+    with mlflow.start_run(run_id=_run_id(work), run_name=f"finetune-{params.domain}") as run:
+        (work / "mlflow_run_id").write_text(run.info.run_id)
+        mlflow.log_params(
+            {
+                "domain": params.domain,
+                "dataset": version,
+                "base": base_version,
+                "orm": orm_version or "none",
+                "config_hash": key,
+                **{f"train.{k}": v for k, v in params.train.model_dump().items()},
+            }
+        )
+        mlflow.log_dict(report, "curriculum.json")
+        mlflow.log_metric("zero_variance_groups", report["zero_variance_groups"])
+        final, history = _train(params, rows, base, work, funcs, weights)
+        _log_outputs(work, history, names)
+        tags = {
+            "ponder.dataset": f"{params.domain}/cases@{version}",
+            "ponder.base": base_version,
+            "ponder.orm": orm_version or "none",
+            "ponder.config_hash": key,
+            "ponder.rewards": ",".join(names),
+        }
+        registered = register_hf_dir(
+            final, model_name(params.domain, "policy"), alias="challenger", tags=tags
+        )
+    summary = {
+        "version": registered.version,
+        "base": base_version,
+        "dataset": version,
+        "rows": len(rows),
+        "steps": max((h.get("step", 0) for h in history), default=0),
+        "curriculum": report,
+        "work_dir": str(work),
+        "run_id": run.info.run_id,
+    }
+    create_markdown_artifact(
+        key=f"finetune-{params.domain.replace('_', '-')}",
+        markdown=_markdown(summary, names, weights),
+    )
+    return summary
+
+
+def _curriculum(
+    params: FinetuneParams, rows: list, base: Path, domain: Any, funcs: list, weights: list
+) -> tuple[list, dict[str, Any]]:
+    rows = rows[: params.max_rows]
+    if not params.curriculum:
+        return rows, {
+            "levels": sorted({r["difficulty"] for r in rows}),
+            "skipped": True,
+            "pass_rate_by_difficulty": {},
+            "zero_variance_groups": 0,
+            "rows": len(rows),
+        }
+    spec = ModelSpec(model=str(base), max_model_len=params.max_model_len)
+    kept, report = ft.curriculum(
+        rows,
+        get_generator(spec),
+        domain,
+        funcs,
+        weights,
+        params.curriculum_samples,
+        params.train.max_completion_length,
+        params.curriculum_band,
+    )
+    release_generator(spec)  # free the engine's memory before training
+    get_run_logger().info("curriculum: %s", report)
+    if not kept:
+        raise PonderError(
+            "dataset",
+            "the curriculum left no rows (every group had zero reward variance)",
+            "add cases, raise curriculum_samples, or set curriculum=False",
+        )
+    return kept, report
+
+
+def _learned(params: FinetuneParams) -> tuple[dict[str, Any], str | None]:
+    """The ORM reward function (if configured and available) and its version label."""
+    if params.orm is None:
+        return {}, None
+    if params.orm == "champion":
+        uri = f"models:/{model_name(params.domain, 'orm')}@champion"
+        try:
+            _, exact, path = resolve_model(params.domain, uri)
+        except PonderError:
+            return {}, None
+    else:
+        _, exact, path = resolve_model(params.domain, params.orm)
+    return {"orm": orm_reward(OutcomeRM(path, name=exact))}, exact
+
+
+def _run_id(work: Path) -> str | None:
+    marker = work / "mlflow_run_id"
+    return marker.read_text().strip() if marker.is_file() else None
+
+
+def _train(
+    params: FinetuneParams, rows: list, base: Path, work: Path, funcs: list, weights: list
+) -> tuple[Path, list[dict[str, Any]]]:
+    start = base
+    if params.train.sft:
+        done = work / "sft"
+        start = (
+            done if (done / "config.json").is_file() else train_sft(rows, base, work, params.train)
+        )
+    progress = create_progress_artifact(progress=0.0, description="GRPO steps")
+    callback = _progress_callback(progress, params.train.grpo_max_steps)
+    return train_grpo(rows, start, work, funcs, weights, params.train, callbacks=[callback])
+
+
+def _progress_callback(artifact_id: Any, total: int) -> Any:
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            update_progress_artifact(artifact_id, progress=100.0 * state.global_step / total)
+
+    return Progress()
+
+
+def _log_outputs(work: Path, history: list[dict[str, Any]], names: list[str]) -> None:
+    """Reward curves (PNG) and the completion parquet files TRL wrote."""
+    with tempfile.TemporaryDirectory() as tmp:
+        png = ft.reward_curves(history, names, Path(tmp) / "reward_curves.png")
+        mlflow.log_artifact(str(png), artifact_path="plots")
+    completions = work / "grpo-checkpoints" / "completions"
+    if completions.is_dir():
+        mlflow.log_artifacts(str(completions), artifact_path="completions")
+
+
+def _markdown(summary: dict[str, Any], names: list[str], weights: list[float]) -> str:
+    parts = ", ".join(f"{n} x{w:g}" for n, w in zip(names, weights, strict=True))
+    cur = summary["curriculum"]
+    return (
+        f"# finetune: ponder policy v{summary['version']} (challenger)\n\n"
+        f"- base: `{summary['base']}`; data: cases@{summary['dataset']} ({summary['rows']} rows)\n"
+        f"- GRPO steps: {summary['steps']}; rewards: {parts}\n"
+        f"- curriculum levels {cur['levels']} (pass rates {cur['pass_rate_by_difficulty']}); "
+        f"zero-variance groups left out: {cur['zero_variance_groups']}\n"
+    )
