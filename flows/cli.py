@@ -336,6 +336,56 @@ def refresh_reward_cmd(
     console.print(refresh_reward(params))
 
 
+@app.command("finetune")
+@friendly
+def finetune_cmd(
+    domain: Annotated[str, typer.Option(help="Domain name.")] = "medicine",
+    family: Annotated[str | None, typer.Option(help="Train on one family only.")] = None,
+    base_model: Annotated[
+        str | None, typer.Option(help="Base policy path or models:/ URI.")
+    ] = None,
+    orm: Annotated[
+        str | None, typer.Option(help="'champion', a models:/ URI or path; 'none' to disable.")
+    ] = "champion",
+    sft_steps: Annotated[int, typer.Option(help="SFT steps (-1: one epoch, 0: no SFT).")] = -1,
+    grpo_steps: Annotated[int, typer.Option(help="GRPO optimizer steps.")] = 50,
+    num_generations: Annotated[int, typer.Option(help="Completions per prompt.")] = 4,
+    batch_size: Annotated[int, typer.Option(help="Completions per step.")] = 8,
+    max_completion_length: Annotated[int, typer.Option(help="Tokens per completion.")] = 256,
+    resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint.")] = True,
+) -> None:
+    """SFT + GRPO on the train split; registers ponder-<domain>-policy@challenger (finetune)."""
+    from pydantic import ValidationError
+
+    from flows.finetune import FinetuneParams, finetune
+    from models.policy import PolicyTrainConfig
+
+    try:
+        params = FinetuneParams(
+            domain=domain,
+            family=family,
+            base_model=base_model,
+            orm=None if orm == "none" else orm,
+            resume=resume,
+            train=PolicyTrainConfig(
+                sft=sft_steps != 0,
+                sft_max_steps=sft_steps if sft_steps > 0 else -1,
+                grpo_max_steps=grpo_steps,
+                num_generations=num_generations,
+                batch_size=batch_size,
+                max_completion_length=max_completion_length,
+            ),
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise PonderError(
+            ".".join(str(p) for p in first["loc"]) or "train",
+            first["msg"],
+            "see `ponder finetune --help`",
+        ) from None
+    console.print(finetune(params))
+
+
 @app.command("report")
 @friendly
 def report_cmd(

@@ -1,0 +1,130 @@
+"""The proof that RL works: held-out accuracy before training, after SFT, after GRPO.
+
+One family where the example model starts low (default: finance structuring at difficulty
+1). SFT on the reference solutions of --train cases, then GRPO with the domain's reward
+parts, checkpointing every --eval-every steps; each checkpoint is scored greedily on
+--heldout cases with vLLM (accuracy and generated tokens per answer). The curve is plotted
+to .ponder/bench/rl_curve.png. Goal: GRPO raises held-out accuracy by >= 15 points over its
+own starting point (the SFT model) within 30 minutes on 2 cores.
+
+Usage: python -m bench.rl [--domain finance_risk --family structuring --difficulty 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from domains.base import get_domain
+from models.engine import get_generator, release_generator
+from models.loading import ModelSpec, resolve_model_dir
+from models.policy import PolicyTrainConfig, train_grpo, train_sft
+from tasks import finetune as ft
+
+MODEL = "models:/ponder-base-policy@champion"
+
+
+def evaluate(path: Path, domain, rows: list[dict], max_tokens: int) -> dict[str, float]:
+    spec = ModelSpec(model=str(path), max_model_len=4096)
+    try:
+        return ft.accuracy(get_generator(spec), domain, rows, max_tokens)
+    finally:
+        release_generator(spec)
+
+
+def plot(points: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([p["minutes"] for p in points], [100 * p["accuracy"] for p in points], marker="o")
+    for p in points:
+        ax.annotate(p["stage"], (p["minutes"], 100 * p["accuracy"]), fontsize=7)
+    ax.set_xlabel("training wall-clock minutes")
+    ax.set_ylabel("held-out accuracy (%)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--model", default=MODEL)
+    ap.add_argument("--domain", default="finance_risk")
+    ap.add_argument("--family", default="structuring")
+    ap.add_argument("--difficulty", type=int, default=1)
+    ap.add_argument("--train", type=int, default=64)
+    ap.add_argument("--heldout", type=int, default=50)
+    ap.add_argument("--sft-steps", type=int, default=30)
+    ap.add_argument("--grpo-steps", type=int, default=30)
+    ap.add_argument("--eval-every", type=int, default=10)
+    ap.add_argument("--tokens", type=int, default=256)
+    ap.add_argument("--out", type=Path, default=Path(".ponder/bench"))
+    args = ap.parse_args()
+    d = get_domain(args.domain)
+    base = resolve_model_dir(ModelSpec(model=args.model))
+    train = [ft.row_of(d, c) for c in d.generate(args.train, 1, args.family, args.difficulty)]
+    held = [ft.row_of(d, c) for c in d.generate(args.heldout, 2, args.family, args.difficulty)]
+    cfg = PolicyTrainConfig(
+        sft_max_steps=args.sft_steps,
+        grpo_max_steps=args.eval_every,
+        num_generations=4,
+        batch_size=8,
+        max_completion_length=args.tokens,
+        save_steps=args.eval_every,
+        learning_rate=5e-6,
+        sft_learning_rate=5e-5,
+        temperature=1.0,
+    )
+    print(f"[settings] {vars(args)}\n[settings] {cfg}")
+    funcs, weights, names = ft.reward_setup(d, {}, None)
+    points, clock = [], 0.0
+    with tempfile.TemporaryDirectory(prefix="ponder-bench-rl-") as tmp:
+        work = Path(tmp)
+
+        def record(stage: str, path: Path) -> None:
+            m = evaluate(path, d, held, args.tokens)
+            points.append({"stage": stage, "minutes": clock / 60, **m})
+            print(
+                f"[rl] {stage:10s} t={clock / 60:5.1f} min  held-out acc {m['accuracy']:6.1%}  "
+                f"tokens/answer {m['tokens_per_answer']:6.1f}"
+            )
+
+        record("base", base)
+        start = time.perf_counter()
+        sft = train_sft(train, base, work, cfg)
+        clock += time.perf_counter() - start
+        record("sft", sft)
+        model = sft
+        for step in range(args.eval_every, args.grpo_steps + 1, args.eval_every):
+            start = time.perf_counter()
+            model, _ = train_grpo(
+                train,
+                sft,
+                work,
+                funcs,
+                weights,
+                cfg.model_copy(update={"grpo_max_steps": step}),
+                report_to=(),
+            )
+            clock += time.perf_counter() - start
+            record(f"grpo@{step}", model)
+    gain = points[-1]["accuracy"] - points[1]["accuracy"]
+    print(
+        f"[rl] GRPO gain over its start (SFT): {100 * gain:+.1f} points (goal >= +15) "
+        f"in {clock / 60:.1f} min of training"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rl_curve.json").write_text(json.dumps(points, indent=1))
+    plot(points, args.out / "rl_curve.png")
+    print(f"[rl] curve: {args.out / 'rl_curve.png'}")
+
+
+if __name__ == "__main__":
+    main()
