@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import tempfile
 import time
 from pathlib import Path
 
@@ -117,7 +116,7 @@ def reward_models(args, domain: str, backbone: Path, tmp: Path) -> tuple[Path, P
     )
     print(f"[{domain}] {len(train)} train / {len(held)} held-out pairs; {cfg}")
     start = time.perf_counter()
-    orm_dir, _ = train_orm(_orm_rows(tok, d, train), backbone, tmp / f"orm-{domain}", cfg)
+    orm_dir, _ = train_orm(_orm_rows(tok, d, train), backbone, tmp / "orm", cfg)
     orm_s = time.perf_counter() - start
     orm = OutcomeRM(orm_dir)
     seqs = [
@@ -130,9 +129,7 @@ def reward_models(args, domain: str, backbone: Path, tmp: Path) -> tuple[Path, P
         f"trained in {orm_s:.0f} s"
     )
     start = time.perf_counter()
-    prm_dir, _ = train_prm(
-        step_rows(tok, _prm_items(d, train)), backbone, tmp / f"prm-{domain}", cfg
-    )
+    prm_dir, _ = train_prm(step_rows(tok, _prm_items(d, train)), backbone, tmp / "prm", cfg)
     prm_s = time.perf_counter() - start
     prm = ProcessRM(prm_dir)
     items = _prm_items(d, held)
@@ -199,15 +196,22 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=192, help="tokens per sample")
     parser.add_argument("--step-tokens", type=int, default=96)
+    parser.add_argument("--out", type=Path, default=Path(".ponder/bench"))
+    parser.add_argument("--reuse", action="store_true", help="reuse RMs trained by a past run")
     args = parser.parse_args()
     backbone = resolve_model_dir(ModelSpec(model=args.model))
     print(f"[settings] backbone {args.model} -> {backbone}; {vars(args)}")
-    with tempfile.TemporaryDirectory(prefix="ponder-bench-rm-") as tmp:
-        dirs = {dom: reward_models(args, dom, backbone, Path(tmp)) for dom in args.domains}
+    # The engine reserves its memory first; training afterwards takes what is left.
+    engine = get_generator(ModelSpec(model=str(backbone), max_model_len=4096))
+    for dom in args.domains:
+        target = args.out / f"rm-{dom}"
+        if args.reuse and (target / "orm" / "model").is_dir():
+            dirs = target / "orm" / "model", target / "prm" / "model"
+            print(f"[{dom}] reusing {target}")
+        else:
+            dirs = reward_models(args, dom, backbone, target)
         if args.search_cases:
-            engine = get_generator(ModelSpec(model=str(backbone), max_model_len=4096))
-            for dom in args.domains:
-                search(args, dom, engine, *dirs[dom])
+            search(args, dom, engine, *dirs)
 
 
 if __name__ == "__main__":
