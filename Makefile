@@ -23,12 +23,12 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/ponder doctor
 	$(VENV)/bin/ponder models fetch-example
-	$(VENV)/bin/ponder collect --domain finance_risk --per-cell 4
-	$(VENV)/bin/ponder infer --domain finance_risk --split all --strategy beam --width 2 \
+	$(VENV)/bin/ponder collect --domain medicine --per-cell 6
+	$(VENV)/bin/ponder infer --domain medicine --split all --strategy beam --width 2 \
 		--max-tokens 192
-	$(VENV)/bin/ponder refresh-reward --domain finance_risk --max-steps 4 --batch-size 4 \
-		--max-length 4096 --mc-rollouts 2
-	$(VENV)/bin/ponder infer --domain finance_risk --strategy beam --width 4 --max-tokens 256 \
+	$(VENV)/bin/ponder refresh-reward --domain medicine --max-steps 4 --batch-size 4 \
+		--max-length 2048 --mc-rollouts 2
+	$(VENV)/bin/ponder infer --domain medicine --strategy beam --width 4 --max-tokens 256 \
 		--scorer learned
 	$(VENV)/bin/ponder generate --model models:/ponder-base-policy@champion \
 		--prompts-file deployments/demo_prompts.txt --n 4 --temperature 0.7 --seed 0 \
