@@ -221,6 +221,11 @@ def _refresh_one(
         tok, domain, cases, data.pairs if kind == "orm" else data.steps, params.train.max_length
     )
     mlflow.log_metric(f"{kind}_too_long", len(long))
+    dataset = "pairs" if kind == "orm" else "steps"
+    run_id = flow_run.get_id() or uuid.uuid4().hex
+    Lake(get_settings().lake_root).quarantine(
+        params.domain, dataset, rw.rejected_frame(long), f"{run_id}-{kind}-too-long"
+    )
     if long:
         log.warning(
             "%d %s examples exceed max_length %d (quarantined, not trained on)",

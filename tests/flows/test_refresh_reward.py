@@ -144,6 +144,8 @@ def test_refresh_registers_challengers_and_gates(fresh_lake, tiny_model, vllm_en
     assert lake.latest(DOMAIN, "pairs") is not None and lake.latest(DOMAIN, "steps") is not None
     quarantine = pl.read_parquet(lake.dataset_dir(DOMAIN, "pairs") / "_quarantine" / "*.parquet")
     assert quarantine["reason"].str.contains("contradictory").sum() == 2
+    long = quarantine["reason"].str.contains("max_length").sum()
+    assert long == orm["too_long"], "every too-long pair is quarantined with its reason"
 
     # The promoted ORM now scores inference (--scorer learned).
     scored = infer(
