@@ -263,7 +263,10 @@ def gate(
     """Promote only if the challenger beats the champion by ``margin`` (or, with no
     champion, clears ``floor``) and no family drops by more than ``tolerance``."""
     if challenger is None:
-        return False, "no held-out data to measure the challenger on"
+        return False, (
+            "no held-out metric: no held-out examples, or (PRM) all held-out step labels are "
+            "one class so AUROC is undefined; collect more varied feedback or cases"
+        )
     if champion is None:
         ok = challenger >= floor
         return ok, f"no champion; challenger {challenger:.3f} {'>=' if ok else '<'} floor {floor}"
