@@ -64,7 +64,9 @@ def main() -> None:
     ap.add_argument("--sft-steps", type=int, default=30)
     ap.add_argument("--grpo-steps", type=int, default=30)
     ap.add_argument("--eval-every", type=int, default=10)
-    ap.add_argument("--tokens", type=int, default=256)
+    ap.add_argument(
+        "--tokens", type=int, default=512, help="structuring references are ~410 tokens"
+    )
     ap.add_argument("--out", type=Path, default=Path(".ponder/bench"))
     args = ap.parse_args()
     d = get_domain(args.domain)
