@@ -1,13 +1,17 @@
 """The proof that RL works: held-out accuracy before training, after SFT, after GRPO.
 
-One family where the example model starts low (default: finance structuring at difficulty
-1). SFT on the reference solutions of --train cases, then GRPO with the domain's reward
-parts, checkpointing every --eval-every steps; each checkpoint is scored greedily on
---heldout cases with vLLM (accuracy and generated tokens per answer). The curve is plotted
-to .ponder/bench/rl_curve.png. Goal: GRPO raises held-out accuracy by >= 15 points over its
-own starting point (the SFT model) within 30 minutes on 2 cores.
+One family where the example model starts low (default: medicine anion gap at difficulty 1,
+short answers so a GRPO step fits a 2-core CPU; ``--domain finance_risk --family structuring
+--match ''`` runs the finance one). ``--match KEY=VALUE`` keeps only cases whose inputs have
+that value (e.g. ``calculator=anion_gap``). SFT on the reference solutions of --train cases,
+then GRPO with the domain's reward parts, checkpointing every --eval-every steps; each
+checkpoint is scored greedily on --heldout cases with vLLM (accuracy and generated tokens
+per answer). The curve is plotted to .ponder/bench/rl_curve.png. Goal: GRPO raises held-out
+accuracy by >= 15 points over its own starting point (the SFT model) within 30 minutes on 2
+cores.
 
-Usage: python -m bench.rl [--domain finance_risk --family structuring --difficulty 1]
+Usage: python -m bench.rl [--domain medicine --family clinical_calc --match calculator=anion_gap]
+
 """
 
 from __future__ import annotations
@@ -35,6 +39,18 @@ def evaluate(path: Path, domain, rows: list[dict], max_tokens: int) -> dict[str,
         release_generator(spec)
 
 
+def cases(domain, n: int, seed: int, family: str, difficulty: int, match: str) -> list[dict]:
+    """``n`` rows of one family and difficulty; with ``match`` only those whose inputs fit."""
+    if not match:
+        return [ft.row_of(domain, c) for c in domain.generate(n, seed, family, difficulty)]
+    key, _, value = match.partition("=")
+    pool = domain.generate(n * 40, seed, family, difficulty)
+    keep = [c for c in pool if str(c.inputs.get(key)) == value][:n]
+    if len(keep) < n:
+        raise SystemExit(f"--match {match}: only {len(keep)} of {n * 40} cases fit")
+    return [ft.row_of(domain, c) for c in keep]
+
+
 def plot(points: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -56,8 +72,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--model", default=MODEL)
-    ap.add_argument("--domain", default="finance_risk")
-    ap.add_argument("--family", default="structuring")
+    ap.add_argument("--domain", default="medicine")
+    ap.add_argument("--family", default="clinical_calc")
+    ap.add_argument("--match", default="calculator=anion_gap", help="KEY=VALUE on inputs")
     ap.add_argument("--difficulty", type=int, default=1)
     ap.add_argument("--train", type=int, default=64)
     ap.add_argument("--heldout", type=int, default=50)
@@ -65,27 +82,35 @@ def main() -> None:
     ap.add_argument("--grpo-steps", type=int, default=30)
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument(
-        "--tokens", type=int, default=512, help="structuring references are ~410 tokens"
+        "--tokens",
+        type=int,
+        default=192,
+        help="anion-gap references are ~90 tokens, structuring ones ~410 (use 512 there)",
     )
+    ap.add_argument("--lr", type=float, default=1e-5, help="GRPO learning rate")
+    ap.add_argument("--sft-lr", type=float, default=5e-5, help="SFT learning rate")
+    ap.add_argument("--generations", type=int, default=8, help="GRPO group size")
+    ap.add_argument("--batch", type=int, default=16, help="completions per GRPO step")
     ap.add_argument("--out", type=Path, default=Path(".ponder/bench"))
     args = ap.parse_args()
     d = get_domain(args.domain)
     base = resolve_model_dir(ModelSpec(model=args.model))
-    train = [ft.row_of(d, c) for c in d.generate(args.train, 1, args.family, args.difficulty)]
-    held = [ft.row_of(d, c) for c in d.generate(args.heldout, 2, args.family, args.difficulty)]
+    train = cases(d, args.train, 1, args.family, args.difficulty, args.match)
+    held = cases(d, args.heldout, 2, args.family, args.difficulty, args.match)
     cfg = PolicyTrainConfig(
         sft_max_steps=args.sft_steps,
         grpo_max_steps=args.eval_every,
-        num_generations=4,
-        batch_size=8,
+        num_generations=args.generations,
+        batch_size=args.batch,
         max_completion_length=args.tokens,
         save_steps=args.eval_every,
-        learning_rate=5e-6,
-        sft_learning_rate=5e-5,
+        learning_rate=args.lr,
+        sft_learning_rate=args.sft_lr,
         temperature=1.0,
     )
     print(f"[settings] {vars(args)}\n[settings] {cfg}")
-    funcs, weights, names = ft.reward_setup(d, {}, None)
+    rewards = ft.reward_setup(d, {}, None)
+    funcs, weights = rewards.build(), list(rewards.weights.values())
     points, clock = [], 0.0
     with tempfile.TemporaryDirectory(prefix="ponder-bench-rl-") as tmp:
         work = Path(tmp)

@@ -1,9 +1,9 @@
 """Flow ``finetune``: SFT warm start + GRPO on a domain's train split, versioned in MLflow.
 
-Resolves the base policy and the reward models once, picks the curriculum (difficulty
-levels in the pass-rate band, zero-variance groups left out), runs SFT then GRPO with the
-domain's reward parts plus the learned ORM, and registers the merged result as
-``ponder-<domain>-policy@challenger`` with its lineage in tags. Work lives in a folder
+Resolves the base policy and the reward models once, picks the curriculum (difficulty levels
+in the pass-rate band, zero-variance groups left out), runs SFT then GRPO with the domain's
+reward parts plus the learned ORM (and PRM when configured), and registers the merged result
+as ``ponder-<domain>-policy@challenger`` with its lineage in tags. Work lives in a folder
 keyed by the run's inputs: a rerun with ``resume=True`` continues from the latest GRPO
 checkpoint inside the same MLflow run.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mlflow
 from prefect import flow, get_run_logger
@@ -26,10 +26,17 @@ from pydantic import BaseModel, Field
 from domains.base import get_domain
 from domains.errors import PonderError
 from models.engine import get_generator, release_generator
+from models.isolation import run_isolated
 from models.loading import ModelSpec
-from models.policy import PolicyTrainConfig, check_causal_lm, orm_reward, train_grpo, train_sft
+from models.policy import (
+    PolicyTrainConfig,
+    RewardSpec,
+    check_causal_lm,
+    grpo_job,
+    train_grpo,
+    train_sft,
+)
 from models.registry import connect, ensure_experiment, model_name, register_hf_dir
-from models.reward import OutcomeRM
 from models.settings import get_settings
 from tasks import finetune as ft
 from tasks.infer import resolve_model
@@ -55,9 +62,17 @@ class FinetuneParams(BaseModel):
         description="ORM for the learned reward: 'champion' (if one exists), a models:/ URI "
         "or path, or None for no learned reward.",
     )
+    prm: str | None = Field(
+        default=None,
+        description="PRM for a learned step reward: 'champion' (if one exists), a models:/ URI "
+        "or path, or None (the default) for none.",
+    )
+    prm_aggregate: Literal["min", "last", "prod"] = Field(
+        default="min", description="How the PRM's step values become one reward per completion."
+    )
     reward_weights: dict[str, float] | None = Field(
         default=None,
-        description="Weight per reward part; None = the domain config (+0.5 for the ORM).",
+        description="Weight per reward part; None = the domain config (+0.5 per learned RM).",
     )
     train: PolicyTrainConfig = Field(default_factory=PolicyTrainConfig, description="TRL knobs.")
     curriculum: bool = Field(
@@ -91,8 +106,8 @@ def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
         )
     uri, base_version, base = resolve_model(params.domain, params.base_model)
     check_causal_lm(base)
-    extra, orm_version = _learned(params)
-    funcs, weights, names = ft.reward_setup(domain, extra, params.reward_weights)
+    paths, learned = _learned(params)
+    rewards = ft.reward_setup(domain, paths, params.reward_weights, params.prm_aggregate)
     key = ft.config_hash(
         {"p": params.model_dump(exclude={"resume"}), "data": version, "base": base_version}
     )
@@ -102,7 +117,7 @@ def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
 
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    rows, report = _curriculum(params, rows, base, domain, funcs, weights)
+    rows, report = _curriculum(params, rows, base, domain, rewards)
     ensure_experiment()
     with mlflow.start_run(run_id=_run_id(work), run_name=f"finetune-{params.domain}") as run:
         (work / "mlflow_run_id").write_text(run.info.run_id)
@@ -111,21 +126,23 @@ def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
                 "domain": params.domain,
                 "dataset": version,
                 "base": base_version,
-                "orm": orm_version or "none",
+                "orm": learned["orm"] or "none",
+                "prm": learned["prm"] or "none",
                 "config_hash": key,
                 **{f"train.{k}": v for k, v in params.train.model_dump().items()},
             }
         )
         mlflow.log_dict(report, "curriculum.json")
         mlflow.log_metric("zero_variance_groups", report["zero_variance_groups"])
-        final, history = _train(params, rows, base, work, funcs, weights)
-        _log_outputs(work, history, names)
+        final, history = _train(params, rows, base, work, rewards, run.info.run_id)
+        _log_outputs(work, history, rewards.names)
         tags = {
             "ponder.dataset": f"{params.domain}/cases@{version}",
             "ponder.base": base_version,
-            "ponder.orm": orm_version or "none",
+            "ponder.orm": learned["orm"] or "none",
+            "ponder.prm": learned["prm"] or "none",
             "ponder.config_hash": key,
-            "ponder.rewards": ",".join(names),
+            "ponder.rewards": ",".join(rewards.names),
         }
         registered = register_hf_dir(
             final, model_name(params.domain, "policy"), alias="challenger", tags=tags
@@ -142,13 +159,13 @@ def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
     }
     create_markdown_artifact(
         key=f"finetune-{params.domain.replace('_', '-')}",
-        markdown=_markdown(summary, names, weights),
+        markdown=_markdown(summary, rewards.weights),
     )
     return summary
 
 
 def _curriculum(
-    params: FinetuneParams, rows: list, base: Path, domain: Any, funcs: list, weights: list
+    params: FinetuneParams, rows: list, base: Path, domain: Any, rewards: RewardSpec
 ) -> tuple[list, dict[str, Any]]:
     rows = rows[: params.max_rows]
     if not params.curriculum:
@@ -164,8 +181,8 @@ def _curriculum(
         rows,
         get_generator(spec),
         domain,
-        funcs,
-        weights,
+        rewards.build(),
+        list(rewards.weights.values()),
         params.curriculum_samples,
         params.train.max_completion_length,
         params.curriculum_band,
@@ -181,19 +198,32 @@ def _curriculum(
     return kept, report
 
 
-def _learned(params: FinetuneParams) -> tuple[dict[str, Any], str | None]:
-    """The ORM reward function (if configured and available) and its version label."""
-    if params.orm is None:
-        return {}, None
-    if params.orm == "champion":
-        uri = f"models:/{model_name(params.domain, 'orm')}@champion"
+def _learned(params: FinetuneParams) -> tuple[dict[str, str], dict[str, str | None]]:
+    """Local directories of the learned reward models configured (ORM, PRM), and their
+    version labels (None when not used)."""
+    paths: dict[str, str] = {}
+    versions: dict[str, str | None] = {"orm": None, "prm": None}
+    for kind, ref in (("orm", params.orm), ("prm", params.prm)):
+        found = _reward_model(params.domain, kind, ref)
+        if found is not None:
+            versions[kind], path = found
+            paths[kind] = str(path)
+    return paths, versions
+
+
+def _reward_model(domain: str, kind: str, ref: str | None) -> tuple[str, Path] | None:
+    """``(exact version, local path)`` of a reward model reference; None when not set, or
+    when 'champion' is asked for and there is none yet."""
+    if ref is None:
+        return None
+    if ref == "champion":
         try:
-            _, exact, path = resolve_model(params.domain, uri)
+            _, exact, path = resolve_model(domain, f"models:/{model_name(domain, kind)}@champion")
         except PonderError:
-            return {}, None
-    else:
-        _, exact, path = resolve_model(params.domain, params.orm)
-    return {"orm": orm_reward(OutcomeRM(path, name=exact))}, exact
+            return None
+        return exact, path
+    _, exact, path = resolve_model(domain, ref)
+    return exact, path
 
 
 def _run_id(work: Path) -> str | None:
@@ -202,17 +232,42 @@ def _run_id(work: Path) -> str | None:
 
 
 def _train(
-    params: FinetuneParams, rows: list, base: Path, work: Path, funcs: list, weights: list
+    params: FinetuneParams,
+    rows: list,
+    base: Path,
+    work: Path,
+    rewards: RewardSpec,
+    run_id: str,
 ) -> tuple[Path, list[dict[str, Any]]]:
-    start = base
-    if params.train.sft:
-        done = work / "sft"
-        start = (
-            done if (done / "config.json").is_file() else train_sft(rows, base, work, params.train)
-        )
+    """SFT (unless already done) then GRPO; in a fresh subprocess when ``train.isolate``
+    is on (the default on GPU), in this process otherwise."""
+    cfg, start = params.train, base
     progress = create_progress_artifact(progress=0.0, description="GRPO steps")
-    callback = _progress_callback(progress, params.train.grpo_max_steps)
-    return train_grpo(rows, start, work, funcs, weights, params.train, callbacks=[callback])
+    if not cfg.isolate_on():
+        if cfg.sft:
+            start = _sft_done(work) or train_sft(rows, base, work, cfg)
+        callback = _progress_callback(progress, cfg.grpo_max_steps)
+        return train_grpo(
+            rows, start, work, rewards.build(), list(rewards.weights.values()), cfg, [callback]
+        )
+    env = {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "MLFLOW_RUN_ID": run_id}
+    if cfg.sft:
+        start = _sft_done(work) or run_isolated(train_sft, rows, base, work, cfg, env=env)
+    step_file = work / "progress"
+
+    def report() -> None:
+        if step_file.is_file():
+            done = int(step_file.read_text() or 0)
+            update_progress_artifact(progress, progress=100.0 * done / cfg.grpo_max_steps)
+
+    return run_isolated(
+        grpo_job, rows, start, work, rewards, cfg, progress_file=step_file, env=env, on_wait=report
+    )
+
+
+def _sft_done(work: Path) -> Path | None:
+    done = work / "sft"
+    return done if (done / "config.json").is_file() else None
 
 
 def _progress_callback(artifact_id: Any, total: int) -> Any:
@@ -235,8 +290,8 @@ def _log_outputs(work: Path, history: list[dict[str, Any]], names: list[str]) ->
         mlflow.log_artifacts(str(completions), artifact_path="completions")
 
 
-def _markdown(summary: dict[str, Any], names: list[str], weights: list[float]) -> str:
-    parts = ", ".join(f"{n} x{w:g}" for n, w in zip(names, weights, strict=True))
+def _markdown(summary: dict[str, Any], weights: dict[str, float]) -> str:
+    parts = ", ".join(f"{n} x{w:g}" for n, w in weights.items())
     cur = summary["curriculum"]
     return (
         f"# finetune: ponder policy v{summary['version']} (challenger)\n\n"

@@ -102,17 +102,18 @@ def build_tiny_causal_lm(out_dir: Path, seed: int = 0) -> Path:
     return _save(model, tokenizer, out_dir)
 
 
-def build_tiny_reward_model(out_dir: Path, seed: int = 0) -> Path:
-    """Write a random-weight Llama sequence classifier with one score output."""
+def build_tiny_reward_model(out_dir: Path, seed: int = 0, process: bool = False) -> Path:
+    """Write a random-weight Llama with one score output: a sequence classifier (an ORM),
+    or with ``process=True`` a token classifier (a PRM, read at each step's last token)."""
     import torch
-    from transformers import LlamaForSequenceClassification
+    from transformers import LlamaForSequenceClassification, LlamaForTokenClassification
 
     torch.manual_seed(seed)
     tokenizer = train_tiny_tokenizer()
     config = _tiny_config(tokenizer, seed)
     config.num_labels = 1
-    model = LlamaForSequenceClassification(config)
-    return _save(model, tokenizer, out_dir)
+    cls = LlamaForTokenClassification if process else LlamaForSequenceClassification
+    return _save(cls(config), tokenizer, out_dir)
 
 
 def _save(model, tokenizer, out_dir: Path) -> Path:

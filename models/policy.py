@@ -11,14 +11,13 @@ Hardware is chosen automatically (GPU: bf16, LoRA, vLLM colocate rollouts; CPU: 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from domains.errors import PonderError
-from models.reward import save_merged, use_gpu
+from models.reward import save_merged, sigmoid, use_gpu
 
 
 class PolicyTrainConfig(BaseModel):
@@ -47,6 +46,11 @@ class PolicyTrainConfig(BaseModel):
     use_vllm: bool | None = Field(
         default=None, description="vLLM colocate rollouts; None = on GPU only."
     )
+    isolate: bool | None = Field(
+        default=None,
+        description="Train in a fresh subprocess, so CUDA and vLLM memory is freed when it "
+        "ends; None = on GPU only.",
+    )
     seed: int = Field(default=0, description="Seed for data order, heads and sampling.")
 
     @model_validator(mode="after")
@@ -68,6 +72,53 @@ class PolicyTrainConfig(BaseModel):
 
     def vllm_on(self) -> bool:
         return self.use_vllm if self.use_vllm is not None else use_gpu()
+
+    def isolate_on(self) -> bool:
+        return self.isolate if self.isolate is not None else use_gpu()
+
+
+class RewardSpec(BaseModel):
+    """GRPO's reward functions as plain data, so a training subprocess can rebuild them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    domain: str = Field(description="Domain whose reward parts are used (by name).")
+    weights: dict[str, float] = Field(
+        description="Weight per reward function, in order: domain parts, then orm/prm."
+    )
+    orm: str | None = Field(default=None, description="Local ORM directory for part 'orm'.")
+    prm: str | None = Field(default=None, description="Local PRM directory for part 'prm'.")
+    prm_aggregate: Literal["min", "last", "prod"] = Field(
+        default="min", description="How PRM step values become one reward per completion."
+    )
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.weights)
+
+    def build(self) -> list[Callable[..., list[float | None]]]:
+        """The reward functions, one per name (learned models are loaded here)."""
+        from domains.base import get_domain
+
+        parts = get_domain(self.domain).reward_parts
+        return [self._one(name, parts) for name in self.names]
+
+    def _one(self, name: str, parts: dict) -> Callable[..., list[float | None]]:
+        if name == "orm" and self.orm:
+            from models.reward import OutcomeRM
+
+            return orm_reward(OutcomeRM(Path(self.orm), name="orm"))
+        if name == "prm" and self.prm:
+            from models.prm import ProcessRM
+
+            return prm_reward(ProcessRM(Path(self.prm), name="prm"), self.prm_aggregate)
+        if name in parts:
+            return parts[name]
+        raise PonderError(
+            "reward_weights",
+            f"{name!r} is not a reward part of {self.domain} nor a configured learned model",
+            f"use {sorted(parts)} plus 'orm'/'prm' with their model paths",
+        )
 
 
 def check_causal_lm(path: Path) -> None:
@@ -144,24 +195,39 @@ def train_sft(
     return save_merged(trainer.model, tokenizer, out_dir / "sft")
 
 
-@dataclass(frozen=True)
-class _Prompt:
-    """What a scorer needs of a problem: its chat messages."""
-
-    prompt: list[dict[str, str]]
-
-
 def orm_reward(model: Any) -> Callable[..., list[float | None]]:
-    """A learned outcome reward model as a TRL reward function (named ``orm``)."""
+    """A learned outcome reward model as a TRL reward function (named ``orm``): sigmoid of
+    its logit, every completion of the batch in one batched pass."""
     from domains.rewards import completion_text
 
     def orm(prompts: list, completions: list, **kwargs: Any) -> list[float | None]:
-        return [
-            model.score_outcomes(_Prompt(list(p)), [completion_text(c)], [[]])[0]
+        seqs = [
+            model.encode(list(p), completion_text(c))
             for p, c in zip(prompts, completions, strict=True)
         ]
+        return [sigmoid(s) for s in model.raw_scores(seqs)]
 
     return orm
+
+
+def prm_reward(model: Any, how: str = "min") -> Callable[..., list[float | None]]:
+    """A learned process reward model as a TRL reward function (named ``prm``): the step
+    values of each completion (cut at step boundaries, as search scores them) aggregated
+    with ``how`` (min, last or prod), in one batched pass."""
+    from domains.rewards import completion_text
+    from models.reward import split_steps
+    from models.search.tree import aggregate
+
+    aggregate([1.0], how)  # an unknown aggregation fails here, before any training
+
+    def prm(prompts: list, completions: list, **kwargs: Any) -> list[float | None]:
+        rows = [
+            model.encode(list(p), split_steps(completion_text(c)) or [""])
+            for p, c in zip(prompts, completions, strict=True)
+        ]
+        return [aggregate(v, how) for v in model.values(rows)]
+
+    return prm
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -237,3 +303,38 @@ def train_grpo(
     resume = latest_checkpoint(ckpt_dir)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return save_merged(trainer.model, tokenizer, out_dir / "grpo"), trainer.state.log_history
+
+
+def grpo_job(
+    rows: Sequence[dict[str, Any]],
+    model_dir: Path,
+    out_dir: Path,
+    rewards: RewardSpec,
+    cfg: PolicyTrainConfig,
+    report_to: Sequence[str] = ("mlflow",),
+    progress_file: Path | None = None,
+) -> tuple[Path, list[dict[str, Any]]]:
+    """``train_grpo`` from plain data (picklable: runs in ``run_isolated``). With
+    ``progress_file`` the global step is written there after every step, for the parent
+    process to report."""
+    callbacks = [_file_progress(progress_file)] if progress_file else []
+    return train_grpo(
+        rows,
+        model_dir,
+        out_dir,
+        rewards.build(),
+        list(rewards.weights.values()),
+        cfg,
+        callbacks=callbacks,
+        report_to=report_to,
+    )
+
+
+def _file_progress(path: Path) -> Any:
+    from transformers import TrainerCallback
+
+    class FileProgress(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            path.write_text(str(state.global_step))
+
+    return FileProgress()

@@ -96,7 +96,7 @@ def messages_of(problem: Any) -> list[dict[str, str]]:
     )
 
 
-def _sigmoid(x: float) -> float:
+def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(min(x, 60.0), -60.0)))
 
 
@@ -221,7 +221,7 @@ class OutcomeRM:
 
     def score_outcomes(self, problem: Any, texts: list[str], paths: list[Any]) -> list[float]:
         msgs = messages_of(problem)
-        return [_sigmoid(s) for s in self.raw_scores([self.encode(msgs, t) for t in texts])]
+        return [sigmoid(s) for s in self.raw_scores([self.encode(msgs, t) for t in texts])]
 
 
 class RewardScorer:

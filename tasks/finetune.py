@@ -22,6 +22,7 @@ from domains.base import Case, Domain
 from domains.errors import PonderError
 from domains.rewards import combined_weights
 from models.engine import Generator, SamplingConfig
+from models.policy import RewardSpec
 from tasks.infer import _row_case
 from tasks.lake import Lake
 
@@ -66,26 +67,31 @@ def row_of(domain: Domain, case: Case) -> dict[str, Any]:
 
 
 def reward_setup(
-    domain: Domain, extra: dict[str, RewardFn], weights: dict[str, float] | None
-) -> tuple[list[RewardFn], list[float], list[str]]:
-    """The domain's reward parts plus learned ones, with one weight each. ``weights``
-    overrides the domain config; it must name exactly the parts in use."""
-    funcs = {**domain.reward_parts, **extra}
-    names = list(funcs)
+    domain: Domain,
+    learned: dict[str, str],
+    weights: dict[str, float] | None,
+    prm_aggregate: str = "min",
+) -> RewardSpec:
+    """The domain's reward parts plus the learned ones (``{"orm"|"prm": model dir}``), with
+    one weight each. ``weights`` overrides the domain config (+0.5 per learned model); it
+    must name exactly the parts in use."""
+    names = [*domain.reward_parts, *learned]
     if weights is None:
-        learned = {n: 0.5 for n in extra}
-        return (
-            list(funcs.values()),
-            combined_weights(domain, list(domain.reward_parts)) + [learned[n] for n in extra],
-            names,
-        )
-    if set(weights) != set(names):
+        parts = combined_weights(domain, list(domain.reward_parts))
+        weights = dict(zip(names, parts + [0.5] * len(learned), strict=True))
+    elif set(weights) != set(names):
         raise PonderError(
             "reward_weights",
             f"weights name {sorted(weights)} but the reward parts are {names}",
             f"give exactly one weight for each of {names}",
         )
-    return list(funcs.values()), [weights[n] for n in names], names
+    return RewardSpec(
+        domain=domain.name,
+        weights={n: weights[n] for n in names},
+        orm=learned.get("orm"),
+        prm=learned.get("prm"),
+        prm_aggregate=prm_aggregate,
+    )
 
 
 def combined(

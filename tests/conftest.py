@@ -49,6 +49,14 @@ def tiny_reward_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_prm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight Llama token classifier (one value per token) for PRM tests."""
+    from models.example import build_tiny_reward_model
+
+    return build_tiny_reward_model(tmp_path_factory.mktemp("tiny-prm") / "model", process=True)
+
+
+@pytest.fixture(scope="session")
 def vllm_engine(tiny_model: Path) -> Iterator[object]:
     """One vLLM engine over the tiny model (fp32), shared by the session and shut down after."""
     from models.engine import close_generators, get_generator

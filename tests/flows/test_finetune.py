@@ -48,9 +48,9 @@ def _params(tiny_model: Path, **kw) -> FinetuneParams:
     return FinetuneParams(**(base | kw))
 
 
-def test_finetune_registers_challenger_and_resumes(fresh_lake, tiny_model) -> None:
+def test_finetune_registers_challenger_and_resumes(fresh_lake, tiny_model, tiny_prm) -> None:
     _seed(fresh_lake)
-    out = finetune(_params(tiny_model))
+    out = finetune(_params(tiny_model, prm=str(tiny_prm)))
     assert out["steps"] == 2 and out["rows"] == 4
     client = connect()
     version = client.get_model_version_by_alias(model_name(DOMAIN, "policy"), "challenger")
@@ -58,7 +58,8 @@ def test_finetune_registers_challenger_and_resumes(fresh_lake, tiny_model) -> No
     tags = version.tags
     assert tags["ponder.dataset"].startswith(f"{DOMAIN}/cases@v00001:")
     assert tags["ponder.base"].startswith("path:") and tags["ponder.config_hash"]
-    assert tags["ponder.rewards"] == "correctness,format,brevity,efficiency"
+    assert tags["ponder.rewards"] == "correctness,format,brevity,efficiency,prm"
+    assert tags["ponder.prm"].startswith("path:") and tags["ponder.orm"] == "none"
     import mlflow
 
     run = mlflow.get_run(out["run_id"])
@@ -91,6 +92,19 @@ def test_resume_after_a_kill_continues_the_same_run(fresh_lake, tiny_model, monk
         "checkpoint-1",
         "checkpoint-2",
     ]
+
+
+def test_isolated_training_reports_into_the_same_run(fresh_lake, tiny_model) -> None:
+    """The GPU default (a spawned training process) forced on CPU: TRL's metrics from the
+    child land in the parent's MLflow run, and the model comes back registered."""
+    _seed(fresh_lake, n=2)
+    train = TRAIN.model_copy(update={"isolate": True, "grpo_max_steps": 1})
+    out = finetune(_params(tiny_model, train=train))
+    assert out["steps"] == 1
+    client = connect()
+    history = client.get_metric_history(out["run_id"], "reward")
+    assert [m.step for m in history] == [1]
+    assert (Path(out["work_dir"]) / "progress").read_text() == "1"
 
 
 def test_bad_input(fresh_lake, tiny_model, tiny_reward_model) -> None:
@@ -136,7 +150,8 @@ def test_curriculum_band_and_zero_variance() -> None:
     d = get_domain(DOMAIN)
     easy, hard = d.generate(2, 3, difficulty=1), d.generate(2, 3, difficulty=4)
     rows = [ft.row_of(d, c) for c in easy + hard]
-    funcs, weights, _ = ft.reward_setup(d, {}, None)
+    rewards = ft.reward_setup(d, {}, None)
+    funcs, weights = rewards.build(), list(rewards.weights.values())
     gen = _Canned(easy + hard, solved={easy[0].id})  # easy[1] and hard never solved
     kept, report = ft.curriculum.fn(rows, gen, d, funcs, weights, 4, 64, (0.1, 0.9))
     assert report["pass_rate_by_difficulty"] == {1: 0.25, 4: 0.0}

@@ -15,6 +15,8 @@ from models.policy import (
     PolicyTrainConfig,
     check_causal_lm,
     latest_checkpoint,
+    orm_reward,
+    prm_reward,
     train_grpo,
     train_sft,
 )
@@ -34,6 +36,39 @@ CFG = PolicyTrainConfig(
     save_steps=1,
     learning_rate=1e-3,
 )
+
+
+def test_learned_rewards_batch_like_the_models_score(
+    tiny_prm: Path, tiny_reward_model: Path
+) -> None:
+    from types import SimpleNamespace
+
+    from models.prm import ProcessRM
+    from models.reward import OutcomeRM, split_steps
+
+    texts = ["## Step 1: a\n\n## Step 2: bb\n\nAnswer: 1", "Answer: 22", "## Step 1: c"]
+    prompts = [r["prompt"] for r in ROWS]
+    completions = [[{"role": "assistant", "content": t}] for t in texts]
+    prm = ProcessRM(tiny_prm)
+    values = [
+        prm.values([prm.encode(p, split_steps(t))])[0] for p, t in zip(prompts, texts, strict=True)
+    ]
+    assert [len(v) for v in values] == [3, 1, 1]
+    got = prm_reward(prm, "min")(prompts=prompts, completions=completions, case=[])
+    assert got == pytest.approx([min(v) for v in values], abs=1e-5)
+    last = prm_reward(prm, "last")(prompts=prompts, completions=completions)
+    assert last == pytest.approx([v[-1] for v in values], abs=1e-5)
+    orm = OutcomeRM(tiny_reward_model)
+    one_by_one = [
+        orm.score_outcomes(SimpleNamespace(prompt=p), [t], [[]])[0]
+        for p, t in zip(prompts, texts, strict=True)
+    ]
+    assert orm_reward(orm)(prompts=prompts, completions=completions) == pytest.approx(
+        one_by_one, abs=1e-5
+    )
+    assert len({round(v, 6) for v in one_by_one}) > 1  # a real score, not a constant
+    with pytest.raises(ValueError, match="use last, min or prod"):
+        prm_reward(prm, "mean")
 
 
 def _weights(path: Path) -> dict:
