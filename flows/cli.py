@@ -347,6 +347,16 @@ def finetune_cmd(
     orm: Annotated[
         str | None, typer.Option(help="'champion', a models:/ URI or path; 'none' to disable.")
     ] = "champion",
+    prm: Annotated[
+        str | None, typer.Option(help="PRM reward: 'champion', a models:/ URI or path.")
+    ] = None,
+    prm_aggregate: Annotated[
+        str, typer.Option(help="PRM step values -> one reward: min, last or prod.")
+    ] = "min",
+    isolate: Annotated[
+        bool | None,
+        typer.Option(help="Train in a fresh subprocess (default: on GPU only)."),
+    ] = None,
     sft_steps: Annotated[int, typer.Option(help="SFT steps (-1: one epoch, 0: no SFT).")] = -1,
     grpo_steps: Annotated[int, typer.Option(help="GRPO optimizer steps.")] = 50,
     num_generations: Annotated[int, typer.Option(help="Completions per prompt.")] = 4,
@@ -366,6 +376,8 @@ def finetune_cmd(
             family=family,
             base_model=base_model,
             orm=None if orm == "none" else orm,
+            prm=prm,
+            prm_aggregate=prm_aggregate,
             resume=resume,
             train=PolicyTrainConfig(
                 sft=sft_steps != 0,
@@ -374,6 +386,7 @@ def finetune_cmd(
                 num_generations=num_generations,
                 batch_size=batch_size,
                 max_completion_length=max_completion_length,
+                isolate=isolate,
             ),
         )
     except ValidationError as err:
@@ -384,6 +397,131 @@ def finetune_cmd(
             "see `ponder finetune --help`",
         ) from None
     console.print(finetune(params))
+
+
+@app.command("evaluate")
+@friendly
+def evaluate_cmd(
+    domain: Annotated[str, typer.Option(help="Domain name.")] = "medicine",
+    dataset_version: Annotated[
+        str | None, typer.Option(help="Frozen cases version (default latest).")
+    ] = None,
+    challenger: Annotated[
+        str | None, typer.Option(help="models:/ URI (default the policy @challenger).")
+    ] = None,
+    strategy: Annotated[str, typer.Option(help="Search strategy for both.")] = "self_consistency",
+    width: Annotated[int, typer.Option(help="N: samples, beams or rollouts.")] = 4,
+    max_tokens: Annotated[int, typer.Option(help="Generated-token cap per case.")] = 512,
+    margin: Annotated[float, typer.Option(help="CI lower bound must exceed this.")] = 0.0,
+    family_tolerance: Annotated[float, typer.Option(help="Largest family drop.")] = 0.05,
+    max_cost_ratio: Annotated[float, typer.Option(help="Tokens/case ceiling (x).")] = 1.5,
+    floor: Annotated[float, typer.Option(help="Accuracy a first champion needs.")] = 0.05,
+    promote: Annotated[bool, typer.Option(help="Move aliases when the gate passes.")] = True,
+) -> None:
+    """Challenger vs champion on a frozen eval set; promote on evidence (evaluate_promote)."""
+    from flows.evaluate_promote import EvaluateParams, evaluate_promote
+    from tasks.evaluate import GateConfig
+
+    params = _validated(
+        EvaluateParams,
+        "evaluate",
+        domain=domain,
+        dataset_version=dataset_version,
+        challenger=challenger,
+        strategy=strategy,
+        width=width,
+        max_tokens=max_tokens,
+        promote=promote,
+        gate=GateConfig(
+            margin=margin,
+            family_tolerance=family_tolerance,
+            max_cost_ratio=max_cost_ratio,
+            floor=floor,
+        ),
+    )
+    out = evaluate_promote(params)
+    verdict = "[green]promoted[/]" if out["promoted"] else "[yellow]not promoted[/]"
+    console.print(f"{out['name']} v{out['challenger']} vs champion {out['champion']}: {verdict}")
+    for reason in out["reasons"]:
+        console.print(f"  {reason}")
+    console.print(f"MLflow run {out['run_id']}")
+
+
+def _validated(model: Any, command: str, **kwargs: Any) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return model(**kwargs)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise PonderError(
+            ".".join(str(p) for p in first["loc"]) or "params",
+            first["msg"],
+            f"see `ponder {command} --help`",
+        ) from None
+
+
+@models_app.command("list")
+@friendly
+def models_list(
+    prefix: Annotated[str, typer.Option(help="Registered-name prefix.")] = "ponder-",
+) -> None:
+    """Registered models: versions, aliases, key metrics and the last gate decision."""
+    from models.registry import list_versions
+
+    table = Table(title="MLflow registry")
+    for col in ("name", "version", "aliases", "created", "decision", "metrics"):
+        table.add_column(col)
+    for r in list_versions(prefix=prefix):
+        metrics = ", ".join(f"{k}={v}" for k, v in list(r["metrics"].items())[:4])
+        aliases = ", ".join(f"@{a}" for a in r["aliases"])
+        table.add_row(r["name"], r["version"], aliases, r["created"], r["decision"], metrics)
+    console.print(table)
+
+
+@models_app.command("describe")
+@friendly
+def models_describe(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME/VERSION.")],
+) -> None:
+    """One version: aliases, run, source and every tag (decisions, metrics, lineage)."""
+    from models.registry import describe
+
+    info = describe(ref)
+    table = Table(title=f"{info['name']} version {info['version']}", show_header=False)
+    for key in ("aliases", "all_aliases", "run_id", "source", "status"):
+        table.add_row(key, str(info[key]))
+    for key, value in info["tags"].items():
+        table.add_row(key, value)
+    console.print(table)
+
+
+@models_app.command("promote")
+@friendly
+def models_promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded on the version).")],
+) -> None:
+    """Manual promotion: VERSION becomes champion, the old one previous; recorded."""
+    from models.registry import get_version, parse_models_uri, promote
+
+    get_version(parse_models_uri(f"models:/{name}/{version}"))  # exists, or a clear error
+    old = promote(name, version, reason=f"manual: {reason}")
+    console.print(f"{name}@champion: {old} -> {version} (previous = {old})")
+
+
+@models_app.command("rollback")
+@friendly
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded on the version).")] = "manual",
+) -> None:
+    """@previous becomes @champion again (the rolled-back version becomes @previous)."""
+    from models.registry import rollback
+
+    champion, rolled_back = rollback(name, reason=reason)
+    console.print(f"{name}@champion: {rolled_back} -> {champion} (previous = {rolled_back})")
 
 
 @app.command("report")

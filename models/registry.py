@@ -13,7 +13,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from domains.errors import PonderError
 from models.settings import Settings, get_settings
@@ -26,31 +26,142 @@ MODEL_KINDS = ("policy", "orm", "prm")
 EXPERIMENT = "ponder"
 
 
-def registry_lock(settings: Settings | None = None) -> Any:
-    """A process lock around registration and promotion (concurrent version creation has
-    raced in MLflow before); held per PONDER_HOME."""
+def registry_lock(settings: Settings | None = None, key: str = "registry") -> Any:
+    """A process lock (released by the OS if its holder dies) around registration and
+    alias moves, held per PONDER_HOME and ``key`` (``promote-<model name>`` serializes the
+    promotions of one model). Concurrent version creation has raced in MLflow before."""
     from filelock import FileLock
 
     home = Path((settings or get_settings()).home)
     home.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(home / ".registry.lock"), timeout=600)
+    return FileLock(str(home / f".{key}.lock"), timeout=600)
 
 
-def promote(name: str, version: str, client: Any | None = None) -> str | None:
-    """Make ``version`` the champion; the old champion becomes ``previous``. Returns the
-    old champion's version (None when there was none)."""
+def _alias_version(client: Any, name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def promote(
+    name: str,
+    version: str,
+    client: Any | None = None,
+    expect_champion: str | None | Literal["any"] = "any",
+    reason: str | None = None,
+) -> str | None:
+    """Make ``version`` the champion and the old champion ``previous``, serialized per
+    model name. With ``expect_champion`` (a version, or None for "no champion") it is a
+    compare-and-set: when another promotion moved the champion since the caller looked,
+    nothing changes and a PonderError says so. Returns the old champion's version."""
     client = client or connect()
-    with registry_lock():
-        try:
-            old = client.get_model_version_by_alias(name, "champion").version
-        except MlflowException:
-            old = None
-        if old is not None and str(old) != str(version):
+    with registry_lock(key=f"promote-{name}"):
+        old = _alias_version(client, name, "champion")
+        if expect_champion != "any" and old != (expect_champion and str(expect_champion)):
+            raise PonderError(
+                "champion",
+                f"{name}@champion is version {old}, not {expect_champion} as evaluated: "
+                "another promotion won",
+                "evaluate the challenger again against the new champion",
+            )
+        _move_aliases(client, name, str(version), old)
+        _record(client, name, str(version), "promoted", reason)
+    return old
+
+
+def _move_aliases(client: Any, name: str, version: str, old: str | None) -> None:
+    """champion -> version, previous -> old; restores both if the second move fails."""
+    before = _alias_version(client, name, "previous")
+    try:
+        if old is not None and old != version:
             client.set_registered_model_alias(name, "previous", old)
         client.set_registered_model_alias(name, "champion", version)
-    return old
+    except BaseException:
+        if before is not None:
+            client.set_registered_model_alias(name, "previous", before)
+        raise
+
+
+def _record(client: Any, name: str, version: str, what: str, reason: str | None) -> None:
+    import getpass
+    from datetime import UTC, datetime
+
+    client.set_model_version_tag(name, version, f"ponder.{what}_at", datetime.now(UTC).isoformat())
+    client.set_model_version_tag(name, version, f"ponder.{what}_by", getpass.getuser())
+    if reason:
+        client.set_model_version_tag(name, version, f"ponder.{what}_reason", reason)
+
+
+def rollback(name: str, client: Any | None = None, reason: str | None = None) -> tuple[str, str]:
+    """``previous`` becomes ``champion`` again; the rolled-back version becomes ``previous``
+    (so the rollback can itself be undone). Returns ``(new champion, rolled back)``."""
+    client = client or connect()
+    with registry_lock(key=f"promote-{name}"):
+        prev = _alias_version(client, name, "previous")
+        current = _alias_version(client, name, "champion")
+        if prev is None or current is None:
+            raise PonderError(
+                "model",
+                f"{name} has no {'@previous' if prev is None else '@champion'} to roll back",
+                "rollback needs a champion that replaced an earlier one; see "
+                "`ponder models describe NAME`",
+            )
+        _move_aliases(client, name, prev, current)
+        _record(client, name, current, "rolled_back", reason)
+    return prev, current
+
+
+def list_versions(client: Any | None = None, prefix: str = "ponder-") -> list[dict[str, Any]]:
+    """One row per registered version under ``prefix``: name, version, aliases, creation
+    time, and the ``ponder.metric.*`` / gate tags (newest version first per model)."""
+    client = client or connect()
+    rows = []
+    for model in client.search_registered_models(f"name LIKE '{prefix}%'"):
+        by_version: dict[str, list[str]] = {}
+        for alias, v in (model.aliases or {}).items():
+            by_version.setdefault(str(v), []).append(alias)
+        for v in client.search_model_versions(f"name='{model.name}'"):
+            rows.append(_row(model.name, v, sorted(by_version.get(str(v.version), []))))
+    return sorted(rows, key=lambda r: (r["name"], -int(r["version"])))
+
+
+def _row(name: str, v: Any, aliases: list[str]) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    created = datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+    metrics = {k.removeprefix("ponder.metric."): t for k, t in v.tags.items() if "metric." in k}
+    return {
+        "name": name,
+        "version": str(v.version),
+        "aliases": aliases,
+        "created": created,
+        "metrics": metrics,
+        "decision": v.tags.get("ponder.eval.decision") or v.tags.get("ponder.gate.decision", ""),
+    }
+
+
+def describe(uri: str, client: Any | None = None) -> dict[str, Any]:
+    """Everything the registry knows of one version (``[models:/]NAME@ALIAS|/VERSION``, or
+    a bare NAME for its champion): aliases, tags, source run, and the model's other aliases."""
+    client = client or connect()
+    body = uri.removeprefix("models:/")
+    body = body if "@" in body or "/" in body else f"{body}@champion"
+    ref = parse_models_uri(f"models:/{body}")
+    v = get_version(ref, client)
+    aliases = client.get_registered_model(v.name).aliases or {}
+    return {
+        "name": v.name,
+        "version": str(v.version),
+        "aliases": sorted(a for a, n in aliases.items() if str(n) == str(v.version)),
+        "all_aliases": {a: str(n) for a, n in sorted(aliases.items())},
+        "run_id": v.run_id,
+        "source": v.source,
+        "status": v.status,
+        "tags": dict(sorted(v.tags.items())),
+    }
 
 
 def model_name(domain: str, kind: str) -> str:
