@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from domains.errors import PonderError
 from flows.infer import InferParams, infer
-from models.engine import close_generators
+from models.engine import scoped_generators
 from models.registry import (
     connect,
     ensure_experiment,
@@ -140,7 +140,7 @@ def _dataset(params: EvaluateParams) -> str:
 def _predict(params: EvaluateParams, dataset: str, uri: str) -> pl.DataFrame:
     """One side's predictions through the infer flow; the engine is closed afterwards, so
     only one model is in memory at a time."""
-    try:
+    with scoped_generators():
         out = infer(
             InferParams(
                 domain=params.domain,
@@ -155,8 +155,6 @@ def _predict(params: EvaluateParams, dataset: str, uri: str) -> pl.DataFrame:
                 log_traces=0,
             )
         )
-    finally:
-        close_generators()
     if not out.get("version"):
         raise PonderError(
             "dataset_version",

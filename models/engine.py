@@ -15,7 +15,8 @@ import logging
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -432,6 +433,22 @@ def close_generators() -> None:
             engine.close()
         except Exception as err:  # noqa: BLE001 - shutdown must not mask the caller's error
             log.warning("engine shutdown failed: %s", err)
+
+
+@contextmanager
+def scoped_generators() -> Iterator[None]:
+    """Engines started inside the block are shut down when it ends; engines that were
+    already running are kept (one model in memory at a time, without closing others')."""
+    before = set(_ENGINES)
+    try:
+        yield
+    finally:
+        for key in set(_ENGINES) - before:
+            engine = _ENGINES.pop(key)
+            try:
+                engine.close()
+            except Exception as err:  # noqa: BLE001 - shutdown must not mask the caller's error
+                log.warning("engine shutdown failed: %s", err)
 
 
 atexit.register(close_generators)
