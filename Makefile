@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRA  ?= cpu
 
-.PHONY: install browser demo test bench bench-quality bench-reward lint clean
+.PHONY: install browser demo test e2e bench bench-quality bench-reward lint clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ browser:
 test: install browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# Real servers and clients on loopback (vllm serve + openai, ...): minutes, a second vLLM.
+e2e: install
+	$(PY) -m pytest -q -m e2e tests/e2e
 
 bench: install
 	$(PY) -m bench.generate

@@ -138,3 +138,28 @@ def test_fetch_example_unreachable_registry(monkeypatch, tmp_path: Path) -> None
     assert result.exit_code == 2
     assert "unreachable" in result.output
     assert not (tmp_path / "h" / "models" / "smollm2-135m-instruct").exists()
+
+
+def test_models_promote_list_describe_rollback() -> None:
+    from models.registry import connect
+
+    name = "ponder-clitest-policy"
+    client = connect()
+    client.create_registered_model(name)
+    for _ in range(2):
+        client.create_model_version(name, source="file:///dev/null")
+    result = _run("models", "rollback", name)
+    assert result.exit_code == 2 and "no @previous to roll back" in result.output
+    assert _run("models", "promote", name, "1", "--reason", "baseline").exit_code == 0
+    result = _run("models", "promote", name, "2", "--reason", "better on eval")
+    assert result.exit_code == 0 and "1 -> 2" in result.output, result.output
+    listing = _run("models", "list", "--prefix", "ponder-clitest")
+    assert listing.exit_code == 0, listing.output
+    assert "@champion" in listing.output and "@previous" in listing.output
+    described = _run("models", "describe", f"{name}@champion")
+    assert "manual: better on eval" in described.output
+    result = _run("models", "rollback", name, "--reason", "regression")
+    assert result.exit_code == 0 and "2 -> 1" in result.output
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    missing = _run("models", "promote", name, "9", "--reason", "typo")
+    assert missing.exit_code == 2 and "no version 9" in missing.output
