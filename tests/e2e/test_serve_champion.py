@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -47,7 +46,12 @@ def test_champion_loads_with_mlflow_and_vllm_and_serves_openai(tiny_model: Path)
     import mlflow
     import openai
 
-    from models.engine import SamplingConfig, get_generator, release_generator
+    from models.engine import (
+        SamplingConfig,
+        get_generator,
+        release_generator,
+        vllm_serve_command,
+    )
     from models.loading import ModelSpec
 
     version = str(register_hf_dir(tiny_model, NAME).version)
@@ -56,13 +60,14 @@ def test_champion_loads_with_mlflow_and_vllm_and_serves_openai(tiny_model: Path)
     pipe = mlflow.transformers.load_model(uri)  # MLflow's own loader
     assert pipe("Hello", max_new_tokens=4)[0]["generated_text"].startswith("Hello")
     spec = ModelSpec(model=uri, dtype="float32", max_model_len=512)
-    out = get_generator(spec, "vllm").generate(["Hello"], SamplingConfig(max_tokens=4))
+    out = get_generator(spec, "vllm").generate(
+        [[{"role": "user", "content": "Hello"}]], SamplingConfig(max_tokens=4)
+    )
     assert len(out[0].completions[0].token_ids) > 0
     release_generator(spec, "vllm")
     local, port = download_model(uri), _free_port()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(local)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", NAME]
-    cmd += ["--dtype", "float32", "--max-model-len", "512", "--enforce-eager"]
+    extra = ["--dtype", "float32", "--max-model-len", "512", "--enforce-eager"]
+    cmd = vllm_serve_command(local, NAME, port=port, extra=extra)
     env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
     proc = subprocess.Popen(cmd, env=env)
     try:
