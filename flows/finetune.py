@@ -247,9 +247,8 @@ def _train(
         if cfg.sft:
             start = _sft_done(work) or train_sft(rows, base, work, cfg)
         callback = _progress_callback(progress, cfg.grpo_max_steps)
-        return train_grpo(
-            rows, start, work, rewards.build(), list(rewards.weights.values()), cfg, [callback]
-        )
+        weights = list(rewards.weights.values())
+        return train_grpo(rows, start, work, rewards.build(), weights, cfg, callbacks=[callback])
     env = {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "MLFLOW_RUN_ID": run_id}
     if cfg.sft:
         start = _sft_done(work) or run_isolated(train_sft, rows, base, work, cfg, env=env)
