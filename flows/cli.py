@@ -269,27 +269,21 @@ def infer_cmd(
     ] = "policy_logprob",
 ) -> None:
     """Run batch deep-reasoning inference once (the `infer` flow)."""
-    from pydantic import ValidationError
-
     from flows.infer import InferParams, infer
 
-    try:
-        params = InferParams(
-            domain=domain,
-            input=input,
-            split=None if split == "all" else split,
-            model=model,
-            strategy=strategy,
-            width=width,
-            max_tokens=max_tokens,
-            shard_size=shard_size,
-            scorer=scorer,
-        )
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise PonderError(
-            ".".join(str(p) for p in first["loc"]), first["msg"], "see `ponder infer --help`"
-        ) from None
+    params = _validated(
+        InferParams,
+        "infer",
+        domain=domain,
+        input=input,
+        split=None if split == "all" else split,
+        model=model,
+        strategy=strategy,
+        width=width,
+        max_tokens=max_tokens,
+        shard_size=shard_size,
+        scorer=scorer,
+    )
     out = infer(params)
     console.print(out)
 
@@ -309,30 +303,24 @@ def refresh_reward_cmd(
     batch_size: Annotated[int, typer.Option(help="Examples per training step.")] = 8,
 ) -> None:
     """Retrain the ORM/PRM from feedback and stored trees; register and gate (refresh_reward)."""
-    from pydantic import ValidationError
-
     from flows.refresh_reward import RefreshParams, refresh_reward
-    from models.reward import RMTrainConfig
 
-    try:
-        params = RefreshParams(
-            domain=domain,
-            models=models or ["orm", "prm"],
-            backbone=backbone,
-            policy=policy,
-            td_lambda=td_lambda,
-            mc_rollouts=mc_rollouts,
-            train=RMTrainConfig(
-                epochs=epochs, max_length=max_length, max_steps=max_steps, batch_size=batch_size
-            ),
-        )
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise PonderError(
-            ".".join(str(p) for p in first["loc"]),
-            first["msg"],
-            "see `ponder refresh-reward --help`",
-        ) from None
+    params = _validated(
+        RefreshParams,
+        "refresh-reward",
+        domain=domain,
+        models=models or ["orm", "prm"],
+        backbone=backbone,
+        policy=policy,
+        td_lambda=td_lambda,
+        mc_rollouts=mc_rollouts,
+        train={
+            "epochs": epochs,
+            "max_length": max_length,
+            "max_steps": max_steps,
+            "batch_size": batch_size,
+        },
+    )
     console.print(refresh_reward(params))
 
 
@@ -365,37 +353,28 @@ def finetune_cmd(
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint.")] = True,
 ) -> None:
     """SFT + GRPO on the train split; registers ponder-<domain>-policy@challenger (finetune)."""
-    from pydantic import ValidationError
-
     from flows.finetune import FinetuneParams, finetune
-    from models.policy import PolicyTrainConfig
 
-    try:
-        params = FinetuneParams(
-            domain=domain,
-            family=family,
-            base_model=base_model,
-            orm=None if orm == "none" else orm,
-            prm=prm,
-            prm_aggregate=prm_aggregate,
-            resume=resume,
-            train=PolicyTrainConfig(
-                sft=sft_steps != 0,
-                sft_max_steps=sft_steps if sft_steps > 0 else -1,
-                grpo_max_steps=grpo_steps,
-                num_generations=num_generations,
-                batch_size=batch_size,
-                max_completion_length=max_completion_length,
-                isolate=isolate,
-            ),
-        )
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise PonderError(
-            ".".join(str(p) for p in first["loc"]) or "train",
-            first["msg"],
-            "see `ponder finetune --help`",
-        ) from None
+    params = _validated(
+        FinetuneParams,
+        "finetune",
+        domain=domain,
+        family=family,
+        base_model=base_model,
+        orm=None if orm == "none" else orm,
+        prm=prm,
+        prm_aggregate=prm_aggregate,
+        resume=resume,
+        train={
+            "sft": sft_steps != 0,
+            "sft_max_steps": sft_steps if sft_steps > 0 else -1,
+            "grpo_max_steps": grpo_steps,
+            "num_generations": num_generations,
+            "batch_size": batch_size,
+            "max_completion_length": max_completion_length,
+            "isolate": isolate,
+        },
+    )
     console.print(finetune(params))
 
 
@@ -420,7 +399,6 @@ def evaluate_cmd(
 ) -> None:
     """Challenger vs champion on a frozen eval set; promote on evidence (evaluate_promote)."""
     from flows.evaluate_promote import EvaluateParams, evaluate_promote
-    from tasks.evaluate import GateConfig
 
     params = _validated(
         EvaluateParams,
@@ -432,12 +410,12 @@ def evaluate_cmd(
         width=width,
         max_tokens=max_tokens,
         promote=promote,
-        gate=GateConfig(
-            margin=margin,
-            family_tolerance=family_tolerance,
-            max_cost_ratio=max_cost_ratio,
-            floor=floor,
-        ),
+        gate={
+            "margin": margin,
+            "family_tolerance": family_tolerance,
+            "max_cost_ratio": max_cost_ratio,
+            "floor": floor,
+        },
     )
     out = evaluate_promote(params)
     verdict = "[green]promoted[/]" if out["promoted"] else "[yellow]not promoted[/]"
@@ -563,19 +541,9 @@ def report_cmd(
 
 
 def _collect_params(**kwargs: Any) -> Any:
-    from pydantic import ValidationError
-
     from flows.collect import CollectParams
 
-    try:
-        return CollectParams(**kwargs)
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise PonderError(
-            ".".join(str(p) for p in first["loc"]) or "params",
-            first["msg"],
-            "see `ponder collect --help`",
-        ) from None
+    return _validated(CollectParams, "collect", **kwargs)
 
 
 def _show_collect(result: dict[str, Any]) -> None:
