@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Literal
 
 from prefect import flow, get_run_logger
-from prefect.events import emit_event
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, model_validator
 
@@ -32,6 +31,7 @@ from tasks.collect import (
     publish_artifacts,
     record_in_mlflow,
 )
+from tasks.events import FEEDBACK_READY, announce
 from tasks.lake import Lake
 from tasks.records import normalize_feedback, validate_cases
 
@@ -128,9 +128,6 @@ def collect(params: CollectParams | None = None) -> dict:
     return {"cases": summary_c, "feedback": summary_f}
 
 
-FEEDBACK_READY = "ponder.feedback.ready"
-
-
 def notify_feedback(lake: Lake, domain: str, summary: dict, threshold: int) -> bool:
     """Count new feedback rows across runs; at ``threshold`` emit the event that triggers
     ``refresh_reward`` (see deployments) and start counting again."""
@@ -138,11 +135,7 @@ def notify_feedback(lake: Lake, domain: str, summary: dict, threshold: int) -> b
     pending = int(state.get("rows", 0)) + summary["valid"] - summary["duplicates"]
     fire = pending >= threshold
     if fire:
-        emit_event(
-            event=FEEDBACK_READY,
-            resource={"prefect.resource.id": f"ponder.feedback.{domain}"},
-            payload={"domain": domain, "new_rows": pending, "version": summary["version"]},
-        )
+        announce(FEEDBACK_READY, domain, new_rows=pending, version=summary["version"])
     lake.save_state(domain, "feedback-pending", {"rows": 0 if fire else pending})
     return fire
 

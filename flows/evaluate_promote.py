@@ -37,6 +37,7 @@ from models.registry import (
 )
 from models.settings import get_settings
 from tasks import evaluate as ev
+from tasks.events import POLICY_PROMOTED, announce
 from tasks.lake import Lake
 
 
@@ -91,6 +92,7 @@ def evaluate_promote(params: EvaluateParams | None = None) -> dict[str, Any]:
     record_decision(name, challenger, summary)
     if summary["promote"] and params.promote:
         _promote(name, challenger, champion, summary)
+        announce(POLICY_PROMOTED, params.domain, uri=f"models:/{name}/{challenger}")
     summary["promoted"] = bool(summary["promote"] and params.promote)
     create_markdown_artifact(
         key=f"evaluate-{params.domain.replace('_', '-')}",

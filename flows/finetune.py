@@ -39,6 +39,7 @@ from models.policy import (
 from models.registry import connect, ensure_experiment, model_name, register_hf_dir
 from models.settings import get_settings
 from tasks import finetune as ft
+from tasks.events import POLICY_CHALLENGER, announce
 from tasks.infer import resolve_model
 from tasks.lake import Lake
 
@@ -147,6 +148,8 @@ def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
         registered = register_hf_dir(
             final, model_name(params.domain, "policy"), alias="challenger", tags=tags
         )
+    uri = f"models:/{model_name(params.domain, 'policy')}/{registered.version}"
+    announce(POLICY_CHALLENGER, params.domain, uri=uri, version=str(registered.version))
     summary = {
         "version": registered.version,
         "base": base_version,

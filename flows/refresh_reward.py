@@ -28,6 +28,7 @@ from models.reward import RMTrainConfig, train_orm
 from models.settings import get_settings
 from tasks import reward as rw
 from tasks import reward_data as rd
+from tasks.events import REWARD_PROMOTED, announce
 from tasks.infer import resolve_model
 from tasks.lake import Lake
 
@@ -299,6 +300,8 @@ def _decide(
         "too_long": n_long,
     }
     previous = rw.record_decision(name, version, ok, reason, summary)
+    if ok:
+        announce(REWARD_PROMOTED, params.domain, kind=kind, uri=f"models:/{name}/{version}")
     _log_eval(kind, metric, new, old)
     get_run_logger().info(
         "%s v%s: %s (%s)", name, version, "PROMOTED" if ok else "kept as challenger", reason

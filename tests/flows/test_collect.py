@@ -303,10 +303,10 @@ def test_cli_feedback_log_and_import(fresh_lake: Path) -> None:
 
 
 def test_feedback_ready_event_after_threshold(fresh_lake: Path, monkeypatch) -> None:
-    import flows.collect as collect_flow
+    import tasks.events as ponder_events
 
     events: list[dict] = []
-    monkeypatch.setattr(collect_flow, "emit_event", lambda **kw: events.append(kw))
+    monkeypatch.setattr(ponder_events, "emit_event", lambda **kw: events.append(kw))
     fb = fresh_lake / "inbox" / "feedback"
 
     def drop(name: str, ratings: list[str]) -> None:
@@ -328,5 +328,6 @@ def test_feedback_ready_event_after_threshold(fresh_lake: Path, monkeypatch) -> 
     collect(_params(fresh_lake, per_cell=0, refresh_min_feedback=3))
     assert len(events) == 1 and events[0]["event"] == "ponder.feedback.ready"
     assert events[0]["payload"]["new_rows"] == 4 and events[0]["payload"]["domain"] == "medicine"
+    assert events[0]["resource"] == {"prefect.resource.id": "ponder.feedback.medicine"}
     collect(_params(fresh_lake, per_cell=0, refresh_min_feedback=3))  # nothing new
     assert len(events) == 1

@@ -103,8 +103,13 @@ def test_better_is_promoted_worse_is_not_and_a_failed_step_rolls_back(
     _set(champion=v1, challenger=v2)
     good, bad = [True] * 30, [False] * 30
     monkeypatch.setattr(ep, "_predict", _canned({v1: bad, v2: good}))
+    import tasks.events as ponder_events
+
+    events: list[dict] = []
+    monkeypatch.setattr(ponder_events, "emit_event", lambda **kw: events.append(kw))
     out = evaluate_promote(_params())
     assert out["promoted"] and all(r.startswith("PASS") for r in out["reasons"])
+    assert [e["event"] for e in events] == ["ponder.policy.promoted"]
     assert _aliases() == {"champion": v2, "challenger": v2, "previous": v1}
     champion = get_version(parse_models_uri(f"models:/{NAME}@champion"))
     assert str(champion.version) == v2

@@ -48,9 +48,18 @@ def _params(tiny_model: Path, **kw) -> FinetuneParams:
     return FinetuneParams(**(base | kw))
 
 
-def test_finetune_registers_challenger_and_resumes(fresh_lake, tiny_model, tiny_prm) -> None:
+def test_finetune_registers_challenger_and_resumes(
+    fresh_lake, tiny_model, tiny_prm, monkeypatch
+) -> None:
+    import tasks.events as ponder_events
+
+    events: list[dict] = []
+    monkeypatch.setattr(ponder_events, "emit_event", lambda **kw: events.append(kw))
     _seed(fresh_lake)
     out = finetune(_params(tiny_model, prm=str(tiny_prm)))
+    (event,) = events  # evaluate-promote's trigger
+    assert event["event"] == "ponder.policy.challenger"
+    assert event["payload"]["uri"] == f"models:/{model_name(DOMAIN, 'policy')}/{out['version']}"
     assert out["steps"] == 2 and out["rows"] == 4
     client = connect()
     version = client.get_model_version_by_alias(model_name(DOMAIN, "policy"), "challenger")
