@@ -76,11 +76,11 @@ def main() -> None:
     ap.add_argument("--family", default="clinical_calc")
     ap.add_argument("--match", default="calculator=anion_gap", help="KEY=VALUE on inputs")
     ap.add_argument("--difficulty", type=int, default=1)
-    ap.add_argument("--train", type=int, default=64)
-    ap.add_argument("--heldout", type=int, default=50)
-    ap.add_argument("--sft-steps", type=int, default=30)
-    ap.add_argument("--grpo-steps", type=int, default=30)
-    ap.add_argument("--eval-every", type=int, default=10)
+    ap.add_argument("--train", type=int, default=128)
+    ap.add_argument("--heldout", type=int, default=150)
+    ap.add_argument("--sft-steps", type=int, default=64)
+    ap.add_argument("--grpo-steps", type=int, default=24)
+    ap.add_argument("--eval-every", type=int, default=8)
     ap.add_argument(
         "--tokens",
         type=int,
