@@ -100,7 +100,7 @@ def evaluate_promote(params: EvaluateParams | None = None) -> dict[str, Any]:
         description=f"{name}: challenger v{challenger} vs champion",
     )
     get_run_logger().info("decision: %s", summary["reasons"])
-    return {k: v for k, v in summary.items() if k != "table"}
+    return summary
 
 
 def _challenger(client: Any, params: EvaluateParams, name: str) -> Any:
@@ -185,7 +185,14 @@ def _compare(preds: dict[str, pl.DataFrame], gate: ev.GateConfig) -> dict[str, A
     return _result(decision, metrics, table, ci, joined.height, unmatched)
 
 
-def _result(decision, metrics, table, ci, cases: int, unmatched: int) -> dict[str, Any]:  # noqa: ANN001
+def _result(
+    decision: ev.Decision,
+    metrics: dict[str, dict[str, float]],
+    table: pl.DataFrame,
+    ci: tuple[float, float, float] | None,
+    cases: int,
+    unmatched: int,
+) -> dict[str, Any]:
     summary = {
         "promote": decision.promote,
         "reasons": decision.reasons,
