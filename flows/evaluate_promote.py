@@ -96,7 +96,7 @@ def evaluate_promote(params: EvaluateParams | None = None) -> dict[str, Any]:
     summary["promoted"] = bool(summary["promote"] and params.promote)
     create_markdown_artifact(
         key=f"evaluate-{params.domain.replace('_', '-')}",
-        markdown=ev.markdown(summary, result["metrics"], result["table"]),
+        markdown=ev.markdown(summary, result["metrics"], result["table"], result.get("plot_png")),
         description=f"{name}: challenger v{challenger} vs champion",
     )
     get_run_logger().info("decision: %s", summary["reasons"])
@@ -232,6 +232,7 @@ def _log_run(params: EvaluateParams, summary: dict[str, Any], result: dict[str, 
             )
             png = ev.comparison_plot(fam.sort("family"), result["ci"], Path(tmp) / "compare.png")
             mlflow.log_artifact(str(png), artifact_path="plots")
+            result["plot_png"] = png.read_bytes()
         return run.info.run_id
 
 

@@ -220,9 +220,13 @@ def comparison_plot(table: pl.DataFrame, ci: tuple[float, float, float] | None, 
 
 
 def markdown(
-    summary: dict[str, Any], metrics: dict[str, dict[str, float]], table: pl.DataFrame
+    summary: dict[str, Any],
+    metrics: dict[str, dict[str, float]],
+    table: pl.DataFrame,
+    plot_png: bytes | None = None,
 ) -> str:
-    """The Prefect artifact: decision, reasons, the side-by-side metrics and the table."""
+    """The Prefect artifact: decision, reasons, the side-by-side metrics, the table, and
+    the per-family plot inline (also in the MLflow run as plots/compare.png)."""
     head = "| metric | " + " | ".join(metrics) + " |\n|---|" + "---|" * len(metrics) + "\n"
     rows = "".join(
         f"| {k} | " + " | ".join(f"{m[k]:.4g}" for m in metrics.values()) + " |\n"
@@ -242,4 +246,11 @@ def markdown(
         f"strategy {summary['strategy']}.\n\n"
         + "".join(f"- {r}\n" for r in summary["reasons"])
         + f"\n{head}{rows}\n### By family x difficulty\n\n{groups}"
+        + (_inline_png(plot_png) if plot_png else "")
     )
+
+
+def _inline_png(data: bytes) -> str:
+    import base64
+
+    return f"\n![per-family accuracy](data:image/png;base64,{base64.b64encode(data).decode()})\n"

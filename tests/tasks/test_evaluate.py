@@ -101,3 +101,26 @@ def test_a_challenger_no_better_than_the_champion_is_never_promoted(pairs) -> No
 def test_first_champion_needs_the_floor() -> None:
     assert ev.decide_first({"accuracy": 0.04}, GATE).promote is False
     assert ev.decide_first({"accuracy": 0.05}, GATE).promote is True
+
+
+def test_markdown_has_decision_tables_and_plot(tmp_path) -> None:
+    sides = {"champion": _frame([False] * 4), "challenger": _frame([True] * 3 + [False])}
+    metrics = {s: ev.side_metrics(f) for s, f in sides.items()}
+    table = ev.by_group(sides, ["family", "difficulty"])
+    png = ev.comparison_plot(ev.by_group(sides, ["family"]), (0.75, 0.5, 1.0), tmp_path / "p.png")
+    summary = {
+        "name": "ponder-medicine-policy",
+        "challenger": "2",
+        "champion": "1",
+        "dataset": "medicine/cases@v00001",
+        "cases": 4,
+        "unmatched": 0,
+        "strategy": "cot N=1",
+        "promoted": True,
+        "reasons": ["PASS accuracy +0.750"],
+    }
+    text = ev.markdown(summary, metrics, table, png.read_bytes())
+    assert text.startswith("# evaluate_promote ponder-medicine-policy v2: PROMOTED")
+    assert "- PASS accuracy +0.750" in text and "| accuracy | 0 | 0.75 |" in text
+    assert "| f | 1 | 4 | 0.000 | 0.750 | 0.750 |" in text
+    assert "data:image/png;base64,iVBOR" in text
