@@ -425,11 +425,12 @@ def evaluate_cmd(
     console.print(f"MLflow run {out['run_id']}")
 
 
-def _validated(model: Any, command: str, **kwargs: Any) -> Any:
+def _validated(schema: Any, command: str, /, **kwargs: Any) -> Any:
+    """``schema(**kwargs)``; a validation error becomes a PonderError naming the field."""
     from pydantic import ValidationError
 
     try:
-        return model(**kwargs)
+        return schema(**kwargs)
     except ValidationError as err:
         first = err.errors()[0]
         raise PonderError(

@@ -163,3 +163,17 @@ def test_models_promote_list_describe_rollback() -> None:
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     missing = _run("models", "promote", name, "9", "--reason", "typo")
     assert missing.exit_code == 2 and "no version 9" in missing.output
+
+
+def test_flow_commands_validate_before_running() -> None:
+    """Each flow command turns a bad option into `error <field>` + fix, exit 2."""
+    cases = [
+        (["infer", "--model", "models:/x@champion", "--width", "0"], "width"),
+        (["finetune", "--num-generations", "3", "--batch-size", "8"], "train"),
+        (["evaluate", "--margin", "5"], "gate.margin"),
+        (["refresh-reward", "--batch-size", "0"], "train.batch_size"),
+    ]
+    for args, field in cases:
+        result = _run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert f"error {field}:" in result.output and "--help" in result.output
