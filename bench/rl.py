@@ -11,7 +11,6 @@ accuracy by >= 15 points over its own starting point (the SFT model) within 30 m
 cores.
 
 Usage: python -m bench.rl [--domain medicine --family clinical_calc --match calculator=anion_gap]
-
 """
 
 from __future__ import annotations
@@ -110,7 +109,7 @@ def main() -> None:
     )
     print(f"[settings] {vars(args)}\n[settings] {cfg}")
     rewards = ft.reward_setup(d, {}, None)
-    funcs, weights = rewards.build(), list(rewards.weights.values())
+    funcs, weights = rewards.build(), rewards.weight_values
     points, clock = [], 0.0
     with tempfile.TemporaryDirectory(prefix="ponder-bench-rl-") as tmp:
         work = Path(tmp)

@@ -28,12 +28,14 @@ from domains.errors import PonderError
 from flows.infer import InferParams, infer
 from models.engine import scoped_generators
 from models.registry import (
+    alias_version,
     connect,
     ensure_experiment,
     get_version,
     model_name,
     parse_models_uri,
     promote,
+    set_version_tags,
 )
 from models.settings import get_settings
 from tasks import evaluate as ev
@@ -68,7 +70,7 @@ def evaluate_promote(params: EvaluateParams | None = None) -> dict[str, Any]:
     client = connect()  # an unreachable registry fails here, before anything runs
     name = model_name(params.domain, "policy")
     challenger = str(_challenger(client, params, name).version)
-    champion = _champion(client, name)
+    champion = alias_version(client, name, "champion")
     if champion == challenger:
         raise PonderError(
             "challenger",
@@ -115,10 +117,6 @@ def _challenger(client: Any, params: EvaluateParams, name: str) -> Any:
     return get_version(ref, client)
 
 
-def _champion(client: Any, name: str) -> str | None:
-    return _alias(client, name, "champion")
-
-
 def _dataset(params: EvaluateParams) -> str:
     lake = Lake(get_settings().lake_root)
     try:
@@ -127,7 +125,7 @@ def _dataset(params: EvaluateParams) -> str:
             if params.dataset_version
             else lake.latest(params.domain, "cases")
         )
-    except (PonderError, FileNotFoundError):
+    except PonderError:  # an unknown version; the error below lists the real ones
         info = None
     if info is None:
         have = lake.versions(params.domain, "cases")
@@ -250,8 +248,7 @@ def record_decision(name: str, version: str, summary: dict[str, Any]) -> None:
     }
     if summary["ci"]:
         tags["ponder.metric.accuracy_diff_ci"] = json.dumps([round(x, 4) for x in summary["ci"]])
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value[:5000])
+    set_version_tags(client, name, version, tags)
 
 
 @task(cache_policy=NO_CACHE)
@@ -259,7 +256,7 @@ def move_champion(name: str, version: str, expected: str | None, reason: str) ->
     """champion -> version, previous -> the evaluated champion (compare-and-set). The
     aliases as they were are kept in the transaction for the rollback hook."""
     client = connect()
-    before = {a: _alias(client, name, a) for a in ("champion", "previous")}
+    before = {a: alias_version(client, name, a) for a in ("champion", "previous")}
     old = promote(name, version, client, expect_champion=expected, reason=reason)
     current = get_transaction()
     if current is not None:
@@ -275,19 +272,10 @@ def _restore(txn: Transaction) -> None:
         return
     client, name = connect(), restore["name"]
     for alias, version in restore["aliases"].items():
-        if version is None and _alias(client, name, alias) is not None:
+        if version is None and alias_version(client, name, alias) is not None:
             client.delete_registered_model_alias(name, alias)
         elif version is not None:
             client.set_registered_model_alias(name, alias, version)
-
-
-def _alias(client: Any, name: str, alias: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
 
 
 @task(cache_policy=NO_CACHE)

@@ -10,7 +10,9 @@ checkpoint inside the same MLflow run.
 
 from __future__ import annotations
 
+import functools
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -118,7 +120,8 @@ def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
 
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    rows, report = _curriculum(params, rows, base, domain, rewards)
+    build = functools.cache(rewards.build)  # load learned RMs once, and only if used
+    rows, report = _curriculum(params, rows, base, domain, rewards, build)
     ensure_experiment()
     with mlflow.start_run(run_id=_run_id(work), run_name=f"finetune-{params.domain}") as run:
         (work / "mlflow_run_id").write_text(run.info.run_id)
@@ -135,7 +138,7 @@ def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
         )
         mlflow.log_dict(report, "curriculum.json")
         mlflow.log_metric("zero_variance_groups", report["zero_variance_groups"])
-        final, history = _train(params, rows, base, work, rewards, run.info.run_id)
+        final, history = _train(params, rows, base, work, rewards, build, run.info.run_id)
         _log_outputs(work, history, rewards.names)
         tags = {
             "ponder.dataset": f"{params.domain}/cases@{version}",
@@ -168,7 +171,12 @@ def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
 
 
 def _curriculum(
-    params: FinetuneParams, rows: list, base: Path, domain: Any, rewards: RewardSpec
+    params: FinetuneParams,
+    rows: list,
+    base: Path,
+    domain: Any,
+    rewards: RewardSpec,
+    build: Callable[[], list],
 ) -> tuple[list, dict[str, Any]]:
     rows = rows[: params.max_rows]
     if not params.curriculum:
@@ -184,8 +192,8 @@ def _curriculum(
         rows,
         get_generator(spec),
         domain,
-        rewards.build(),
-        list(rewards.weights.values()),
+        build(),
+        rewards.weight_values,
         params.curriculum_samples,
         params.train.max_completion_length,
         params.curriculum_band,
@@ -240,21 +248,24 @@ def _train(
     base: Path,
     work: Path,
     rewards: RewardSpec,
+    build: Callable[[], list],
     run_id: str,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """SFT (unless already done) then GRPO; in a fresh subprocess when ``train.isolate``
     is on (the default on GPU), in this process otherwise."""
-    cfg, start = params.train, base
-    progress = create_progress_artifact(progress=0.0, description="GRPO steps")
-    if not cfg.isolate_on():
-        if cfg.sft:
-            start = _sft_done(work) or train_sft(rows, base, work, cfg)
-        callback = _progress_callback(progress, cfg.grpo_max_steps)
-        weights = list(rewards.weights.values())
-        return train_grpo(rows, start, work, rewards.build(), weights, cfg, callbacks=[callback])
+    cfg, start, isolate = params.train, base, params.train.isolate_on()
     env = {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "MLFLOW_RUN_ID": run_id}
     if cfg.sft:
-        start = _sft_done(work) or run_isolated(train_sft, rows, base, work, cfg, env=env)
+        sft_args = (rows, base, work, cfg)
+        start = _sft_done(work) or (
+            run_isolated(train_sft, *sft_args, env=env) if isolate else train_sft(*sft_args)
+        )
+    progress = create_progress_artifact(progress=0.0, description="GRPO steps")
+    if not isolate:
+        callback = _progress_callback(progress, cfg.grpo_max_steps)
+        return train_grpo(
+            rows, start, work, build(), rewards.weight_values, cfg, callbacks=[callback]
+        )
     step_file = work / "progress"
 
     def report() -> None:

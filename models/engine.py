@@ -428,11 +428,14 @@ def release_generator(spec: ModelSpec | str, backend: str | None = None) -> None
 def close_generators() -> None:
     """Shut down every engine this process started, freeing their memory."""
     while _ENGINES:
-        _, engine = _ENGINES.popitem()
-        try:
-            engine.close()
-        except Exception as err:  # noqa: BLE001 - shutdown must not mask the caller's error
-            log.warning("engine shutdown failed: %s", err)
+        _shutdown(_ENGINES.popitem()[1])
+
+
+def _shutdown(engine: Generator) -> None:
+    try:
+        engine.close()
+    except Exception as err:  # noqa: BLE001 - shutdown must not mask the caller's error
+        log.warning("engine shutdown failed: %s", err)
 
 
 # `vllm serve` reads importlib.metadata.version("vllm"); the CPU wheel is distributed as
@@ -475,11 +478,7 @@ def scoped_generators() -> Iterator[None]:
         yield
     finally:
         for key in set(_ENGINES) - before:
-            engine = _ENGINES.pop(key)
-            try:
-                engine.close()
-            except Exception as err:  # noqa: BLE001 - shutdown must not mask the caller's error
-                log.warning("engine shutdown failed: %s", err)
+            _shutdown(_ENGINES.pop(key))
 
 
 atexit.register(close_generators)

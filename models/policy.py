@@ -96,6 +96,11 @@ class RewardSpec(BaseModel):
     def names(self) -> list[str]:
         return list(self.weights)
 
+    @property
+    def weight_values(self) -> list[float]:
+        """The weights in reward-function order (what TRL's ``reward_weights`` takes)."""
+        return list(self.weights.values())
+
     def build(self) -> list[Callable[..., list[float | None]]]:
         """The reward functions, one per name (learned models are loaded here)."""
         from domains.base import get_domain
@@ -323,7 +328,7 @@ def grpo_job(
         model_dir,
         out_dir,
         rewards.build(),
-        list(rewards.weights.values()),
+        rewards.weight_values,
         cfg,
         callbacks=callbacks,
         report_to=report_to,

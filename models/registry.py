@@ -37,7 +37,8 @@ def registry_lock(settings: Settings | None = None, key: str = "registry") -> An
     return FileLock(str(home / f".{key}.lock"), timeout=600)
 
 
-def _alias_version(client: Any, name: str, alias: str) -> str | None:
+def alias_version(client: Any, name: str, alias: str) -> str | None:
+    """The version an alias points at (as a string), or None when the alias is unset."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -59,7 +60,7 @@ def promote(
     nothing changes and a PonderError says so. Returns the old champion's version."""
     client = client or connect()
     with registry_lock(key=f"promote-{name}"):
-        old = _alias_version(client, name, "champion")
+        old = alias_version(client, name, "champion")
         if expect_champion != "any" and old != (expect_champion and str(expect_champion)):
             raise PonderError(
                 "champion",
@@ -74,7 +75,7 @@ def promote(
 
 def _move_aliases(client: Any, name: str, version: str, old: str | None) -> None:
     """champion -> version, previous -> old; restores both if the second move fails."""
-    before = _alias_version(client, name, "previous")
+    before = alias_version(client, name, "previous")
     try:
         if old is not None and old != version:
             client.set_registered_model_alias(name, "previous", old)
@@ -85,14 +86,23 @@ def _move_aliases(client: Any, name: str, version: str, old: str | None) -> None
         raise
 
 
+def set_version_tags(client: Any, name: str, version: str, tags: dict[str, str]) -> None:
+    """Write tags on one version (values cut to MLflow's 5,000-character limit)."""
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value[:5000])
+
+
 def _record(client: Any, name: str, version: str, what: str, reason: str | None) -> None:
     import getpass
     from datetime import UTC, datetime
 
-    client.set_model_version_tag(name, version, f"ponder.{what}_at", datetime.now(UTC).isoformat())
-    client.set_model_version_tag(name, version, f"ponder.{what}_by", getpass.getuser())
+    tags = {
+        f"ponder.{what}_at": datetime.now(UTC).isoformat(),
+        f"ponder.{what}_by": getpass.getuser(),
+    }
     if reason:
-        client.set_model_version_tag(name, version, f"ponder.{what}_reason", reason)
+        tags[f"ponder.{what}_reason"] = reason
+    set_version_tags(client, name, version, tags)
 
 
 def rollback(name: str, client: Any | None = None, reason: str | None = None) -> tuple[str, str]:
@@ -100,8 +110,8 @@ def rollback(name: str, client: Any | None = None, reason: str | None = None) ->
     (so the rollback can itself be undone). Returns ``(new champion, rolled back)``."""
     client = client or connect()
     with registry_lock(key=f"promote-{name}"):
-        prev = _alias_version(client, name, "previous")
-        current = _alias_version(client, name, "champion")
+        prev = alias_version(client, name, "previous")
+        current = alias_version(client, name, "champion")
         if prev is None or current is None:
             raise PonderError(
                 "model",

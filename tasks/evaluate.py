@@ -88,8 +88,16 @@ def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
 def pair(champion: pl.DataFrame, challenger: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     """Cases both models answered with a verdict, side by side; and how many were not
     matched (in one side only, e.g. too long for one model's context)."""
-    cols = ["case_id", "family", "difficulty", "correct", "parsed", "tokens", "latency_s"]
-    cols += ["confidence"]
+    cols = [
+        "case_id",
+        "family",
+        "difficulty",
+        "correct",
+        "parsed",
+        "tokens",
+        "latency_s",
+        "confidence",
+    ]
     a = champion.filter(pl.col("correct").is_not_null()).select(cols)
     b = challenger.filter(pl.col("correct").is_not_null()).select(cols)
     joined = a.join(b, on=["case_id", "family", "difficulty"], suffix="_challenger")

@@ -367,7 +367,7 @@ def record_decision(
     name: str, version: str, promote_it: bool, reason: str, metrics: dict[str, Any]
 ) -> str | None:
     """Version tags with the decision and metrics; promote when the gate passed."""
-    from models.registry import connect, promote
+    from models.registry import connect, promote, set_version_tags
 
     client = connect()
     tags = {
@@ -375,6 +375,5 @@ def record_decision(
         "ponder.gate.reason": reason,
         **{f"ponder.metric.{k}": json.dumps(v) for k, v in metrics.items()},
     }
-    for k, v in tags.items():
-        client.set_model_version_tag(name, version, k, v[:5000])
+    set_version_tags(client, name, version, tags)
     return promote(name, version, client) if promote_it else None

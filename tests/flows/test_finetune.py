@@ -160,7 +160,7 @@ def test_curriculum_band_and_zero_variance() -> None:
     easy, hard = d.generate(2, 3, difficulty=1), d.generate(2, 3, difficulty=4)
     rows = [ft.row_of(d, c) for c in easy + hard]
     rewards = ft.reward_setup(d, {}, None)
-    funcs, weights = rewards.build(), list(rewards.weights.values())
+    funcs, weights = rewards.build(), rewards.weight_values
     gen = _Canned(easy + hard, solved={easy[0].id})  # easy[1] and hard never solved
     kept, report = ft.curriculum.fn(rows, gen, d, funcs, weights, 4, 64, (0.1, 0.9))
     assert report["pass_rate_by_difficulty"] == {1: 0.25, 4: 0.0}
