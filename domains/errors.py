@@ -16,3 +16,7 @@ class PonderError(Exception):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{field}: {problem}. Fix: {fix}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+        """Pickle by the three fields, so the error crosses process boundaries intact."""
+        return (type(self), (self.field, self.problem, self.fix))

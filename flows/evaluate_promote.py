@@ -159,7 +159,7 @@ def _predict(params: EvaluateParams, dataset: str, uri: str) -> pl.DataFrame:
         raise PonderError(
             "dataset_version",
             f"{params.domain}/cases@{dataset} has no {params.split} cases",
-            "evaluate a version with a test split (see `ponder collect --test-frac`)",
+            "evaluate a version with test cases: collect more, or a larger `test` share",
         )
     frame = Lake(get_settings().lake_root).scan(params.domain, "predictions", out["version"])
     return frame.filter(pl.col("model_version") == out["model"]).collect()

@@ -154,7 +154,7 @@ def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
     uri = f"models:/{model_name(params.domain, 'policy')}/{registered.version}"
     announce(POLICY_CHALLENGER, params.domain, uri=uri, version=str(registered.version))
     summary = {
-        "version": registered.version,
+        "version": str(registered.version),
         "base": base_version,
         "dataset": version,
         "rows": len(rows),

@@ -258,7 +258,9 @@ def _refresh_one(
             task="text-classification" if kind == "orm" else "token-classification",
             tags={"ponder.backbone": str(backbone), "ponder.train_examples": str(len(train))},
         )
-    return _decide(kind, name, version.version, params, new, old, len(train), len(held), len(long))
+    return _decide(
+        kind, name, str(version.version), params, new, old, len(train), len(held), len(long)
+    )
 
 
 def _evaluate(kind: str, model_dir: Path, domain: Domain, cases: dict, held: list) -> dict:

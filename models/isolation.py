@@ -32,10 +32,12 @@ def run_isolated(
     env: dict[str, str] | None = None,
     on_wait: Callable[[], None] | None = None,
     poll_s: float = 5.0,
+    what: str = "training",
     **kwargs: Any,
 ) -> T:
     """``fn(*args, **kwargs)`` in a spawned child process; its result (pickled) comes back.
-    ``fn`` and its arguments must be picklable (top-level functions, plain data)."""
+    ``fn`` and its arguments must be picklable (top-level functions, plain data); ``what``
+    names the work in the error raised when the child dies."""
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(
         1, mp_context=ctx, initializer=_set_env, initargs=(env or {},)
@@ -49,8 +51,8 @@ def run_isolated(
                     on_wait()
             except BrokenProcessPool as err:
                 raise PonderError(
-                    "training",
-                    f"the training process for {getattr(fn, '__name__', fn)} died "
+                    what,
+                    f"the {what} process for {getattr(fn, '__name__', fn)} died "
                     "(killed, or out of memory)",
                     "check memory and the log above; rerun with resume=True to continue "
                     "from the latest checkpoint",

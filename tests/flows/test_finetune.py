@@ -63,7 +63,7 @@ def test_finetune_registers_challenger_and_resumes(
     assert out["steps"] == 2 and out["rows"] == 4
     client = connect()
     version = client.get_model_version_by_alias(model_name(DOMAIN, "policy"), "challenger")
-    assert version.version == out["version"]
+    assert str(version.version) == out["version"]
     tags = version.tags
     assert tags["ponder.dataset"].startswith(f"{DOMAIN}/cases@v00001:")
     assert tags["ponder.base"].startswith("path:") and tags["ponder.config_hash"]

@@ -135,7 +135,7 @@ def test_refresh_registers_challengers_and_gates(fresh_lake, tiny_model, vllm_en
     for kind in ("orm", "prm"):
         res = first[kind]
         version = client.get_model_version_by_alias(model_name(DOMAIN, kind), "challenger")
-        assert version.version == res["version"]
+        assert str(version.version) == res["version"]
         assert version.tags["ponder.gate.decision"] == res["decision"]
         assert "ponder.metric.train_examples" in version.tags
     orm = first["orm"]
@@ -185,7 +185,7 @@ def test_refresh_registers_challengers_and_gates(fresh_lake, tiny_model, vllm_en
     assert res["heldout_accuracy"] < orm["heldout_accuracy"]
     assert res["champion_heldout_accuracy"] == pytest.approx(orm["heldout_accuracy"])
     champion = client.get_model_version_by_alias(model_name(DOMAIN, "orm"), "champion")
-    assert champion.version == orm["version"]
+    assert str(champion.version) == orm["version"]
 
 
 def test_no_feedback_skips_without_registering(fresh_lake, tiny_model) -> None:

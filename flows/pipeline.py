@@ -1,0 +1,218 @@
+"""Flow ``pipeline``: the whole loop once, in order, for demos and backfills.
+
+collect -> rollouts (thought trees for the reward data) -> refresh_reward -> finetune ->
+evaluate_promote -> infer (batch scoring with beam search, HTML report). Each stage is the
+real flow, run as a subflow of this one; the GPU stages run in a fresh spawned process each
+(``isolate``), so every stage gets all of the accelerator and gives it back at exit. Stages
+pass only references: lake versions (``lake:cases@v00003``) and registry URIs
+(``models:/ponder-medicine-policy/4``). In production the same stages run as separate
+deployments chained by events (``deployments/prefect.yaml``); this flow is the one-shot path.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import cloudpickle
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
+from prefect.context import hydrated_context, serialize_context
+from pydantic import BaseModel, Field, model_validator
+
+from flows.collect import CollectParams
+from flows.evaluate_promote import EvaluateParams
+from flows.finetune import FinetuneParams
+from flows.infer import InferParams
+from flows.refresh_reward import RefreshParams
+from models.isolation import run_isolated
+from models.registry import list_versions, model_name
+
+STAGES = ("collect", "rollouts", "refresh", "finetune", "evaluate", "infer")
+FLOWS = {  # stage -> the flow it runs, as an import reference (spawned children import it)
+    "collect": "flows.collect:collect",
+    "rollouts": "flows.infer:infer",
+    "refresh": "flows.refresh_reward:refresh_reward",
+    "finetune": "flows.finetune:finetune",
+    "evaluate": "flows.evaluate_promote:evaluate_promote",
+    "infer": "flows.infer:infer",
+}
+ON_ACCELERATOR = {"rollouts", "refresh", "finetune", "evaluate", "infer"}
+
+
+def _rollouts() -> InferParams:
+    return InferParams(split=None, strategy="self_consistency", width=4, log_traces=0)
+
+
+class PipelineParams(BaseModel):
+    """The loop's stages with their own parameters; a stage set to None is skipped. The
+    pipeline's ``domain`` is given to every stage (a stage naming another one is refused)."""
+
+    domain: str = Field(default="medicine", description="Registered domain name, all stages.")
+    collect: CollectParams | None = Field(
+        default_factory=CollectParams, description="New cases and feedback into the lake."
+    )
+    rollouts: InferParams | None = Field(
+        default_factory=_rollouts,
+        description="Search over every split; the stored thought trees give the reward refresh "
+        "its verifier pairs and step targets (train split) and its held-out check (the rest). "
+        "None when trees are already stored.",
+    )
+    refresh: RefreshParams | None = Field(
+        default_factory=RefreshParams, description="Retrain and gate the ORM/PRM."
+    )
+    finetune: FinetuneParams | None = Field(
+        default_factory=FinetuneParams, description="SFT + GRPO; registers the challenger."
+    )
+    evaluate: EvaluateParams | None = Field(
+        default_factory=EvaluateParams, description="Challenger vs champion; promote on evidence."
+    )
+    infer: InferParams | None = Field(
+        default_factory=lambda: InferParams(strategy="beam"),
+        description="Batch scoring with the (new) champion; writes predictions and the report.",
+    )
+    isolate: bool = Field(
+        default=True,
+        description="Run each GPU stage in its own spawned process (memory back at exit).",
+    )
+
+    @model_validator(mode="after")
+    def _one_domain(self) -> PipelineParams:
+        for stage in STAGES:
+            cfg = getattr(self, stage)
+            if cfg is None:
+                continue
+            if "domain" in cfg.model_fields_set and cfg.domain != self.domain:
+                raise ValueError(
+                    f"{stage}.domain is {cfg.domain!r} but the pipeline runs {self.domain!r}; "
+                    "drop the stage's domain or set the pipeline's"
+                )
+            setattr(self, stage, cfg.model_copy(update={"domain": self.domain}))
+        return self
+
+
+@flow(name="pipeline")
+def pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
+    """Every stage once, in order; returns what each produced (references only)."""
+    params = params or PipelineParams()
+    log = get_run_logger()
+    done: dict[str, Any] = {}
+    refs: dict[str, str | None] = {"cases": None, "orm": None, "prm": None, "challenger": None}
+    progress = create_progress_artifact(progress=0.0, description=f"pipeline {params.domain}")
+    for n, stage in enumerate(STAGES):
+        cfg = getattr(params, stage)
+        if cfg is not None:
+            cfg = _wire(stage, cfg, refs)
+            log.info("stage %d/%d %s", n + 1, len(STAGES), stage)
+            isolate = params.isolate and stage in ON_ACCELERATOR
+            done[stage] = run_stage(FLOWS[stage], cfg, isolate=isolate)
+            refs.update(_references(stage, done[stage], params.domain))
+        update_progress_artifact(progress, progress=100.0 * (n + 1) / len(STAGES))
+    summary = {"domain": params.domain, "references": refs, "stages": done}
+    summary["registry"] = registry_state(params.domain)
+    create_markdown_artifact(
+        key=f"pipeline-{params.domain.replace('_', '-')}", markdown=markdown(summary)
+    )
+    return summary
+
+
+def _wire(stage: str, cfg: BaseModel, refs: dict[str, str | None]) -> BaseModel:
+    """Point a stage at what the earlier stages produced (fields the user left unset)."""
+    cases = refs["cases"]
+    update: dict[str, Any] = {}
+    unset = set(type(cfg).model_fields) - cfg.model_fields_set
+    if stage in ("rollouts", "infer") and cases and "input" in unset:
+        update["input"] = cases
+    if stage in ("finetune", "evaluate") and cases and "dataset_version" in unset:
+        update["dataset_version"] = cases.rsplit("@", 1)[1]
+    if stage == "finetune" and refs["orm"] and "orm" in unset:
+        update["orm"] = refs["orm"]
+    if stage == "evaluate" and refs["challenger"] and "challenger" in unset:
+        update["challenger"] = refs["challenger"]
+    if stage == "infer" and refs.get("champion") and "model" in unset:
+        update["model"] = refs["champion"]
+    return cfg.model_copy(update=update)
+
+
+def _references(stage: str, out: dict[str, Any], domain: str) -> dict[str, str]:
+    """The URIs a stage produced, for the stages after it."""
+    if stage == "collect":
+        return {"cases": f"lake:cases@{out['cases']['version']}"}
+    if stage == "refresh":
+        return {
+            kind: f"models:/{model_name(domain, kind)}/{out[kind]['version']}"
+            for kind in ("orm", "prm")
+            if isinstance(out.get(kind), dict) and out[kind].get("decision") == "promoted"
+        }
+    if stage == "finetune":
+        return {"challenger": f"models:/{model_name(domain, 'policy')}/{out['version']}"}
+    if stage == "evaluate" and out.get("promoted"):
+        return {"champion": f"models:/{out['name']}/{out['challenger']}"}
+    if stage in ("rollouts", "infer") and out.get("version"):
+        return {f"{stage}_predictions": f"lake:predictions@{out['version']}"}
+    return {}
+
+
+def run_stage(ref: str, params: BaseModel, isolate: bool = False) -> Any:
+    """Run the flow at ``ref`` (``module:name``) with ``params`` as a subflow of the current
+    flow run: here, or in a spawned process that carries this run's Prefect context and API
+    address (so the child reports to the same server, under this run)."""
+    if not isolate:
+        return _load(ref)(params)
+    context = cloudpickle.dumps(serialize_context())
+    env = {"PREFECT_API_URL": _api_url()}
+    return run_isolated(_child, ref, params.model_dump(mode="json"), context, env=env, what=ref)
+
+
+def _child(ref: str, params: dict[str, Any], context: bytes) -> Any:
+    fn = _load(ref)
+    with hydrated_context(cloudpickle.loads(context)):
+        return fn(_schema(fn)(**params))
+
+
+def _load(ref: str) -> Any:
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _schema(fn: Any) -> type[BaseModel]:
+    """The pydantic model of a ponder flow's single ``params`` argument."""
+    from typing import get_type_hints
+
+    hint = get_type_hints(fn.fn)["params"]
+    return next(a for a in getattr(hint, "__args__", (hint,)) if a is not type(None))
+
+
+def _api_url() -> str:
+    """This process's Prefect API (the temporary local server's address when none is set)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return str(client.api_url).rstrip("/")
+
+
+def registry_state(domain: str) -> list[dict[str, Any]]:
+    """Every version of the domain's models and the base policy, with aliases."""
+    rows = []
+    for kind in ("policy", "orm", "prm"):
+        rows += list_versions(prefix=model_name(domain, kind))
+    return rows + list_versions(prefix="ponder-base-policy")
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The Prefect artifact: what each stage produced, and the registry after the run."""
+    lines = [f"# pipeline {summary['domain']}", "", "| reference | value |", "|---|---|"]
+    lines += [f"| {k} | `{v}` |" for k, v in summary["references"].items() if v]
+    report = (summary["stages"].get("infer") or {}).get("report")
+    if report:
+        lines += ["", f"HTML report: `{report}`"]
+    lines += ["", "| model | version | aliases |", "|---|---|---|"]
+    lines += [
+        f"| {r['name']} | {r['version']} | {' '.join('@' + a for a in r['aliases'])} |"
+        for r in summary["registry"]
+    ]
+    return "\n".join(lines) + "\n"
