@@ -20,19 +20,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)
 
+# The whole loop once (the `pipeline` flow) on the example model, sized for 2 CPU cores;
+# ends by printing the report path, the `mlflow ui` command and the registry.
 demo: install
 	$(VENV)/bin/ponder doctor
 	$(VENV)/bin/ponder models fetch-example
-	$(VENV)/bin/ponder collect --domain medicine --per-cell 6
-	$(VENV)/bin/ponder infer --domain medicine --split all --strategy beam --width 2 \
-		--max-tokens 192
-	$(VENV)/bin/ponder refresh-reward --domain medicine --max-steps 4 --batch-size 4 \
-		--max-length 2048 --mc-rollouts 2
-	$(VENV)/bin/ponder infer --domain medicine --strategy beam --width 4 --max-tokens 256 \
-		--scorer learned
-	$(VENV)/bin/ponder generate --model models:/ponder-base-policy@champion \
-		--prompts-file deployments/demo_prompts.txt --n 4 --temperature 0.7 --seed 0 \
-		--max-tokens 128 --output .ponder/demo-generations.jsonl
+	$(VENV)/bin/ponder pipeline --config deployments/demo.yaml
 
 # The report test renders a page in headless Chromium (Debian's package). Best effort:
 # without root or apt the test is skipped and says why.

@@ -425,6 +425,152 @@ def evaluate_cmd(
     console.print(f"MLflow run {out['run_id']}")
 
 
+@app.command("pipeline")
+@friendly
+def pipeline_cmd(
+    domain: Annotated[
+        str | None, typer.Option(help="Domain for every stage (default: config's, or medicine).")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML/JSON of pipeline params: a section per stage (see README)."),
+    ] = None,
+    skip: Annotated[
+        list[str] | None,
+        typer.Option(help="Stage to skip (repeatable): collect, rollouts, refresh, ..."),
+    ] = None,
+    isolate: Annotated[
+        bool | None, typer.Option(help="GPU stages in their own process (default on).")
+    ] = None,
+) -> None:
+    """The whole loop once, in order (the `pipeline` flow), then where everything is."""
+    from flows.pipeline import STAGES, PipelineParams, pipeline
+
+    values = _read_config(config)
+    for stage in skip or []:
+        if stage not in STAGES:
+            raise PonderError("skip", f"unknown stage {stage!r}", f"use one of {list(STAGES)}")
+        values[stage] = None
+    if domain is not None:
+        values["domain"] = domain
+    if isolate is not None:
+        values["isolate"] = isolate
+    out = pipeline(_validated(PipelineParams, "pipeline", **values))
+    _show_pipeline(out)
+
+
+@app.command("serve")
+@friendly
+def serve_cmd(
+    prefect_port: Annotated[int, typer.Option(help="Prefect API and UI port.")] = 4200,
+    mlflow_port: Annotated[int, typer.Option(help="MLflow server port.")] = 5000,
+    workers: Annotated[bool, typer.Option(help="Start a worker per pool.")] = True,
+    poll_seconds: Annotated[float, typer.Option(help="Worker poll interval.")] = 10,
+    scheduler_seconds: Annotated[float, typer.Option(help="Scheduler loop interval.")] = 60,
+) -> None:
+    """Prefect server + MLflow server (loopback, SQLite), pools and workers; Ctrl-C stops."""
+    import signal
+    import time
+
+    from flows.serve import ServeConfig, start_stack
+
+    config = _validated(
+        ServeConfig,
+        "serve",
+        prefect_port=prefect_port,
+        mlflow_port=mlflow_port,
+        workers=workers,
+        poll_seconds=poll_seconds,
+        scheduler_seconds=scheduler_seconds,
+    )
+    with console.status("starting") as status:
+        stack = start_stack(config, on_step=lambda step: status.update(f"starting {step}"))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on TERM too
+    _show_stack(stack)
+    try:
+        while not stack.dead():
+            time.sleep(2)
+        err_console.print(f"[red]stopped[/]: {stack.dead()} exited; logs in {stack.logs}")
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        stack.stop()
+
+
+def _show_stack(stack: Any) -> None:
+    table = Table(title="ponder serve", show_header=False)
+    table.add_row("Prefect UI", stack.config.prefect_url)
+    table.add_row("MLflow UI", stack.config.mlflow_url)
+    table.add_row("work pools", "ponder-cpu (process), ponder-gpu (process, 1 at a time)")
+    table.add_row("logs", str(stack.logs))
+    console.print(table)
+    console.print("other shells (and `ponder deploy`) use it with:")
+    for key in ("PREFECT_API_URL", "PONDER_TRACKING_URI", "PONDER_HOME"):
+        console.print(f"  export {key}={stack.env[key]}")
+    console.print("ready", highlight=False)
+
+
+@app.command("deploy")
+@friendly
+def deploy_cmd(
+    name: Annotated[
+        list[str] | None, typer.Option(help="Deployment name (repeatable); default all.")
+    ] = None,
+) -> None:
+    """Apply deployments/prefect.yaml (`prefect deploy`) to the served or configured server."""
+    from flows.serve import deploy
+
+    with console.status("prefect deploy"):
+        done = deploy(name)
+    if done.returncode != 0:
+        raise PonderError(
+            "prefect.yaml",
+            f"prefect deploy failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}",
+            "fix the message above (is the server up? `ponder serve`)",
+        )
+    console.print(done.stdout[-3000:])
+
+
+def _read_config(path: Path | None) -> dict[str, Any]:
+    """A YAML or JSON mapping from ``path`` (empty without one)."""
+    import yaml
+
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise PonderError("config", f"no file at {path}", "pass an existing YAML/JSON file")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise PonderError("config", f"{path} is not valid YAML: {err}", "fix the file") from None
+    if not isinstance(values, dict):
+        raise PonderError("config", f"{path} holds a {type(values).__name__}", "write a mapping")
+    return values
+
+
+def _show_pipeline(out: dict[str, Any]) -> None:
+    from models.settings import get_settings
+
+    table = Table(title=f"pipeline {out['domain']}: what each stage produced")
+    table.add_column("reference")
+    table.add_column("value")
+    for key, value in out["references"].items():
+        table.add_row(key, str(value or "-"))
+    console.print(table)
+    _registry_table(out["registry"], "MLflow registry after the run")
+    settings = get_settings()
+    report = (out["stages"].get("infer") or {}).get("report")
+    if report:
+        console.print(f"HTML report:   [bold]{report}[/]")
+    console.print(f"lake:          {settings.lake_root}")
+    console.print(
+        f"MLflow UI:     mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000"
+        if settings.tracking_uri.startswith("sqlite")
+        else f"MLflow UI:     {settings.tracking_uri}"
+    )
+    console.print("Prefect UI:    `ponder serve` (a local server, pools and a worker)")
+
+
 def _validated(schema: Any, command: str, /, **kwargs: Any) -> Any:
     """``schema(**kwargs)``; a validation error becomes a PonderError naming the field."""
     from pydantic import ValidationError
@@ -448,10 +594,14 @@ def models_list(
     """Registered models: versions, aliases, key metrics and the last gate decision."""
     from models.registry import list_versions
 
-    table = Table(title="MLflow registry")
+    _registry_table(list_versions(prefix=prefix), "MLflow registry")
+
+
+def _registry_table(rows: list[dict[str, Any]], title: str) -> None:
+    table = Table(title=title)
     for col in ("name", "version", "aliases", "created", "decision", "metrics"):
         table.add_column(col)
-    for r in list_versions(prefix=prefix):
+    for r in rows:
         metrics = ", ".join(f"{k}={v}" for k, v in list(r["metrics"].items())[:4])
         aliases = ", ".join(f"@{a}" for a in r["aliases"])
         table.add_row(r["name"], r["version"], aliases, r["created"], r["decision"], metrics)

@@ -64,9 +64,15 @@ class EvaluateParams(BaseModel):
 
 
 @flow(name="evaluate_promote")
-def evaluate_promote(params: EvaluateParams | None = None) -> dict[str, Any]:
-    """Evaluate both sides, decide with a paired bootstrap, record, promote."""
+def evaluate_promote(
+    params: EvaluateParams | None = None, challenger: str | None = None
+) -> dict[str, Any]:
+    """Evaluate both sides, decide with a paired bootstrap, record, promote. ``challenger``
+    (a models:/ URI) overrides ``params.challenger``: the ``ponder.policy.challenger``
+    trigger passes the announced version here, keeping the deployment's ``params``."""
     params = params or EvaluateParams()
+    if challenger is not None:
+        params = params.model_copy(update={"challenger": challenger})
     client = connect()  # an unreachable registry fails here, before anything runs
     name = model_name(params.domain, "policy")
     challenger = str(_challenger(client, params, name).version)

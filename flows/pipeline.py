@@ -169,8 +169,12 @@ def run_stage(ref: str, params: BaseModel, isolate: bool = False) -> Any:
 
 
 def _child(ref: str, params: dict[str, Any], context: bytes) -> Any:
+    from models.engine import scoped_generators
+
     fn = _load(ref)
-    with hydrated_context(cloudpickle.loads(context)):
+    # engines close before the child returns: a live vLLM engine process would keep the
+    # child from exiting, and the parent waits for that exit
+    with hydrated_context(cloudpickle.loads(context)), scoped_generators():
         return fn(_schema(fn)(**params))
 
 

@@ -20,7 +20,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from domains.base import Domain, get_domain
-from models.engine import SamplingConfig, get_generator
+from models.engine import SamplingConfig, get_generator, release_generator
 from models.loading import ModelSpec
 from models.prm import ProcessRM, train_prm
 from models.registry import connect, ensure_experiment, model_name, register_hf_dir
@@ -170,6 +170,8 @@ def _build(
         params.td_lambda,
         ProcessRM(champion) if champion and need_mc else None,
     )
+    if generator is not None:
+        release_generator(spec)  # its memory (and idle engine threads) back before training
     return rw.RewardData(
         pairs=pairs.pairs,
         steps=steps.steps,

@@ -187,6 +187,7 @@ class VLLMGenerator(Generator):
             # prefill is split across steps; whole-prompt prefill avoids that path.
             enable_chunked_prefill=not on_cpu,
             gpu_memory_utilization=settings.vllm_memory_fraction,
+            tensor_parallel_size=settings.vllm_tensor_parallel_size,
             max_model_len=spec.max_model_len,
             seed=settings.seed,
             disable_log_stats=False,

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         "(VLLM_CPU_NUM_OF_RESERVED_CPU). vLLM reserves one by default, which halves throughput "
         "on a 2-core machine (measured: 244 -> 438 tok/s with 0); None keeps vLLM's default.",
     )
+    vllm_tensor_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        description="vLLM tensor_parallel_size: GPUs one engine shards the weights over "
+        "(a model too large for one GPU; the run then needs the whole host).",
+    )
     seed: int = Field(default=0, description="Default random seed for generation and training.")
 
     @model_validator(mode="after")

@@ -1,49 +1,71 @@
-"""prefect.yaml parses into Prefect's own schedule and trigger models, and its triggers
-match the events the flows emit (tasks/events.py), so the stages really chain."""
+"""prefect.yaml parses into Prefect's own schedule and trigger models, every deployment's
+parameters validate against its flow's params model, and its triggers match the events the
+flows emit (tasks/events.py) for their own domain only, so the stages really chain."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
 import yaml
 
+from flows.pipeline import _schema
 from tasks import events
 
 SPEC = Path(__file__).parents[1] / "deployments" / "prefect.yaml"
 DEPLOYMENTS = {d["name"]: d for d in yaml.safe_load(SPEC.read_text())["deployments"]}
-CHAIN = {  # deployment -> the event that starts it
+DOMAINS = ("medicine", "finance_risk")
+CHAIN = {  # deployment (without domain) -> the event that starts it
     "refresh-reward": events.FEEDBACK_READY,
     "finetune": events.REWARD_PROMOTED,
     "evaluate-promote": events.POLICY_CHALLENGER,
 }
 
 
+def _flow(spec: dict):
+    path, _, name = spec["entrypoint"].partition(":")
+    return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+
+
 @pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
-def test_entrypoints_exist_and_schedules_parse(name: str) -> None:
+def test_entrypoints_parameters_and_schedules_are_valid(name: str) -> None:
     from prefect.client.schemas.schedules import CronSchedule
 
     spec = DEPLOYMENTS[name]
-    module, _, func = spec["entrypoint"].partition(":")
-    assert f"def {func}(" in Path(SPEC.parents[1], module).read_text()
+    flow = _flow(spec)
+    params = _schema(flow)(**spec["parameters"]["params"])  # raises on a bad knob
+    assert name.endswith(params.domain.replace("_", "-")) or name == "pipeline"
     assert spec["work_pool"]["name"] in {"ponder-cpu", "ponder-gpu"}
     for schedule in spec.get("schedules", []):
         CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
 
 
-@pytest.mark.parametrize(("name", "event"), sorted(CHAIN.items()))
-def test_each_stage_is_triggered_by_the_previous_one(name: str, event: str) -> None:
+@pytest.mark.parametrize("domain", DOMAINS)
+@pytest.mark.parametrize(("stage", "event"), sorted(CHAIN.items()))
+def test_each_stage_is_triggered_by_the_previous_one(stage: str, event: str, domain: str) -> None:
     from prefect.events import DeploymentEventTrigger
     from prefect.events.schemas.events import Resource
 
-    (trigger,) = DEPLOYMENTS[name]["triggers"]
+    (trigger,) = DEPLOYMENTS[f"{stage}-{domain.replace('_', '-')}"]["triggers"]
     parsed = DeploymentEventTrigger(**{k: v for k, v in trigger.items() if k != "type"})
     assert event in parsed.expect
-    emitted = Resource({"prefect.resource.id": events.resource_id(event, "medicine")})
-    assert parsed.match.includes([emitted])
-    assert "event.payload.domain" in str(trigger["parameters"])
+    ours = Resource({"prefect.resource.id": events.resource_id(event, domain)})
+    other = next(d for d in DOMAINS if d != domain)
+    theirs = Resource({"prefect.resource.id": events.resource_id(event, other)})
+    assert parsed.match.includes([ours]) and not parsed.match.includes([theirs])
+    # a trigger never replaces the deployment's params (Prefect merges top-level keys)
+    assert "params" not in (trigger.get("parameters") or {})
+
+
+def test_evaluate_gets_the_announced_challenger() -> None:
+    for domain in DOMAINS:
+        (trigger,) = DEPLOYMENTS[f"evaluate-promote-{domain.replace('_', '-')}"]["triggers"]
+        assert trigger["parameters"] == {"challenger": "{{ event.payload.uri }}"}
+        assert "challenger" in _flow(DEPLOYMENTS["evaluate-promote-medicine"]).parameters.properties
 
 
 def test_the_loop_runs_on_a_schedule() -> None:
-    for name in ("collect", "refresh-reward", "infer"):
-        assert DEPLOYMENTS[name]["schedules"][0]["cron"]
+    for domain in DOMAINS:
+        for stage in ("collect", "refresh-reward", "infer"):
+            assert DEPLOYMENTS[f"{stage}-{domain.replace('_', '-')}"]["schedules"][0]["cron"]

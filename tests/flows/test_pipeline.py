@@ -12,11 +12,9 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ValidationError
 
 from domains.errors import PonderError
-
 from flows.pipeline import PipelineParams, pipeline, run_stage
 from models.registry import connect, model_name
 from models.settings import get_settings
-from tasks.lake import Lake
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 DOMAIN = "medicine"

@@ -1,0 +1,296 @@
+"""Everything one machine needs to run ponder as scheduled work: the real servers.
+
+``ponder serve`` starts a Prefect server (SQLite, loopback), an MLflow tracking server
+(SQLite store, artifacts under ``PONDER_HOME``), the work pools ``ponder-cpu`` and
+``ponder-gpu`` (process pools; the GPU pool runs one flow run at a time), and one process
+worker per pool whose flow runs see the servers through their environment. The addresses
+go to ``<home>/serve.json`` so that ``ponder deploy`` and other shells find them.
+``ponder deploy`` applies ``deployments/prefect.yaml`` through the Prefect CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from domains.errors import PonderError
+from models.settings import get_settings
+
+POOLS = {"ponder-cpu": None, "ponder-gpu": 1}  # pool -> concurrency limit (None: no limit)
+PREFECT_FILE = Path(__file__).resolve().parent.parent / "deployments" / "prefect.yaml"
+
+
+class ServeConfig(BaseModel):
+    """What ``ponder serve`` starts, and where."""
+
+    host: str = Field(default="127.0.0.1", description="Address both servers listen on.")
+    prefect_port: int = Field(default=4200, ge=1, le=65535, description="Prefect API/UI port.")
+    mlflow_port: int = Field(default=5000, ge=1, le=65535, description="MLflow server port.")
+    workers: bool = Field(default=True, description="Start one process worker per pool.")
+    poll_seconds: float = Field(default=10, gt=0, description="How often workers poll.")
+    scheduler_seconds: float = Field(
+        default=60, gt=0, description="How often the Prefect scheduler creates runs."
+    )
+    startup_timeout: float = Field(default=180, gt=0, description="Seconds to wait per server.")
+
+    @property
+    def prefect_url(self) -> str:
+        return f"http://{self.host}:{self.prefect_port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{self.host}:{self.mlflow_port}"
+
+
+@dataclass
+class Stack:
+    """The started processes, their logs, and the environment that reaches them."""
+
+    config: ServeConfig
+    logs: Path
+    env: dict[str, str]
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str | None] | None = None) -> None:
+        """Start ``cmd`` in its own session, logging to ``<logs>/<name>.log``; ``env``
+        overrides this process's environment (None removes a variable)."""
+        merged = {**os.environ, **(env or {})}
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (the child owns it)
+        self.procs[name] = subprocess.Popen(
+            cmd,
+            env={k: v for k, v in merged.items() if v is not None},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def dead(self) -> dict[str, int]:
+        """Processes that have exited, with their exit codes."""
+        return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+
+    def stop(self, timeout: float = 20) -> None:
+        """Terminate every process group (workers first, servers last), then kill."""
+        for proc in reversed(list(self.procs.values())):
+            if proc.poll() is None:
+                _signal_group(proc, 15)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, 9)
+                proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def check_port(host: str, port: int, option: str) -> None:
+    """A clear error when something already listens where a server should."""
+    with socket.socket() as sock:
+        if sock.connect_ex((host, port)) == 0:
+            raise PonderError(
+                option,
+                f"{host}:{port} is already in use",
+                f"stop what listens there or pass another --{option.replace('_', '-')}",
+            )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free now (for tests and ``--prefect-port 0``)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, name: str, stack: Stack, timeout: float) -> None:
+    """Poll ``url`` until it answers 200; a dead process or the timeout is an error."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if name in stack.dead():
+            raise PonderError(
+                name, f"exited with code {stack.dead()[name]}", f"read {stack.logs}/{name}.log"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise PonderError(name, f"no answer from {url} in {timeout:.0f} s", f"read {stack.logs}")
+
+
+def client_env(config: ServeConfig) -> dict[str, str]:
+    """What a process needs to use the served stack (workers, shells, tests)."""
+    settings = get_settings()
+    return {
+        "PREFECT_API_URL": f"{config.prefect_url}/api",
+        "PONDER_TRACKING_URI": config.mlflow_url,
+        "MLFLOW_TRACKING_URI": config.mlflow_url,
+        "PONDER_HOME": str(settings.home),
+        "PREFECT_HOME": str(settings.prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+
+def start_stack(config: ServeConfig, on_step: Callable[[str], None] = lambda _: None) -> Stack:
+    """Start the servers, create the pools, start the workers; stopped again on failure."""
+    settings = get_settings()
+    settings.apply_environment()
+    check_port(config.host, config.prefect_port, "prefect_port")
+    check_port(config.host, config.mlflow_port, "mlflow_port")
+    logs = settings.home / "serve"
+    logs.mkdir(parents=True, exist_ok=True)
+    stack = Stack(config=config, logs=logs, env=client_env(config))
+    try:
+        _start_servers(stack, on_step)
+        on_step("work pools " + ", ".join(POOLS))
+        ensure_pools(stack.env["PREFECT_API_URL"])
+        if config.workers:
+            _start_workers(stack, on_step)
+        write_state(stack)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def _start_servers(stack: Stack, on_step: Callable[[str], None]) -> None:
+    cfg, settings, bin_dir = stack.config, get_settings(), Path(sys.executable).parent
+    on_step(f"Prefect server on {cfg.prefect_url}")
+    server_env: dict[str, str | None] = {
+        "PREFECT_HOME": stack.env["PREFECT_HOME"],
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": str(cfg.scheduler_seconds),
+        "PREFECT_API_URL": None,
+    }
+    host_port = ["--host", cfg.host, "--port"]
+    stack.start(
+        "prefect-server",
+        [str(bin_dir / "prefect"), "server", "start", *host_port, str(cfg.prefect_port)],
+        server_env,
+    )
+    on_step(f"MLflow server on {cfg.mlflow_url}")
+    stack.start(
+        "mlflow-server",
+        [
+            str(bin_dir / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{settings.home / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(settings.artifact_root),
+            *host_port,
+            str(cfg.mlflow_port),
+            "--workers",
+            "1",
+        ],
+    )
+    wait_healthy(f"{cfg.prefect_url}/api/health", "prefect-server", stack, cfg.startup_timeout)
+    wait_healthy(f"{cfg.mlflow_url}/health", "mlflow-server", stack, cfg.startup_timeout)
+
+
+def _start_workers(stack: Stack, on_step: Callable[[str], None]) -> None:
+    prefect = str(Path(sys.executable).parent / "prefect")
+    env = {**stack.env, "PREFECT_WORKER_QUERY_SECONDS": str(stack.config.poll_seconds)}
+    for pool in POOLS:
+        on_step(f"worker on {pool}")
+        cmd = [prefect, "worker", "start", "--pool", pool, "--type", "process", "--name", pool]
+        stack.start(f"worker-{pool}", cmd, env)
+
+
+def ensure_pools(api_url: str) -> None:
+    """Create the process pools (idempotent); the GPU pool's concurrency limit is set."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def create() -> None:
+        async with get_client() as client:
+            for name, limit in POOLS.items():
+                try:
+                    await client.create_work_pool(
+                        WorkPoolCreate(name=name, type="process", concurrency_limit=limit)
+                    )
+                except ObjectAlreadyExists:
+                    await client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=limit))
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        asyncio.run(create())
+
+
+def state_file() -> Path:
+    return get_settings().home / "serve.json"
+
+
+def write_state(stack: Stack) -> None:
+    """The addresses and pids of the running stack (read by ``ponder deploy``)."""
+    state = {
+        "prefect_ui": stack.config.prefect_url,
+        "mlflow_ui": stack.config.mlflow_url,
+        "env": stack.env,
+        "pids": {name: proc.pid for name, proc in stack.procs.items()},
+        "logs": str(stack.logs),
+    }
+    state_file().write_text(json.dumps(state, indent=2))
+
+
+def served_env() -> dict[str, str]:
+    """The environment of the stack ``ponder serve`` runs, if one is up (else empty)."""
+    path = state_file()
+    if not path.is_file():
+        return {}
+    state = json.loads(path.read_text())
+    try:
+        with urllib.request.urlopen(f"{state['prefect_ui']}/api/health", timeout=2):  # noqa: S310
+            return state["env"]
+    except OSError:
+        return {}
+
+
+def deploy_command(names: list[str] | None = None) -> list[str]:
+    """The Prefect CLI call that applies ``deployments/prefect.yaml`` (all, or by name)."""
+    cmd = [str(Path(sys.executable).parent / "prefect"), "--no-prompt", "deploy"]
+    cmd += ["--prefect-file", str(PREFECT_FILE)]
+    if names:
+        for name in names:
+            cmd += ["--name", name]
+    else:
+        cmd.append("--all")
+    return cmd
+
+
+def deploy(names: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Apply the deployments against the Prefect API in the environment or of ``ponder
+    serve``; run from the repository root so entrypoints and the working directory resolve."""
+    env = {**served_env(), **{k: v for k, v in os.environ.items() if k.startswith("PREFECT_")}}
+    if not env.get("PREFECT_API_URL"):
+        raise PonderError(
+            "PREFECT_API_URL",
+            "no Prefect server to deploy to (not set, and no `ponder serve` running)",
+            "run `ponder serve` in another shell, or export PREFECT_API_URL",
+        )
+    return subprocess.run(
+        deploy_command(names),
+        cwd=PREFECT_FILE.parent.parent,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
