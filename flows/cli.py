@@ -557,16 +557,17 @@ def _show_pipeline(out: dict[str, Any]) -> None:
     for key, value in out["references"].items():
         table.add_row(key, str(value or "-"))
     console.print(table)
-    _registry_table(out["registry"], "MLflow registry after the run")
+    _registry_table(out["registry"], "MLflow registry after the run", metrics=False)
     settings = get_settings()
     report = (out["stages"].get("infer") or {}).get("report")
     if report:
-        console.print(f"HTML report:   [bold]{report}[/]")
+        console.print(f"HTML report:   [bold]{report}[/]", soft_wrap=True)
     console.print(f"lake:          {settings.lake_root}")
     console.print(
         f"MLflow UI:     mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000"
         if settings.tracking_uri.startswith("sqlite")
-        else f"MLflow UI:     {settings.tracking_uri}"
+        else f"MLflow UI:     {settings.tracking_uri}",
+        soft_wrap=True,
     )
     console.print("Prefect UI:    `ponder serve` (a local server, pools and a worker)")
 
@@ -597,14 +598,17 @@ def models_list(
     _registry_table(list_versions(prefix=prefix), "MLflow registry")
 
 
-def _registry_table(rows: list[dict[str, Any]], title: str) -> None:
+def _registry_table(rows: list[dict[str, Any]], title: str, metrics: bool = True) -> None:
     table = Table(title=title)
-    for col in ("name", "version", "aliases", "created", "decision", "metrics"):
-        table.add_column(col)
+    cols = ("name", "version", "aliases", "created", "decision") + (("metrics",) if metrics else ())
+    for col in cols:
+        table.add_column(col, no_wrap=col == "name")
     for r in rows:
-        metrics = ", ".join(f"{k}={v}" for k, v in list(r["metrics"].items())[:4])
         aliases = ", ".join(f"@{a}" for a in r["aliases"])
-        table.add_row(r["name"], r["version"], aliases, r["created"], r["decision"], metrics)
+        cells = [r["name"], r["version"], aliases, r["created"], r["decision"]]
+        if metrics:
+            cells.append(", ".join(f"{k}={v}" for k, v in list(r["metrics"].items())[:4]))
+        table.add_row(*cells)
     console.print(table)
 
 

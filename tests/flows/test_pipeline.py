@@ -130,6 +130,36 @@ def test_isolated_stage_is_a_subflow_in_another_process(monkeypatch) -> None:
     assert out["parent"] == parent_id and out["env"] == "transformers"
 
 
+def test_an_isolated_vllm_stage_returns(fresh_lake, tiny_model, monkeypatch) -> None:
+    """A stage that started a vLLM engine (its own process) still comes back: the engine is
+    closed before the child returns (it used to keep the child, and the parent, waiting)."""
+    from flows.collect import CollectParams
+    from flows.infer import InferParams
+
+    monkeypatch.setenv("PONDER_BACKEND", "vllm")
+    get_settings.cache_clear()
+    run_stage(
+        "flows.collect:collect", CollectParams(domain=DOMAIN, per_cell=1, test=0.5, train=0.4)
+    )
+    cfg = InferParams(
+        domain=DOMAIN,
+        model=str(tiny_model),
+        strategy="cot",
+        width=1,
+        max_tokens=16,
+        dtype="float32",
+        max_model_len=2048,
+        log_traces=0,
+    )
+
+    @flow(name="parent-of-vllm")
+    def parent() -> dict:
+        return run_stage("flows.infer:infer", cfg, isolate=True)
+
+    out = parent()
+    assert out["cases"] > 0 and out["version"]
+
+
 def test_a_failing_isolated_stage_raises_its_error() -> None:
     @flow(name="parent-of-failing")
     def parent() -> None:
