@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from domains.errors import PonderError
 from domains.parsing import extract_answer_payload
+from domains.privacy import RedactionConfig
 
 RewardFn = Callable[..., list[float | None]]
 
@@ -108,6 +109,8 @@ class Domain:
         "brevity": 0.05,
         "efficiency": 0.05,
     }
+
+    redaction: ClassVar[RedactionConfig] = RedactionConfig()
 
     def family(self, name: str) -> Family:
         if name not in self.families:

@@ -669,6 +669,7 @@ def report_cmd(
     """Render the HTML report (cases + collapsible thought trees) of a predictions version."""
     import polars as pl
 
+    from models.redaction import redactor
     from models.settings import get_settings
     from tasks.lake import Lake
     from tasks.report import load_trees, render
@@ -688,6 +689,7 @@ def report_cmd(
         trees,
         texts,
         {"rows": info.rows, "sources": ", ".join(info.manifest["sources"])},
+        redact=redactor(domain).text,
     )
     target = output or info.path.parent / "_reports" / f"{info.version}.html"
     target.parent.mkdir(parents=True, exist_ok=True)

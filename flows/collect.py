@@ -16,6 +16,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, model_validator
 
+from domains.faults import failpoint
+from models.redaction import install as install_redaction
 from models.settings import get_settings
 from tasks.collect import (
     Batch,
@@ -91,6 +93,7 @@ class CollectParams(BaseModel):
 def collect(params: CollectParams | None = None) -> dict:
     """Gather, validate, dedupe, split and version cases and feedback for one domain."""
     params = params or CollectParams()
+    install_redaction()  # logs and trace spans of this process are masked
     settings = get_settings()
     settings.apply_environment()
     lake, log = Lake(settings.lake_root), get_run_logger()
@@ -111,6 +114,7 @@ def collect(params: CollectParams | None = None) -> dict:
         known = seen if seen is not None else known_traces(params)
     summary_c = commit_cases(lake, params.domain, cases, run_id)
     summary_f = commit_feedback(lake, params.domain, feedback, run_id, known)
+    failpoint("collect.committed")
     mark_processed(cases.files, inbox, summary_c["version"])
     mark_processed(feedback.files, inbox, summary_f["version"])
     if newest is not None:

@@ -19,7 +19,6 @@ from typing import Any
 import mlflow
 import polars as pl
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import Transaction, get_transaction, transaction
 from pydantic import BaseModel, Field
@@ -27,6 +26,7 @@ from pydantic import BaseModel, Field
 from domains.errors import PonderError
 from flows.infer import InferParams, infer
 from models.engine import scoped_generators
+from models.redaction import install as install_redaction
 from models.registry import (
     alias_version,
     connect,
@@ -37,8 +37,10 @@ from models.registry import (
     promote,
     set_version_tags,
 )
+from models.runs import tracked_run
 from models.settings import get_settings
 from tasks import evaluate as ev
+from tasks.artifacts import markdown_artifact
 from tasks.events import POLICY_PROMOTED, announce
 from tasks.lake import Lake
 
@@ -71,6 +73,7 @@ def evaluate_promote(
     (a models:/ URI) overrides ``params.challenger``: the ``ponder.policy.challenger``
     trigger passes the announced version here, keeping the deployment's ``params``."""
     params = params or EvaluateParams()
+    install_redaction()  # logs and trace spans of this process are masked
     if challenger is not None:
         params = params.model_copy(update={"challenger": challenger})
     client = connect()  # an unreachable registry fails here, before anything runs
@@ -102,7 +105,8 @@ def evaluate_promote(
         _promote(name, challenger, champion, summary)
         announce(POLICY_PROMOTED, params.domain, uri=f"models:/{name}/{challenger}")
     summary["promoted"] = bool(summary["promote"] and params.promote)
-    create_markdown_artifact(
+    markdown_artifact(
+        domain=params.domain,
         key=f"evaluate-{params.domain.replace('_', '-')}",
         markdown=ev.markdown(summary, result["metrics"], result["table"], result.get("plot_png")),
         description=f"{name}: challenger v{challenger} vs champion",
@@ -211,7 +215,7 @@ def _result(
 
 def _log_run(params: EvaluateParams, summary: dict[str, Any], result: dict[str, Any]) -> str:
     ensure_experiment()
-    with mlflow.start_run(run_name=f"evaluate-{params.domain}") as run:
+    with tracked_run(f"evaluate-{params.domain}") as run:
         mlflow.log_params(
             {
                 "challenger": f"{summary['name']}/{summary['challenger']}",

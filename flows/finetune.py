@@ -19,7 +19,6 @@ from typing import Any, Literal
 import mlflow
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
-    create_markdown_artifact,
     create_progress_artifact,
     update_progress_artifact,
 )
@@ -38,9 +37,13 @@ from models.policy import (
     train_grpo,
     train_sft,
 )
+from models.redaction import install as install_redaction
+from models.redaction import redacted_copy
 from models.registry import connect, ensure_experiment, model_name, register_hf_dir
+from models.runs import tracked_run
 from models.settings import get_settings
 from tasks import finetune as ft
+from tasks.artifacts import markdown_artifact
 from tasks.events import POLICY_CHALLENGER, announce
 from tasks.infer import resolve_model
 from tasks.lake import Lake
@@ -94,6 +97,7 @@ class FinetuneParams(BaseModel):
 def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
     """Curriculum, SFT, GRPO, register the challenger; resumable."""
     params = params or FinetuneParams()
+    install_redaction()  # logs and trace spans of this process are masked
     settings = get_settings()
     connect()  # fail fast (with retries) before any training if MLflow is unreachable
     domain = get_domain(params.domain)
@@ -123,7 +127,7 @@ def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
     build = functools.cache(rewards.build)  # load learned RMs once, and only if used
     rows, report = _curriculum(params, rows, base, domain, rewards, build)
     ensure_experiment()
-    with mlflow.start_run(run_id=_run_id(work), run_name=f"finetune-{params.domain}") as run:
+    with tracked_run(f"finetune-{params.domain}", run_id=_run_id(work)) as run:
         (work / "mlflow_run_id").write_text(run.info.run_id)
         mlflow.log_params(
             {
@@ -139,7 +143,7 @@ def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
         mlflow.log_dict(report, "curriculum.json")
         mlflow.log_metric("zero_variance_groups", report["zero_variance_groups"])
         final, history = _train(params, rows, base, work, rewards, build, run.info.run_id)
-        _log_outputs(work, history, rewards.names)
+        _log_outputs(work, history, rewards.names, params.domain)
         tags = {
             "ponder.dataset": f"{params.domain}/cases@{version}",
             "ponder.base": base_version,
@@ -163,7 +167,8 @@ def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
         "work_dir": str(work),
         "run_id": run.info.run_id,
     }
-    create_markdown_artifact(
+    markdown_artifact(
+        domain=params.domain,
         key=f"finetune-{params.domain.replace('_', '-')}",
         markdown=_markdown(summary, rewards.weights),
     )
@@ -293,14 +298,19 @@ def _progress_callback(artifact_id: Any, total: int) -> Any:
     return Progress()
 
 
-def _log_outputs(work: Path, history: list[dict[str, Any]], names: list[str]) -> None:
-    """Reward curves (PNG) and the completion parquet files TRL wrote."""
+def _log_outputs(
+    work: Path, history: list[dict[str, Any]], names: list[str], domain: str
+) -> None:
+    """Reward curves (PNG) and the completion parquet files TRL wrote (identifiers masked:
+    the prompts hold the case text)."""
     with tempfile.TemporaryDirectory() as tmp:
         png = ft.reward_curves(history, names, Path(tmp) / "reward_curves.png")
         mlflow.log_artifact(str(png), artifact_path="plots")
     completions = work / "grpo-checkpoints" / "completions"
     if completions.is_dir():
-        mlflow.log_artifacts(str(completions), artifact_path="completions")
+        with tempfile.TemporaryDirectory() as tmp:
+            masked = redacted_copy(completions, Path(tmp) / "completions", domain)
+            mlflow.log_artifacts(str(masked), artifact_path="completions")
 
 
 def _markdown(summary: dict[str, Any], weights: dict[str, float]) -> str:

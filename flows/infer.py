@@ -15,18 +15,20 @@ import polars as pl
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
     create_progress_artifact,
-    create_table_artifact,
     update_progress_artifact,
 )
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from domains.base import get_domain
+from domains.faults import failpoint
 from models.engine import get_generator
 from models.loading import ModelSpec
+from models.redaction import install as install_redaction
 from models.search import SearchConfig, get_strategy
 from models.search.scorers import LogprobScorer, OracleScorer
 from models.settings import get_settings
+from tasks.artifacts import table_artifact
 from tasks.infer import (
     commit_predictions,
     fits,
@@ -87,6 +89,7 @@ class InferParams(BaseModel):
 def infer(params: InferParams | None = None) -> dict:
     """Search every case, persist predictions + trees, report, and log to MLflow."""
     params = params or InferParams()
+    install_redaction()  # logs and trace spans of this process are masked
     log, settings = get_run_logger(), get_settings()
     get_strategy(params.strategy)  # fail fast with the valid names
     lake = Lake(settings.lake_root)
@@ -128,6 +131,7 @@ def infer(params: InferParams | None = None) -> dict:
             n, shard, params.domain, params.strategy, cfg, generator, scorer, out_dir, meta
         )
         update_progress_artifact(progress, progress=100.0 * (n + 1) / len(shards))
+        failpoint("infer.shard")
     version, frame = commit_predictions(lake, params.domain, out_dir, [label, exact])
     summary = log_inference_run(
         params.model_dump(),
@@ -140,7 +144,8 @@ def infer(params: InferParams | None = None) -> dict:
         params.log_traces,
         generator,
     )
-    create_table_artifact(
+    table_artifact(
+        domain=params.domain,
         table=summary["table"],
         key=f"infer-{params.domain.replace('_', '-')}",
         description="accuracy / tokens by family and difficulty",

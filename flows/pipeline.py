@@ -17,7 +17,6 @@ from typing import Any
 import cloudpickle
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
-    create_markdown_artifact,
     create_progress_artifact,
     update_progress_artifact,
 )
@@ -30,7 +29,9 @@ from flows.finetune import FinetuneParams
 from flows.infer import InferParams
 from flows.refresh_reward import RefreshParams
 from models.isolation import run_isolated
+from models.redaction import install as install_redaction
 from models.registry import list_versions, model_name
+from tasks.artifacts import markdown_artifact
 
 STAGES = ("collect", "rollouts", "refresh", "finetune", "evaluate", "infer")
 FLOWS = {  # stage -> the flow it runs, as an import reference (spawned children import it)
@@ -99,6 +100,7 @@ class PipelineParams(BaseModel):
 def pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     """Every stage once, in order; returns what each produced (references only)."""
     params = params or PipelineParams()
+    install_redaction()  # logs and trace spans of this process are masked
     log = get_run_logger()
     done: dict[str, Any] = {}
     refs: dict[str, str | None] = {"cases": None, "orm": None, "prm": None, "challenger": None}
@@ -114,8 +116,10 @@ def pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
         update_progress_artifact(progress, progress=100.0 * (n + 1) / len(STAGES))
     summary = {"domain": params.domain, "references": refs, "stages": done}
     summary["registry"] = registry_state(params.domain)
-    create_markdown_artifact(
-        key=f"pipeline-{params.domain.replace('_', '-')}", markdown=markdown(summary)
+    markdown_artifact(
+        domain=params.domain,
+        key=f"pipeline-{params.domain.replace('_', '-')}",
+        markdown=markdown(summary),
     )
     return summary
 

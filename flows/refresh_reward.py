@@ -15,19 +15,21 @@ from typing import Any, Literal
 
 import mlflow
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from domains.base import Domain, get_domain
-from models.engine import SamplingConfig, get_generator, release_generator
+from models.engine import SamplingConfig, get_generator, scoped_generators
 from models.loading import ModelSpec
 from models.prm import ProcessRM, train_prm
+from models.redaction import install as install_redaction
 from models.registry import connect, ensure_experiment, model_name, register_hf_dir
 from models.reward import RMTrainConfig, train_orm
+from models.runs import tracked_run
 from models.settings import get_settings
 from tasks import reward as rw
 from tasks import reward_data as rd
+from tasks.artifacts import table_artifact
 from tasks.events import REWARD_PROMOTED, announce
 from tasks.infer import resolve_model
 from tasks.lake import Lake
@@ -84,6 +86,7 @@ class RefreshParams(BaseModel):
 def refresh_reward(params: RefreshParams | None = None) -> dict[str, Any]:
     """Build data, train challengers, evaluate against champions, register and gate."""
     params = params or RefreshParams()
+    install_redaction()  # logs and trace spans of this process are masked
     log, settings = get_run_logger(), get_settings()
     lake, domain = Lake(settings.lake_root), get_domain(params.domain)
     run_id = flow_run.get_id() or uuid.uuid4().hex
@@ -107,7 +110,7 @@ def refresh_reward(params: RefreshParams | None = None) -> dict[str, Any]:
     connect()
     ensure_experiment()
     results: dict[str, Any] = {"status": "trained", **data.counts}
-    with mlflow.start_run(run_name=f"refresh-reward-{params.domain}"):
+    with tracked_run(f"refresh-reward-{params.domain}"):
         mlflow.log_params({"domain": params.domain, "backbone": str(backbone)})
         mlflow.log_params({f"cfg.{k}": str(v)[:250] for k, v in params.model_dump().items()})
         mlflow.log_metrics({k: float(v) for k, v in data.counts.items()})
@@ -115,7 +118,8 @@ def refresh_reward(params: RefreshParams | None = None) -> dict[str, Any]:
         results["single_source"] = _warn_single_source(log, data)
         for kind in params.models:
             results[kind] = _refresh_one(kind, params, domain, cases, splits, data, backbone)
-    create_table_artifact(
+    table_artifact(
+        domain=params.domain,
         key=f"refresh-reward-{params.domain.replace('_', '-')}",
         table=[
             {"model": k, **results[k]} for k in params.models if isinstance(results.get(k), dict)
@@ -152,26 +156,27 @@ def _build(
     )
     need_mc = "prm" in params.models and params.mc_rollouts > 0 and trees
     spec = ModelSpec(model=str(policy_dir), max_model_len=params.max_model_len, dtype=params.dtype)
-    generator = get_generator(spec) if need_mc else None
-    sampling = SamplingConfig(
-        n=params.mc_rollouts or 1, temperature=0.8, max_tokens=params.mc_max_tokens
-    )
-    champion = rw.champion_dir(model_name(params.domain, "prm"))
-    steps = rw.build_steps(
-        domain,
-        cases,
-        feedback,
-        trees,
-        index,
-        generator,
-        sampling,
-        params.mc_rollouts,
-        params.mc_paths_per_case,
-        params.td_lambda,
-        ProcessRM(champion) if champion and need_mc else None,
-    )
-    if generator is not None:
-        release_generator(spec)  # its memory (and idle engine threads) back before training
+    # an engine started here is shut down before training (memory back); one that was
+    # already running (shared by the caller) is left alone
+    with scoped_generators():
+        generator = get_generator(spec) if need_mc else None
+        sampling = SamplingConfig(
+            n=params.mc_rollouts or 1, temperature=0.8, max_tokens=params.mc_max_tokens
+        )
+        champion = rw.champion_dir(model_name(params.domain, "prm"))
+        steps = rw.build_steps(
+            domain,
+            cases,
+            feedback,
+            trees,
+            index,
+            generator,
+            sampling,
+            params.mc_rollouts,
+            params.mc_paths_per_case,
+            params.td_lambda,
+            ProcessRM(champion) if champion and need_mc else None,
+        )
     return rw.RewardData(
         pairs=pairs.pairs,
         steps=steps.steps,

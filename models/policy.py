@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from domains.errors import PonderError
+from domains.faults import failpoint
 from models.reward import save_merged, sigmoid, use_gpu
 
 
@@ -303,7 +304,7 @@ def train_grpo(
         train_dataset=Dataset.from_list([{"prompt": r["prompt"], "case": r["case"]} for r in rows]),
         processing_class=tokenizer,
         peft_config=_peft(cfg),
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, _failpoint_on_save()],
     )
     resume = latest_checkpoint(ckpt_dir)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -343,3 +344,14 @@ def _file_progress(path: Path) -> Any:
             path.write_text(str(state.global_step))
 
     return FileProgress()
+
+
+def _failpoint_on_save() -> Any:
+    """``finetune.checkpoint`` fires after each checkpoint is on disk (fault tests)."""
+    from transformers import TrainerCallback
+
+    class CheckpointFailpoint(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+            failpoint("finetune.checkpoint")
+
+    return CheckpointFailpoint()

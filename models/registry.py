@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from domains.errors import PonderError
+from domains.faults import failpoint
 from models.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ BASE_POLICY = "ponder-base-policy"
 ALIASES = ("champion", "challenger", "previous")
 MODEL_KINDS = ("policy", "orm", "prm")
 EXPERIMENT = "ponder"
+REGISTRATION_TAG = "ponder.registration"
 
 
 def registry_lock(settings: Settings | None = None, key: str = "registry") -> Any:
@@ -35,6 +37,22 @@ def registry_lock(settings: Settings | None = None, key: str = "registry") -> An
     home = Path((settings or get_settings()).home)
     home.mkdir(parents=True, exist_ok=True)
     return FileLock(str(home / f".{key}.lock"), timeout=600)
+
+
+def sweep_pending(client: Any, name: str) -> list[str]:
+    """Delete versions of ``name`` a killed registration left unfinished (caller holds the
+    registry lock, so none of them is in progress); their version numbers."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return []
+    stale = [str(v.version) for v in found if v.tags.get(REGISTRATION_TAG) == "pending"]
+    for version in stale:
+        log.warning("deleting half-registered %s version %s (its writer died)", name, version)
+        client.delete_model_version(name, version)
+    return stale
 
 
 def alias_version(client: Any, name: str, alias: str) -> str | None:
@@ -329,7 +347,10 @@ def register_hf_dir(
     """Log a Hugging Face directory with the transformers flavor, register it, set an alias.
 
     The run is marked FAILED and a version created without its alias is deleted when a
-    later step fails, so the registry never holds a half-registered model. Inside an active
+    later step fails, so the registry never holds a half-registered model. A process
+    killed between creating the version and finishing it (no except clause runs on
+    ``kill -9``) leaves a version tagged ``ponder.registration=pending``; the next
+    registration of that name deletes it first. Inside an active
     run (a training flow) the registration is a nested run. ``task`` is the transformers
     pipeline task: text-generation (policy), text-classification (ORM),
     token-classification (PRM).
@@ -355,9 +376,13 @@ def register_hf_dir(
                 name="model",
                 pip_requirements=reqs,
             )
-            version = mlflow.register_model(info.model_uri, name, tags=tags or {})
+            sweep_pending(client, name)
+            pending = {**(tags or {}), REGISTRATION_TAG: "pending"}
+            version = mlflow.register_model(info.model_uri, name, tags=pending)
+            failpoint("registry.registered")
             if alias:
                 client.set_registered_model_alias(name, alias, version.version)
+            client.set_model_version_tag(name, version.version, REGISTRATION_TAG, "complete")
             mlflow.set_tags({"ponder.registered": f"{name}/{version.version}"})
         except BaseException:
             if version is not None:

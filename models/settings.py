@@ -3,7 +3,8 @@
 Everything ponder writes lives under ``home`` unless a setting points elsewhere, so a
 fresh checkout runs on embedded defaults (SQLite MLflow, ephemeral Prefect) and a real
 deployment only sets a few variables. Settings sit in ``models`` because that is the
-lowest layer that needs them; ``domains`` stays free of configuration.
+lowest layer that needs them; ``domains`` stays free of configuration (it only defines the
+redaction schema that ``redaction`` overrides use).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domains.privacy import RedactionConfig
 
 Backend = Literal["auto", "vllm", "transformers"]
 
@@ -76,6 +79,17 @@ class Settings(BaseSettings):
         "(a model too large for one GPU; the run then needs the whole host).",
     )
     seed: int = Field(default=0, description="Default random seed for generation and training.")
+    redact_key: SecretStr | None = Field(
+        default=None,
+        description="Secret for the identifier masks (same key, same masks). Default: a "
+        "random key created once in <home>/.redact-key. Share it to compare masks across homes.",
+    )
+    redaction: dict[str, RedactionConfig] = Field(
+        default_factory=dict,
+        description="Per-domain redaction overrides, JSON: "
+        '{"medicine": {"enabled": true, "detectors": [...], "patterns": {"kind": "regex"}}}; '
+        "a domain not named keeps its own defaults.",
+    )
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

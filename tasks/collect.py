@@ -357,10 +357,11 @@ def record_in_mlflow(domain: str, summaries: list[dict[str, Any]], params: dict[
     from mlflow.data.meta_dataset import MetaDataset
 
     from models.registry import connect, ensure_experiment
+    from models.runs import tracked_run
 
     connect()
     exp_id = ensure_experiment()
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"collect-{domain}") as run:
+    with tracked_run(f"collect-{domain}", experiment_id=exp_id) as run:
         mlflow.log_params({k: str(v)[:250] for k, v in params.items()})
         for s in summaries:
             if s["path"] is None and s["version"] is None:
@@ -388,7 +389,7 @@ def record_in_mlflow(domain: str, summaries: list[dict[str, Any]], params: dict[
 @task
 def publish_artifacts(domain: str, summaries: list[dict[str, Any]], lake: Lake) -> None:
     """A table of counts and a markdown summary of quarantine reasons (Prefect artifacts)."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from tasks.artifacts import markdown_artifact, table_artifact
 
     table = [
         {
@@ -403,7 +404,8 @@ def publish_artifacts(domain: str, summaries: list[dict[str, Any]], lake: Lake) 
         }
         for s in summaries
     ]
-    create_table_artifact(
+    table_artifact(
+        domain=domain,
         table=table,
         key=f"collect-{domain.replace('_', '-')}",
         description=f"collect {domain}: rows per dataset",
@@ -421,6 +423,6 @@ def publish_artifacts(domain: str, summaries: list[dict[str, Any]], lake: Lake) 
         )
         lines.append(f"- **{s['dataset']}** ({s['quarantine_file']}):")
         lines += [f"  - {n} x {reason}" for reason, n in counts.iter_rows()]
-    create_markdown_artifact(
-        markdown="\n".join(lines), key=f"quarantine-{domain.replace('_', '-')}"
+    markdown_artifact(
+        domain=domain, markdown="\n".join(lines), key=f"quarantine-{domain.replace('_', '-')}"
     )

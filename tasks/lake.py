@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from filelock import FileLock
 
 from domains.errors import PonderError
+from domains.faults import failpoint
 
 DATASETS = ("cases", "feedback", "rollouts", "predictions", "pairs", "steps")
 _VERSION = re.compile(r"^v(\d{5})$")
@@ -104,6 +106,27 @@ class Lake:
         ``attachments`` (e.g. thought trees) are written into the same atomic folder."""
         base = self.dataset_dir(domain, dataset)
         base.mkdir(parents=True, exist_ok=True)
+        with self.write_lock(domain, dataset):
+            return self._write_locked(domain, dataset, base, frame, sources, extra, attachments)
+
+    def write_lock(self, domain: str, dataset: str) -> FileLock:
+        """One writer per dataset at a time (across processes; the OS frees it when its
+        holder dies), so concurrent runs never claim the same version number and a
+        writer's sweep never removes another writer's staging folder."""
+        base = self.dataset_dir(domain, dataset)
+        base.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(base / ".write.lock"), timeout=600)
+
+    def _write_locked(
+        self,
+        domain: str,
+        dataset: str,
+        base: Path,
+        frame: pl.LazyFrame | pl.DataFrame,
+        sources: list[str],
+        extra: dict[str, Any] | None,
+        attachments: dict[str, pl.DataFrame] | None,
+    ) -> VersionInfo | None:
         self._sweep(base)
         lazy = frame.lazy()
         parent = self.latest(domain, dataset)
@@ -111,6 +134,7 @@ class Lake:
         staging.mkdir()
         try:
             lazy.sink_parquet(staging / "part-00000.parquet")
+            failpoint("lake.write")
             written = pl.scan_parquet(staging / "part-00000.parquet")
             digest = content_digest(written)
             empty = written.select(pl.len()).collect().item() == 0
@@ -125,6 +149,7 @@ class Lake:
             manifest = _manifest(written, digest, sources, parent, extra)
             _write_json(staging / "_manifest.json", manifest)
             _fsync_dir(staging)
+            failpoint("lake.commit")
             os.rename(staging, base / version)  # atomic on one filesystem
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

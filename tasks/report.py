@@ -3,13 +3,14 @@
 Trees are nested ``<details>`` elements (collapsible without JavaScript); each step shows
 its PRM score, value and visits, terminal steps show their parsed answer, and the chosen
 path is highlighted so a reviewer can see where the reasoning went wrong. All model text is
-HTML-escaped.
+redacted (identifiers masked, ``domains.privacy``) and then HTML-escaped.
 """
 
 from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
@@ -37,20 +38,28 @@ def chosen_path(tree: ThoughtTree, text: str) -> set[int]:
     return {n.id for n in best}
 
 
-def _node_html(tree: ThoughtTree, node: Node, chosen: set[int]) -> str:
-    kids = "".join(_node_html(tree, k, chosen) for k in tree.children(node))
+Redact = Callable[[str], str]
+
+
+def _plain(text: str) -> str:
+    return text
+
+
+def _node_html(tree: ThoughtTree, node: Node, chosen: set[int], red: Redact = _plain) -> str:
+    kids = "".join(_node_html(tree, k, chosen, red) for k in tree.children(node))
     score = "-" if node.prm_score is None else f"{node.prm_score:.3f}"
+    answer = html.escape(red(node.answer or "unparsed"))
     label = (
         f"step {node.depth} &middot; score {score} &middot; value {node.value:.3f} "
         f"&middot; visits {node.visits} &middot; {node.n_tokens} tok"
-        + (f" &middot; answer {html.escape(node.answer or 'unparsed')}" if node.terminal else "")
+        + (f" &middot; answer {answer}" if node.terminal else "")
         + (" &middot; cut at length" if node.finish_reason == "length" else "")
     )
     cls = ' class="chosen"' if node.id in chosen else ""
     opened = " open" if node.id in chosen else ""
     return (
         f"<details{cls}{opened}><summary>{label}</summary>"
-        f"<pre>{html.escape(node.text)}</pre>{kids}</details>"
+        f"<pre>{html.escape(red(node.text))}</pre>{kids}</details>"
     )
 
 
@@ -60,8 +69,10 @@ def render(
     trees: dict[str, ThoughtTree],
     texts: dict[str, str],
     meta: dict[str, Any],
+    redact: Redact | None = None,
 ) -> str:
-    """The whole page as a string."""
+    """The whole page as a string; ``redact`` masks identifiers in every text shown."""
+    red = redact or _plain
     rows = []
     for r in predictions.sort("case_id").iter_rows(named=True):
         mark = (
@@ -74,20 +85,21 @@ def render(
         rows.append(
             f"<tr><td><a href='#{html.escape(r['case_id'])}'>"
             f"{html.escape(r['case_id'])}</a></td><td>{r['family']}</td>"
-            f"<td>{r['difficulty']}</td><td>{html.escape(str(r['answer']))[:120]}</td>"
+            f"<td>{r['difficulty']}</td><td>{html.escape(red(str(r['answer'])))[:120]}</td>"
             f"<td>{r['confidence']:.2f}</td><td>{mark}</td><td>{r['tokens']}</td></tr>"
         )
     sections = []
     for case_id, tree in sorted(trees.items()):
         chosen = chosen_path(tree, texts.get(case_id, ""))
-        body = "".join(_node_html(tree, k, chosen) for k in tree.children(tree.root))
+        body = "".join(_node_html(tree, k, chosen, red) for k in tree.children(tree.root))
         sections.append(
             f"<h3 id='{html.escape(case_id)}'>{html.escape(case_id)}</h3>"
             f"<div class='meta'>{len(tree.nodes) - 1} steps in the tree, "
             f"{tree.tokens_generated} tokens</div>{body}"
         )
     head = "".join(
-        f"<div class='meta'>{html.escape(k)}: {html.escape(str(v))}</div>" for k, v in meta.items()
+        f"<div class='meta'>{html.escape(k)}: {html.escape(red(str(v)))}</div>"
+        for k, v in meta.items()
     )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"

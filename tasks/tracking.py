@@ -1,8 +1,9 @@
 """MLflow side of inference: metrics, the HTML report, and reviewable traces.
 
 A sample of cases becomes MLflow traces (one span per step of the chosen path, tagged with
-the case id and domain) in the ``ponder-traces`` experiment, where reviewers leave feedback
-in the UI or with ``ponder feedback log``; ``collect`` reads it back.
+the case id and domain, identifiers masked) in the ``ponder-traces`` experiment, where
+reviewers leave feedback in the UI or with ``ponder feedback log``; ``collect`` reads it
+back.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ def log_inference_run(
 ) -> dict[str, Any]:
     import mlflow
 
+    from models.redaction import redactor
     from models.registry import connect, ensure_experiment
+    from models.runs import tracked_run
 
     metrics, table = metrics_table(frame)
     seconds = float(frame["latency_s"].sum()) or 1e-9
@@ -78,6 +81,7 @@ def log_inference_run(
             "input": frame["input"][0],
             **{k: round(v, 4) for k, v in metrics.items()},
         },
+        redact=redactor(domain).text,
     )
     reports = lake.dataset_dir(domain, "predictions") / "_reports"
     reports.mkdir(parents=True, exist_ok=True)
@@ -85,7 +89,7 @@ def log_inference_run(
     report.write_text(page)
     connect()
     exp_id = ensure_experiment()
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"infer-{domain}"):
+    with tracked_run(f"infer-{domain}", experiment_id=exp_id):
         mlflow.log_params({k: str(v)[:250] for k, v in params.items()})
         mlflow.log_metrics(metrics)
         for row in table:
@@ -108,8 +112,10 @@ def log_traces(domain: str, cases: list[Case], trees: dict, texts: dict[str, str
     """One trace per case, one child span per step of the chosen path."""
     import mlflow
 
+    from models.redaction import redactor
     from tasks.report import chosen_path
 
+    red = redactor(domain)
     mlflow.set_experiment(TRACE_EXPERIMENT)
     ids = []
     for case in cases:
@@ -122,7 +128,7 @@ def log_traces(domain: str, cases: list[Case], trees: dict, texts: dict[str, str
             for node_id in chosen:
                 node = tree.nodes[node_id]
                 with mlflow.start_span(name=f"step {node.depth}") as span:
-                    span.set_outputs({"text": node.text})
+                    span.set_outputs({"text": red.text(node.text)})
                     span.set_attributes(
                         {
                             "prm_score": node.prm_score or 0.0,
@@ -130,7 +136,7 @@ def log_traces(domain: str, cases: list[Case], trees: dict, texts: dict[str, str
                             "n_tokens": node.n_tokens,
                         }
                     )
-            root.set_outputs({"answer": texts.get(case.id, "")[-500:]})
+            root.set_outputs({"answer": red.text(texts.get(case.id, "")[-500:])})
             mlflow.update_current_trace(tags={"ponder.case_id": case.id, "ponder.domain": domain})
         ids.append(mlflow.get_last_active_trace_id())
     return ids

@@ -6,6 +6,7 @@ from domains.base import Domain, register
 from domains.finance_risk.aml import AMLTypology
 from domains.finance_risk.credit import CreditCapital
 from domains.finance_risk.structuring import Structuring
+from domains.privacy import RedactionConfig
 
 
 @register
@@ -15,3 +16,5 @@ class FinanceRisk(Domain):
     name = "finance_risk"
     persona = "You are a senior financial-crime and credit-risk analyst at a US bank."
     families = {f.name: f for f in (AMLTypology(), Structuring(), CreditCapital())}
+    # account ids in alerts and transaction lists (A2126, C004512) are customer identifiers
+    redaction = RedactionConfig(patterns={"account": r"(?<![\w-])(?P<id>[AC]\d{4,8})(?![\w-])"})

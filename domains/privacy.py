@@ -1,0 +1,154 @@
+"""Redaction: identifiers masked consistently before any text leaves the lake.
+
+Patient notes carry PHI (names, record numbers, dates of birth, phone numbers) and finance
+cases carry names and account numbers. The lake keeps the raw text, because models must
+read it; everything that leaves it (MLflow traces and artifacts, HTML reports, Prefect
+artifacts, logs) goes through a ``Redactor`` first.
+
+A detector is a regular expression whose group ``id`` is the identifier (labels such as
+``MRN`` stay, so a masked note still reads). Each identifier becomes ``[KIND-xxxxxxxx]``,
+an HMAC of its normalised form under a secret key, so the same person or account always
+gets the same mask (across runs with the same key) and the mask reveals nothing without
+the key. Detectors are plug-ins in ``DETECTORS``; each domain names the ones it uses and
+may add its own patterns (``RedactionConfig``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from domains.errors import PonderError
+
+_WORD = r"[A-Z][a-z][A-Za-z'\-]*"
+_NAME = rf"(?:[A-Z]\.\s?)?{_WORD}(?:\s+[A-Z]\.)?(?:\s+{_WORD}){{0,2}}"
+_NAME_LABELS = (
+    r"patient|pt|name|customer under review|customer|client|obligor|beneficiary|originator|"
+    r"account holder|next of kin|emergency contact|contact|daughter|son|wife|husband|mother|father|"
+    r"spouse|guardian|physician|attending|referred by|seen by|signed"
+)
+DETECTORS: dict[str, str] = {
+    "email": r"(?P<id>[\w.+-]+@[\w-]+(?:\.[\w-]+)+)",
+    "phone": r"(?<![\w-])(?P<id>(?:\+?1[ .-]?)?(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4})(?!\d)",
+    "ssn": r"(?<![\d-])(?P<id>\d{3}-\d{2}-\d{4})(?![\d-])",
+    "mrn": r"(?i:\b(?:MRN|medical record(?: number| no\.?)?|chart(?: no\.?| #))\s*[:#]?\s*)"
+    r"(?P<id>[A-Z0-9][A-Z0-9-]{4,15})\b",
+    "dob": r"(?i:\b(?:DOB|D\.O\.B\.|date of birth|born(?: on)?)\s*[:]?\s*)"
+    r"(?P<id>\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}|[A-Z][a-z]+ \d{1,2},? \d{4})",
+    "name": rf"(?:\b(?i:{_NAME_LABELS})\s*[:\-]?\s+|\b(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.?\s+)"
+    rf"(?P<id>{_NAME})",
+    "name_before_record": rf"(?P<id>{_WORD}(?:\s+{_WORD}){{1,2}})(?=\s*\((?:MRN|DOB|SSN))",
+    "kyc_name": r"(?:\bKYC:\s*)(?P<id>[^,\n]+)",
+    "card": r"(?<!\d)(?P<id>(?:\d{4}[ -]){3}\d{4})(?!\d)",
+    "iban": r"\b(?P<id>[A-Z]{2}\d{2}[A-Z0-9]{11,30})\b",
+    "account_number": r"(?i:\b(?:acct|account)(?: no\.?| number| #)?\s*[:#]?\s*)(?P<id>\d{6,17})\b",
+}
+_KIND = {"name_before_record": "name", "kyc_name": "name"}
+
+
+def _normal(kind: str, value: str) -> str:
+    """The form that decides "same identifier": digits for numbers, casefold for names."""
+    if kind in ("phone", "ssn", "card", "account_number"):
+        digits = re.sub(r"\D", "", value)
+        return digits[1:] if kind == "phone" and len(digits) == 11 else digits
+    return re.sub(r"\s+", " ", value).strip().casefold()
+
+
+class RedactionConfig(BaseModel):
+    """Which identifiers a domain masks."""
+
+    enabled: bool = Field(default=True, description="Mask identifiers in every output channel.")
+    detectors: list[str] = Field(
+        default_factory=lambda: sorted(DETECTORS), description="Built-in detectors to use."
+    )
+    patterns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra detectors, kind -> regex; the group `id` (or the whole match) is "
+        "what gets masked.",
+    )
+
+    @field_validator("detectors")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        unknown = sorted(set(names) - set(DETECTORS))
+        if unknown:
+            raise ValueError(f"unknown detectors {unknown}; use any of {sorted(DETECTORS)}")
+        return names
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, patterns: dict[str, str]) -> dict[str, str]:
+        for kind, pattern in patterns.items():
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"pattern {kind!r} is not a valid regex: {err}") from None
+        return patterns
+
+
+@dataclass(frozen=True)
+class Redactor:
+    """Masks identifiers in text and in nested JSON-like values."""
+
+    config: RedactionConfig
+    key: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.key) < 16:
+            raise PonderError(
+                "redact_key",
+                "the redaction key is shorter than 16 bytes",
+                "set PONDER_REDACT_KEY to 32+ random characters",
+            )
+        found = {name: DETECTORS[name] for name in self.config.detectors}
+        found.update(self.config.patterns)
+        object.__setattr__(self, "_rules", [(k, re.compile(p)) for k, p in found.items()])
+
+    def mask(self, kind: str, value: str) -> str:
+        kind = _KIND.get(kind, kind)
+        digest = hmac.new(self.key, f"{kind}:{_normal(kind, value)}".encode(), hashlib.sha256)
+        return f"[{kind.upper()}-{digest.hexdigest()[:8]}]"
+
+    def text(self, text: str) -> str:
+        """``text`` with every detected identifier replaced by its mask."""
+        if not self.config.enabled or not text:
+            return text
+        for kind, rule in self._rules:  # type: ignore[attr-defined]
+            text = rule.sub(self._replacer(kind), text)
+        return text
+
+    def _replacer(self, kind: str) -> Callable[[re.Match[str]], str]:
+        def replace(m: re.Match[str]) -> str:
+            group = "id" if "id" in m.re.groupindex else 0
+            start, end = m.span(group)
+            value = m.group(group)
+            if value.startswith("[") and value.endswith("]"):  # already a mask
+                return m.group(0)
+            s = m.start()
+            return m.group(0)[: start - s] + self.mask(kind, value) + m.group(0)[end - s :]
+
+        return replace
+
+    def value(self, value: Any) -> Any:
+        """Strings anywhere inside dicts, lists and tuples, redacted; other values as is."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self.value(v) for v in value)
+        return value
+
+
+def merge(configs: list[RedactionConfig]) -> RedactionConfig:
+    """One config that masks what any of ``configs`` masks (for process-wide logs)."""
+    on = [c for c in configs if c.enabled]
+    detectors = sorted({d for c in on for d in c.detectors})
+    patterns = {k: v for c in on for k, v in c.patterns.items()}
+    return RedactionConfig(enabled=bool(on), detectors=detectors, patterns=patterns)

@@ -1,0 +1,127 @@
+"""Where redaction is switched on: the key, per-domain overrides, and process-wide hooks.
+
+``redactor(domain)`` gives the ``Redactor`` for one domain: its own ``RedactionConfig``
+with any override from ``PONDER_REDACTION`` applied, keyed by ``PONDER_REDACT_KEY`` or, when
+that is unset, a random key kept in ``<home>/.redact-key`` (mode 0600), so masks stay the
+same across runs on one home. ``install()`` covers the channels that have no domain at
+hand: every log record made in this process (Prefect's run logger, library loggers) is
+redacted when it is created, and every MLflow trace span before it is exported. Flows
+call it first; the report, artifacts and traces also redact explicitly with their domain's
+redactor, so they stay masked even where ``install`` was not called.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from domains.base import get_domain
+from domains.privacy import Redactor, merge
+from models.settings import get_settings
+
+_installed: dict[str, Any] = {}
+
+
+def _key() -> bytes:
+    settings = get_settings()
+    if settings.redact_key is not None:
+        return settings.redact_key.get_secret_value().encode()
+    path = Path(settings.home) / ".redact-key"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+@functools.cache
+def _cached(domain: str | None, home: str) -> Redactor:
+    overrides = get_settings().redaction
+    if domain is None:
+        names = ["finance_risk", "medicine", *_plugin_domains()]
+        configs = [overrides.get(n, get_domain(n).redaction) for n in dict.fromkeys(names)]
+        return Redactor(merge(configs), _key())
+    return Redactor(overrides.get(domain, get_domain(domain).redaction), _key())
+
+
+def _plugin_domains() -> list[str]:
+    from importlib.metadata import entry_points
+
+    return [ep.name for ep in entry_points(group="ponder.domains")]
+
+
+def redactor(domain: str | None = None) -> Redactor:
+    """The domain's redactor; ``None`` masks what any registered domain masks."""
+    return _cached(domain, str(get_settings().home))
+
+
+def clear() -> None:
+    """Forget cached redactors (after settings change, in tests)."""
+    _cached.cache_clear()
+
+
+def install() -> None:
+    """Redact every log record and MLflow span this process makes (idempotent)."""
+    if _installed:
+        return
+    base = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = base(*args, **kwargs)
+        try:
+            red = redactor()
+            record.msg = red.text(record.getMessage())
+            record.args = None
+        except Exception:  # noqa: BLE001 (a log call must never fail)
+            record.msg, record.args = "[log message withheld: redaction failed]", None
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed["logging"] = base
+    _install_tracing()
+
+
+def _install_tracing() -> None:
+    import mlflow
+
+    def redact_span(span: Any) -> None:
+        red = redactor()
+        if span.inputs is not None:
+            span.set_inputs(red.value(span.inputs))
+        if span.outputs is not None:
+            span.set_outputs(red.value(span.outputs))
+
+    mlflow.tracing.configure(span_processors=[redact_span])
+    _installed["tracing"] = redact_span
+
+
+def uninstall() -> None:
+    """Undo ``install`` (tests)."""
+    if "logging" in _installed:
+        logging.setLogRecordFactory(_installed.pop("logging"))
+    if _installed.pop("tracing", None) is not None:
+        import mlflow
+
+        mlflow.tracing.configure(span_processors=[])
+
+
+def redacted_copy(src: Path, dst: Path, domain: str | None) -> Path:
+    """Copy the files under ``src`` to ``dst`` with identifiers masked: Parquet cell by
+    cell, text files whole (for uploads such as TRL's completion tables)."""
+    import polars as pl
+
+    red = redactor(domain)
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        target = dst / path.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".parquet":
+            rows = [red.value(r) for r in pl.read_parquet(path).to_dicts()]
+            pl.DataFrame(rows, infer_schema_length=None).write_parquet(target)
+        else:
+            target.write_text(red.text(path.read_text(errors="replace")))
+    return dst
