@@ -9,8 +9,10 @@ A detector is a regular expression whose group ``id`` is the identifier (labels 
 ``MRN`` stay, so a masked note still reads). Each identifier becomes ``[KIND-xxxxxxxx]``,
 an HMAC of its normalised form under a secret key, so the same person or account always
 gets the same mask (across runs with the same key) and the mask reveals nothing without
-the key. Detectors are plug-ins in ``DETECTORS``; each domain names the ones it uses and
-may add its own patterns (``RedactionConfig``).
+the key. Identifiers once detected are remembered (``Known``) and masked wherever they
+appear again, even cut off from the label that marked them. Detectors are plug-ins in
+``DETECTORS``; each domain names the ones it uses and may add its own patterns
+(``RedactionConfig``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
@@ -28,6 +30,7 @@ from domains.errors import PonderError
 
 _WORD = r"[A-Z][a-z][A-Za-z'\-]*"
 _NAME = rf"(?:[A-Z]\.\s?)?{_WORD}(?:\s+[A-Z]\.)?(?:\s+{_WORD}){{0,2}}"
+_TITLE = r"(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.?\s+"
 _NAME_LABELS = (
     r"patient|pt|name|customer under review|customer|client|obligor|beneficiary|originator|"
     r"account holder|next of kin|emergency contact|contact|daughter|son|wife|husband|mother|father|"
@@ -41,8 +44,7 @@ DETECTORS: dict[str, str] = {
     r"(?P<id>[A-Z0-9][A-Z0-9-]{4,15})\b",
     "dob": r"(?i:\b(?:DOB|D\.O\.B\.|date of birth|born(?: on)?)\s*[:]?\s*)"
     r"(?P<id>\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}|[A-Z][a-z]+ \d{1,2},? \d{4})",
-    "name": rf"(?:\b(?i:{_NAME_LABELS})\s*[:\-]?\s+|\b(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.?\s+)"
-    rf"(?P<id>{_NAME})",
+    "name": rf"(?:\b(?i:{_NAME_LABELS})\s*[:\-]?\s+(?:{_TITLE})?|\b{_TITLE})(?P<id>{_NAME})",
     "name_before_record": rf"(?P<id>{_WORD}(?:\s+{_WORD}){{1,2}})(?=\s*\((?:MRN|DOB|SSN))",
     "kyc_name": r"(?:\bKYC:\s*)(?P<id>[^,\n]+)",
     "card": r"(?<!\d)(?P<id>(?:\d{4}[ -]){3}\d{4})(?!\d)",
@@ -92,12 +94,44 @@ class RedactionConfig(BaseModel):
         return patterns
 
 
+class Known:
+    """Identifiers already seen, shared by the redactors of one process.
+
+    Context finds an identifier ("Patient: Ann Lee"); text cut out of that context (a
+    log line that starts mid-sentence, a truncated answer) no longer shows it. Every
+    identifier a redactor detects is remembered here with its mask, and later text is
+    searched for the remembered strings themselves, wherever they appear.
+    """
+
+    def __init__(self) -> None:
+        self.masks: dict[str, str] = {}
+        self._rule: re.Pattern[str] | None = None
+
+    def add(self, value: str, mask: str) -> None:
+        if len(value) >= 4 and value not in self.masks:
+            self.masks[value] = mask
+            self._rule = None
+
+    def clear(self) -> None:
+        self.masks.clear()
+        self._rule = None
+
+    def sub(self, text: str) -> str:
+        if not self.masks:
+            return text
+        if self._rule is None:
+            alts = "|".join(re.escape(v) for v in sorted(self.masks, key=len, reverse=True))
+            self._rule = re.compile(rf"(?<!\w)(?:{alts})(?!\w)")
+        return self._rule.sub(lambda m: self.masks[m.group(0)], text)
+
+
 @dataclass(frozen=True)
 class Redactor:
     """Masks identifiers in text and in nested JSON-like values."""
 
     config: RedactionConfig
     key: bytes
+    known: Known = field(default_factory=Known)
 
     def __post_init__(self) -> None:
         if len(self.key) < 16:
@@ -121,7 +155,12 @@ class Redactor:
             return text
         for kind, rule in self._rules:  # type: ignore[attr-defined]
             text = rule.sub(self._replacer(kind), text)
-        return text
+        return self.known.sub(text)
+
+    def learn(self, value: Any) -> None:
+        """Detect and remember the identifiers in ``value`` (e.g. a case's inputs as they
+        leave the lake), so they are masked later even without their context."""
+        self.value(value)
 
     def _replacer(self, kind: str) -> Callable[[re.Match[str]], str]:
         def replace(m: re.Match[str]) -> str:
@@ -130,8 +169,9 @@ class Redactor:
             value = m.group(group)
             if value.startswith("[") and value.endswith("]"):  # already a mask
                 return m.group(0)
-            s = m.start()
-            return m.group(0)[: start - s] + self.mask(kind, value) + m.group(0)[end - s :]
+            s, mask = m.start(), self.mask(kind, value)
+            self.known.add(value, mask)
+            return m.group(0)[: start - s] + mask + m.group(0)[end - s :]
 
         return replace
 

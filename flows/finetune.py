@@ -38,6 +38,7 @@ from models.policy import (
     train_sft,
 )
 from models.redaction import install as install_redaction
+from models.redaction import learn as learn_identifiers
 from models.redaction import redacted_copy
 from models.registry import connect, ensure_experiment, model_name, register_hf_dir
 from models.runs import tracked_run
@@ -104,6 +105,7 @@ def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
     rows, version = ft.training_rows(
         Lake(settings.lake_root), domain, params.dataset_version, params.family, params.difficulties
     )
+    learn_identifiers(params.domain, [r["prompt"] for r in rows])
     if not rows:
         raise PonderError(
             "dataset",

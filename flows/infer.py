@@ -25,6 +25,7 @@ from domains.faults import failpoint
 from models.engine import get_generator
 from models.loading import ModelSpec
 from models.redaction import install as install_redaction
+from models.redaction import learn as learn_identifiers
 from models.search import SearchConfig, get_strategy
 from models.search.scorers import LogprobScorer, OracleScorer
 from models.settings import get_settings
@@ -94,6 +95,7 @@ def infer(params: InferParams | None = None) -> dict:
     get_strategy(params.strategy)  # fail fast with the valid names
     lake = Lake(settings.lake_root)
     cases, rejected, label = load_cases(lake, params.domain, params.input, params.split)
+    learn_identifiers(params.domain, [c.inputs for c in cases])
     run_id = flow_run.get_id() or uuid.uuid4().hex
     if rejected:
         rows = [

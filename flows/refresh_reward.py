@@ -23,6 +23,7 @@ from models.engine import SamplingConfig, get_generator, scoped_generators
 from models.loading import ModelSpec
 from models.prm import ProcessRM, train_prm
 from models.redaction import install as install_redaction
+from models.redaction import learn as learn_identifiers
 from models.registry import connect, ensure_experiment, model_name, register_hf_dir
 from models.reward import RMTrainConfig, train_orm
 from models.runs import tracked_run
@@ -91,6 +92,7 @@ def refresh_reward(params: RefreshParams | None = None) -> dict[str, Any]:
     lake, domain = Lake(settings.lake_root), get_domain(params.domain)
     run_id = flow_run.get_id() or uuid.uuid4().hex
     cases, splits = rw.load_cases(lake, params.domain)
+    learn_identifiers(params.domain, [c.inputs for c in cases.values()])
     feedback = rw.load_feedback(lake, params.domain)
     trees = rw.load_all_trees(lake, params.domain)
     if feedback.height == 0 and not trees:

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from domains.base import get_domain
-from domains.privacy import Redactor, merge
+from domains.privacy import Known, Redactor, merge
 from models.settings import get_settings
 
 _installed: dict[str, Any] = {}
+_KNOWN = Known()  # one memory of seen identifiers for every redactor of this process
 
 
 def _key() -> bytes:
@@ -45,8 +46,8 @@ def _cached(domain: str | None, home: str) -> Redactor:
     if domain is None:
         names = ["finance_risk", "medicine", *_plugin_domains()]
         configs = [overrides.get(n, get_domain(n).redaction) for n in dict.fromkeys(names)]
-        return Redactor(merge(configs), _key())
-    return Redactor(overrides.get(domain, get_domain(domain).redaction), _key())
+        return Redactor(merge(configs), _key(), _KNOWN)
+    return Redactor(overrides.get(domain, get_domain(domain).redaction), _key(), _KNOWN)
 
 
 def _plugin_domains() -> list[str]:
@@ -61,8 +62,15 @@ def redactor(domain: str | None = None) -> Redactor:
 
 
 def clear() -> None:
-    """Forget cached redactors (after settings change, in tests)."""
+    """Forget cached redactors and seen identifiers (after settings change, in tests)."""
     _cached.cache_clear()
+    _KNOWN.clear()
+
+
+def learn(domain: str, values: Any) -> None:
+    """Remember the identifiers in ``values`` (cases' inputs, prompts) as they leave the
+    lake, before their text goes anywhere."""
+    redactor(domain).learn(values)
 
 
 def install() -> None:

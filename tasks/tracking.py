@@ -136,7 +136,8 @@ def log_traces(domain: str, cases: list[Case], trees: dict, texts: dict[str, str
                             "n_tokens": node.n_tokens,
                         }
                     )
-            root.set_outputs({"answer": red.text(texts.get(case.id, "")[-500:])})
+            # redact before cutting: a cut can drop the label ("Dr.") that marks a name
+            root.set_outputs({"answer": red.text(texts.get(case.id, ""))[-500:]})
             mlflow.update_current_trace(tags={"ponder.case_id": case.id, "ponder.domain": domain})
         ids.append(mlflow.get_last_active_trace_id())
     return ids

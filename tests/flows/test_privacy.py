@@ -1,0 +1,202 @@
+"""1,000 planted identifiers go through collect and infer; none may reach any output channel.
+
+The notes of 125 medicine cases carry eight identifiers each (patient, relative and
+physician names, MRN, date of birth, phone, email, SSN). Inference runs with a stand-in
+policy, ``EchoGenerator``, that repeats the note in its answer and logs the prompt the way
+a chatty engine does: the worst case for leaks, which a random tiny model cannot produce.
+Then every channel that leaves the lake is searched for every identifier: the MLflow store
+(tracking DB with its traces, and every artifact file), the HTML report, Prefect artifacts,
+and logs (Prefect's API logs and the Python log records).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from domains.base import get_domain
+from flows.collect import CollectParams, collect
+from flows.infer import InferParams, infer
+from models import engine
+from models.engine import Completion, GenerationOutput, Generator
+from models.settings import get_settings
+from tasks.lake import Lake
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+FIRST = [
+    "Marisol",
+    "Ines",
+    "Tomas",
+    "Yusuf",
+    "Greta",
+    "Anouk",
+    "Kwame",
+    "Ilse",
+    "Rafferty",
+    "Solveig",
+    "Dariusz",
+    "Noor",
+]
+LAST = [
+    "Okonkwo",
+    "Lindqvist",
+    "Haverkamp",
+    "Oyelaran",
+    "Brannigan",
+    "Szczepanski",
+    "Mbeki",
+    "Vasquez",
+]
+CASES = 125
+
+
+def _fresh(used: set[str], make: Any) -> str:
+    """A value not planted before (so 1,000 means 1,000 distinct identifiers)."""
+    while (value := make()) in used:
+        pass
+    used.add(value)
+    return value
+
+
+def _planted(rng: random.Random, i: int, used: set[str]) -> dict[str, str]:
+    def person() -> str:
+        return f"{rng.choice(FIRST)} {rng.choice(LAST)}{rng.choice(LAST)[:3].lower()}"
+
+    def dob() -> str:
+        return f"{rng.randint(1930, 1969)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+
+    patient, relative, doctor = (_fresh(used, person) for _ in range(3))
+    return {
+        "patient": patient,
+        "relative": relative,
+        "doctor": doctor,
+        "mrn": _fresh(used, lambda: f"QX{rng.randrange(10**7, 10**8)}"),
+        "dob": _fresh(used, dob),
+        "phone": f"(555) {rng.randint(700, 799)}-{i:04d}",
+        "email": f"pt{i}.{patient.split()[0].lower()}@mail.example",
+        "ssn": f"9{i % 100:02d}-{rng.randint(10, 99)}-{i:04d}",
+    }
+
+
+def _note(p: dict[str, str], note: str) -> str:
+    return (
+        f"Patient: {p['patient']}, DOB: {p['dob']}, MRN {p['mrn']}, phone {p['phone']}, "
+        f"email {p['email']}, SSN {p['ssn']}. Daughter {p['relative']} was present. "
+        f"Seen by Dr. {p['doctor']}. {note}"
+    )
+
+
+def _plant(inbox: Path) -> set[str]:
+    rng, used, ids, rows = random.Random(11), set(), set(), []
+    for i, case in enumerate(get_domain("medicine").generate(CASES, seed=3)):
+        p = _planted(rng, i, used)
+        ids |= set(p.values())
+        inputs = {**case.inputs, "note": _note(p, case.inputs["note"])}
+        rows.append(
+            {"family": case.family, "inputs": json.dumps(inputs), "truth": json.dumps(case.truth)}
+        )
+    (inbox / "cases" / "phi.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert len(ids) == 8 * CASES == 1000
+    return ids
+
+
+class EchoGenerator(Generator):
+    """Stand-in policy: answers with the note it was given and logs its prompt."""
+
+    backend = "echo"
+
+    def _generate(self, prompt_ids, sampling, progress) -> list[GenerationOutput]:  # noqa: ANN001
+        outs = []
+        for ids in prompt_ids:
+            prompt = self.tokenizer.decode(ids)
+            note = re.search(r"Note: (.*?)\n", prompt, re.S)
+            text = f"## Step 1: Reading the note: {note.group(1) if note else ''}\n\nAnswer: 0"
+            logging.getLogger("vllm.echo").warning("prompt: %s", prompt[-600:])
+            tokens = self.tokenizer.encode(text, add_special_tokens=False)
+            done = Completion(
+                text=text, token_ids=tokens, finish_reason="stop", cumulative_logprob=-1.0
+            )
+            outs.append(GenerationOutput(prompt_token_ids=ids, completions=[done] * sampling.n))
+        return outs
+
+    def close(self) -> None:
+        pass
+
+
+def _files_text(root: Path) -> str:
+    """Everything readable under ``root``: Parquet as its rows, other files as bytes."""
+    parts = []
+    for path in (p for p in root.rglob("*") if p.is_file() and p.stat().st_size < 50e6):
+        if path.suffix == ".safetensors":
+            continue
+        if path.suffix == ".parquet":
+            parts.append(str(pl.read_parquet(path).to_dicts()))
+        else:
+            parts.append(path.read_bytes().decode("utf-8", errors="replace"))
+    return "\n".join(parts)
+
+
+def _prefect_text() -> tuple[str, str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+        logs = client.read_logs()
+    art = "\n".join(f"{a.key} {a.description} {json.dumps(a.data, default=str)}" for a in artifacts)
+    return art, "\n".join(log.message for log in logs)
+
+
+def _leaks(ids: set[str], text: str) -> list[str]:
+    return sorted(i for i in ids if i in text)
+
+
+def test_no_planted_identifier_leaves_the_lake(fresh_lake, tiny_model, monkeypatch, caplog) -> None:
+    ids = _plant(fresh_lake / "inbox")
+    monkeypatch.setitem(engine.BACKENDS, "echo", EchoGenerator)
+    monkeypatch.setattr(engine, "choose_backend", lambda requested=None: "echo")
+    caplog.set_level(logging.INFO)
+    params = {"domain": "medicine", "inbox": fresh_lake / "inbox", "sources": ["files"]}
+    got = collect(CollectParams(**params, per_cell=0, check_traces=False))
+    assert got["cases"]["valid"] == CASES
+    out = infer(
+        InferParams(
+            domain="medicine",
+            model=str(tiny_model),
+            strategy="cot",
+            width=1,
+            max_tokens=512,
+            split=None,
+            log_traces=CASES,
+            shard_size=64,
+        )
+    )
+    settings, lake = get_settings(), Lake(fresh_lake / "lake")
+    # positive controls: the raw lake holds them, and the policy's answers repeat them
+    assert len(_leaks(ids, _files_text(lake.latest("medicine", "cases").path))) == 1000
+    predictions = lake.scan("medicine", "predictions").collect()
+    assert len(_leaks(ids, "\n".join(predictions["text"]))) == 1000
+    report = Path(out["report"]).read_text()
+    assert "[NAME-" in report and "[MRN-" in report
+    artifacts, api_logs = _prefect_text()
+    channels: dict[str, Any] = {
+        "mlflow tracking store (runs, traces)": Path(settings.home, "mlflow.db")
+        .read_bytes()
+        .decode("latin-1"),
+        "mlflow artifacts": _files_text(Path(settings.artifact_root)),
+        "HTML report": report,
+        "Prefect artifacts": artifacts,
+        "Prefect API logs": api_logs,
+        "Python log records": "\n".join(r.getMessage() for r in caplog.records),
+    }
+    leaked = {name: _leaks(ids, text)[:5] for name, text in channels.items()}
+    bad = [(r.name, r.getMessage()[:300]) for r in caplog.records if _leaks(ids, r.getMessage())]
+    assert not bad, bad[:3]
+    assert not any(leaked.values()), leaked
+    assert "vllm.echo" in {r.name for r in caplog.records}  # the chatty log lines were made

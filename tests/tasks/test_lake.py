@@ -1,0 +1,92 @@
+"""The lake under faults: concurrent writers, a full disk, a writer killed mid-version."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import shutil
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tasks.lake import Lake, row_hash
+
+
+def _frame(tag: str, n: int = 3) -> pl.DataFrame:
+    frame = pl.DataFrame({"id": [f"{tag}-{i}" for i in range(n)], "x": list(range(n))})
+    return frame.with_columns(row_hash(["id", "x"]))
+
+
+def _write(root: str, tag: str, barrier: mp.Barrier, out: mp.Queue) -> None:
+    barrier.wait()
+    info = Lake(Path(root)).write_version("medicine", "predictions", _frame(tag), [tag])
+    out.put(info.version if info else None)
+
+
+def _race(root: Path, tags: list[str]) -> list[str | None]:
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(len(tags)), ctx.Queue()
+    procs = [ctx.Process(target=_write, args=(str(root), t, barrier, out)) for t in tags]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    return [out.get(timeout=5) for _ in procs]
+
+
+def test_two_writers_of_the_same_output_make_one_version(tmp_path: Path) -> None:
+    got = _race(tmp_path, ["same", "same"])
+    lake = Lake(tmp_path)
+    assert lake.versions("medicine", "predictions") == ["v00001"]
+    assert sorted(got, key=str) == [None, "v00001"]  # the second saw identical content
+    assert lake.scan("medicine", "predictions").collect().height == 3
+
+
+def test_two_writers_of_different_output_get_distinct_versions(tmp_path: Path) -> None:
+    got = _race(tmp_path, ["a", "b"])
+    lake = Lake(tmp_path)
+    assert sorted(got) == ["v00001", "v00002"]
+    for v in ("v00001", "v00002"):
+        assert lake.info("medicine", "predictions", v).rows == 3
+    assert not list((tmp_path / "medicine" / "predictions").glob(".tmp-*"))
+
+
+def test_disk_full_by_failpoint_leaves_nothing_visible(tmp_path: Path, monkeypatch) -> None:
+    lake = Lake(tmp_path)
+    lake.write_version("medicine", "cases", _frame("one"), ["s"])
+    monkeypatch.setenv("PONDER_FAILPOINTS", "lake.write=enospc")
+    with pytest.raises(OSError, match="No space left"):
+        lake.write_version("medicine", "cases", _frame("two"), ["s"])
+    assert lake.versions("medicine", "cases") == ["v00001"]
+    assert not list((tmp_path / "medicine" / "cases").glob(".tmp-*"))
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A real 512 KiB tmpfs (needs root and mount; skipped with the reason otherwise)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or 'not root'}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_really_full_disk_leaves_no_partial_version(tiny_disk: Path) -> None:
+    lake = Lake(tiny_disk)
+    lake.write_version("medicine", "cases", _frame("small"), ["s"])
+    rng = pl.int_range(0, 400_000, eager=True)
+    big = pl.DataFrame({"id": rng.cast(pl.String) + "-" + rng.hash().cast(pl.String), "x": rng})
+    with pytest.raises(Exception, match="(?i)space|os error 28"):
+        lake.write_version("medicine", "cases", big.with_columns(row_hash(["id", "x"])), ["s"])
+    assert lake.versions("medicine", "cases") == ["v00001"]
+    assert lake.scan("medicine", "cases").collect().height == 3
+    assert not list((tiny_disk / "medicine" / "cases").glob(".tmp-*"))
+    assert shutil.disk_usage(tiny_disk).free > 0  # the failed write's bytes were given back
