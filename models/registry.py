@@ -239,13 +239,16 @@ def connect(settings: Settings | None = None) -> Any:
 
 
 def ensure_experiment(name: str = EXPERIMENT, settings: Settings | None = None) -> str:
-    """Experiment id, creating it with artifacts under the configured artifact root."""
+    """Experiment id (now the active one), created with artifacts under the configured
+    artifact root when missing."""
     import mlflow
 
     settings = settings or get_settings()
     client = connect(settings)
     existing = client.get_experiment_by_name(name)
     if existing is not None:
+        # active too: a fresh process would otherwise log its runs to "Default"
+        mlflow.set_experiment(experiment_id=existing.experiment_id)
         return existing.experiment_id
     local = not settings.tracking_uri.startswith(("http://", "https://"))
     location = Path(settings.artifact_root, name).as_uri() if local else None

@@ -67,6 +67,8 @@ def tracked_run(
     import mlflow
 
     client = mlflow.MlflowClient()
+    if run_id is not None:  # reopening a run: its own experiment
+        experiment_id = client.get_run(run_id).info.experiment_id
     exp = experiment_id or _current_experiment(client)
     closed = close_orphans(client, exp, run_name) if exp else []
     kwargs: dict[str, Any] = {"run_name": run_name, "nested": nested}
