@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRA  ?= cpu
 
-.PHONY: install browser demo test e2e bench bench-quality bench-reward bench-rl lint clean
+.PHONY: install browser demo test e2e reliability bench bench-quality bench-reward bench-rl lint clean
 
 install: $(STAMP)
 
@@ -41,6 +41,14 @@ test: install browser
 # Real servers and clients on loopback (vllm serve + openai, ...): minutes, a second vLLM.
 e2e: install
 	$(PY) -m pytest -q -m e2e tests/e2e
+
+# The fault suite: kill -9 in collect/infer/finetune/refresh_reward, the MLflow server down
+# mid-run, a full disk, racing writers and promotions, and 10,000 fuzz inputs per loader,
+# parser and the feedback import. Ends with a table: fault, runs, survived, rows lost.
+reliability: install
+	PONDER_FUZZ_EXAMPLES=10000 $(PY) -m pytest -q tests/reliability \
+		tests/tasks/test_lake.py tests/models/test_runs.py tests/domains/test_faults.py \
+		tests/domains/test_privacy.py tests/domains/test_injection.py tests/flows/test_privacy.py
 
 bench: install
 	$(PY) -m bench.generate

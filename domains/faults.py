@@ -11,7 +11,8 @@ the environment, as FoundationDB and TiKV do:
 Each entry is ``name=action[@hit]``: the action fires on the ``hit``-th time (default 1)
 this process reaches the point. Actions: ``kill`` (SIGKILL to this process: no handler,
 no cleanup, exactly a ``kill -9``), ``enospc`` (an OSError "No space left on device",
-what a full disk raises) and ``raise`` (a RuntimeError). Unset, a failpoint costs one dict
+what a full disk raises), ``raise`` (a RuntimeError) and ``pause`` (wait there until the
+test, having broken something outside such as a server, says go). Unset, a failpoint costs one dict
 lookup and does nothing.
 """
 
@@ -20,8 +21,11 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 ENV = "PONDER_FAILPOINTS"
 _hits: Counter[str] = Counter()
@@ -39,7 +43,23 @@ def _raise(name: str) -> None:
     raise RuntimeError(f"failpoint {name}")
 
 
-ACTIONS: dict[str, Callable[[str], None]] = {"kill": _kill, "enospc": _enospc, "raise": _raise}
+def _pause(name: str) -> None:
+    """Wait at the point until the test says go: it writes ``<name>.reached`` into
+    ``PONDER_FAILPOINT_DIR`` and waits (5 minutes at most) for ``<name>.go`` there, so a
+    test can break something outside (stop a server) at exactly this moment."""
+    folder = Path(os.environ.get("PONDER_FAILPOINT_DIR", tempfile.gettempdir()))
+    (folder / f"{name}.reached").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 300
+    while not (folder / f"{name}.go").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+ACTIONS: dict[str, Callable[[str], None]] = {
+    "kill": _kill,
+    "enospc": _enospc,
+    "raise": _raise,
+    "pause": _pause,
+}
 
 
 def armed(spec: str | None = None) -> dict[str, tuple[str, int]]:

@@ -362,6 +362,7 @@ def register_hf_dir(
     import torch
     import transformers
 
+    failpoint("registry.before_register")
     connect()
     ensure_experiment()
     client = mlflow.MlflowClient()

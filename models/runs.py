@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 HOST_TAG, PID_TAG = "ponder.host", "ponder.pid"
+log = logging.getLogger(__name__)
 
 
 def _alive(pid: int) -> bool:
@@ -74,7 +76,8 @@ def tracked_run(
     kwargs: dict[str, Any] = {"run_name": run_name, "nested": nested}
     if run_id is None:
         kwargs["experiment_id"] = exp
-    with mlflow.start_run(run_id=run_id, **kwargs) as run:
+    run = mlflow.start_run(run_id=run_id, **kwargs)
+    try:
         tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
         if run.info.run_id in closed:
             attempts = int(run.data.tags.get("ponder.attempts", "1")) + 1
@@ -83,6 +86,21 @@ def tracked_run(
             tags["ponder.resumes"] = ",".join(closed)
         mlflow.set_tags(tags)
         yield run
+    except BaseException:
+        _end_quietly(run.info.run_id)
+        raise
+    mlflow.end_run()
+
+
+def _end_quietly(run_id: str) -> None:
+    """Mark the run FAILED; when the tracking server is what failed, say so and keep the
+    original error (the next run on this host closes the orphan)."""
+    import mlflow
+
+    try:
+        mlflow.end_run(status="FAILED")
+    except Exception as err:  # noqa: BLE001 - never mask the error that ended the run
+        log.warning("could not mark run %s FAILED (%s); the next run will", run_id, err)
 
 
 def _current_experiment(client: Any) -> str | None:

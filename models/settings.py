@@ -20,6 +20,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from domains.privacy import RedactionConfig
 
 Backend = Literal["auto", "vllm", "transformers"]
+MLFLOW_HTTP_DEFAULTS = {  # the user's own values win
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
 class Settings(BaseSettings):
@@ -111,6 +116,10 @@ class Settings(BaseSettings):
         for path in (self.home, self.artifact_root, self.lake_root, self.models_dir):
             Path(path).mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("PREFECT_HOME", str(self.prefect_home))
+        # MLflow retries a dead server 7 times with doubling waits (minutes) by default;
+        # ponder's own reachability check already retries, so keep the client's short
+        for key, value in MLFLOW_HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
 
 
 @lru_cache(maxsize=1)

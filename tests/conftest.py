@@ -1,9 +1,11 @@
-"""Session fixtures: isolated PONDER_HOME, tiny random models, one shared vLLM engine."""
+"""Session fixtures: isolated PONDER_HOME, tiny random models, one shared vLLM engine, and
+the fault table that `make reliability` prints (one row per injected fault)."""
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,33 @@ def fresh_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     yield tmp_path
     monkeypatch.undo()
     get_settings.cache_clear()
+
+
+# -- the fault table (make reliability) ---------------------------------------------
+RESULTS: list[dict] = []
+
+
+@pytest.fixture
+def record() -> Callable[..., None]:
+    """``record(fault, runs, survived, rows_lost)`` after a fault test's checks ran."""
+
+    def add(fault: str, runs: int, survived: int, rows_lost: int) -> None:
+        RESULTS.append({"fault": fault, "runs": runs, "survived": survived, "rows_lost": rows_lost})
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+    if not RESULTS:
+        return
+    width = max(len(r["fault"]) for r in RESULTS)
+    tr = terminalreporter
+    tr.section("reliability: one row per injected fault")
+    tr.write_line(f"{'fault':<{width}}  runs  survived  rows lost")
+    for r in RESULTS:
+        line = f"{r['fault']:<{width}}  {r['runs']:>4}  {r['survived']:>8}  {r['rows_lost']:>9}"
+        tr.write_line(line)
+    out = Path(config.rootpath, ".ponder", "reliability.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(RESULTS, indent=2))
+    tr.write_line(f"(also written to {out})")

@@ -36,8 +36,9 @@ def _race(root: Path, tags: list[str]) -> list[str | None]:
     return [out.get(timeout=5) for _ in procs]
 
 
-def test_two_writers_of_the_same_output_make_one_version(tmp_path: Path) -> None:
+def test_two_writers_of_the_same_output_make_one_version(tmp_path: Path, record) -> None:
     got = _race(tmp_path, ["same", "same"])
+    record("two writers of one dataset version at once", 2, 2, 0)  # _race: both exited 0
     lake = Lake(tmp_path)
     assert lake.versions("medicine", "predictions") == ["v00001"]
     assert sorted(got, key=str) == [None, "v00001"]  # the second saw identical content
@@ -53,13 +54,16 @@ def test_two_writers_of_different_output_get_distinct_versions(tmp_path: Path) -
     assert not list((tmp_path / "medicine" / "predictions").glob(".tmp-*"))
 
 
-def test_disk_full_by_failpoint_leaves_nothing_visible(tmp_path: Path, monkeypatch) -> None:
+def test_disk_full_by_failpoint_leaves_nothing_visible(tmp_path: Path, monkeypatch, record):
     lake = Lake(tmp_path)
     lake.write_version("medicine", "cases", _frame("one"), ["s"])
     monkeypatch.setenv("PONDER_FAILPOINTS", "lake.write=enospc")
     with pytest.raises(OSError, match="No space left"):
         lake.write_version("medicine", "cases", _frame("two"), ["s"])
-    assert lake.versions("medicine", "cases") == ["v00001"]
+    visible = lake.versions("medicine", "cases")
+    lost = 3 - lake.scan("medicine", "cases").collect().height
+    record("disk full while writing a version (write hook)", 1, int(visible == ["v00001"]), lost)
+    assert visible == ["v00001"]
     assert not list((tmp_path / "medicine" / "cases").glob(".tmp-*"))
 
 
@@ -79,14 +83,20 @@ def tiny_disk(tmp_path: Path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_really_full_disk_leaves_no_partial_version(tiny_disk: Path) -> None:
+def test_a_really_full_disk_leaves_no_partial_version(tiny_disk: Path, record) -> None:
     lake = Lake(tiny_disk)
     lake.write_version("medicine", "cases", _frame("small"), ["s"])
     rng = pl.int_range(0, 400_000, eager=True)
     big = pl.DataFrame({"id": rng.cast(pl.String) + "-" + rng.hash().cast(pl.String), "x": rng})
     with pytest.raises(Exception, match="(?i)space|os error 28"):
         lake.write_version("medicine", "cases", big.with_columns(row_hash(["id", "x"])), ["s"])
-    assert lake.versions("medicine", "cases") == ["v00001"]
-    assert lake.scan("medicine", "cases").collect().height == 3
+    visible, rows = lake.versions("medicine", "cases"), lake.scan("medicine", "cases").collect()
+    record(
+        "disk full while writing a version (512 KiB tmpfs)",
+        1,
+        int(visible == ["v00001"]),
+        3 - rows.height,
+    )
+    assert visible == ["v00001"] and rows.height == 3
     assert not list((tiny_disk / "medicine" / "cases").glob(".tmp-*"))
     assert shutil.disk_usage(tiny_disk).free > 0  # the failed write's bytes were given back

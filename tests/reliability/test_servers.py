@@ -1,0 +1,118 @@
+"""The MLflow server dies mid-run: bounded retries with backoff, a clear failure, and
+nothing partial in the registry. Two promotions at once: one wins, the other is refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from flows.serve import free_port
+from models.registry import model_name
+from models.runs import orphaned
+from tasks.lake import Lake
+from tests.reliability.test_kill import RUN, _api_url, _finetune_params, _seed_cases
+
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.reliability]
+BIN = Path(sys.executable).parent
+
+
+def _mlflow_server(root: Path, port: int) -> subprocess.Popen:
+    cmd = [
+        str(BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--workers",
+        "1",
+    ]
+    log = open(root / "mlflow.log", "ab")  # noqa: SIM115 (the server owns it)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return proc
+        except OSError:
+            time.sleep(1)
+    proc.kill()
+    raise AssertionError((root / "mlflow.log").read_text()[-2000:])
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, 9)
+    proc.wait(30)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"never reached {path.name}: {log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+def test_mlflow_down_before_registration(fresh_lake, tiny_model, tmp_path, record) -> None:
+    lake = Lake(fresh_lake / "lake")
+    _seed_cases(lake)
+    port, store = free_port(), tmp_path / "store"
+    store.mkdir()
+    server = _mlflow_server(store, port)
+    uri = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "PONDER_LAKE_ROOT": str(lake.root),
+        "PONDER_BACKEND": "transformers",
+        "PREFECT_API_URL": _api_url(),
+        "PONDER_TRACKING_URI": uri,
+        "PONDER_FAILPOINTS": "registry.before_register=pause",
+        "PONDER_FAILPOINT_DIR": str(tmp_path),
+    }
+    import json
+
+    argv = [
+        sys.executable,
+        "-c",
+        RUN,
+        "flows.finetune:finetune",
+        json.dumps(_finetune_params(tiny_model), default=str),
+    ]
+    log = tmp_path / "finetune.log"  # a file, not a pipe: a full pipe would block the child
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(tmp_path / "registry.before_register.reached", proc, log, 400)
+        _stop(server)  # the tracking server dies while the run is open
+        start = time.monotonic()
+        (tmp_path / "registry.before_register.go").touch()
+        proc.wait(timeout=300)
+        waited = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = log.read_text()
+    server = _mlflow_server(store, port)  # back up: look at what landed
+    try:
+        client = mlflow.MlflowClient(uri, uri)
+        versions = client.search_model_versions(f"name = '{model_name('medicine', 'policy')}'")
+        exp = client.get_experiment_by_name("ponder")
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+    finally:
+        _stop(server)
+    record("MLflow server down before registration", 1, int(not versions), 0)
+    assert proc.returncode != 0 and f"the MLflow server at {uri} is unreachable" in err
+    assert waited < 120, f"gave up after {waited:.0f} s: retries must be bounded"
+    assert versions == [], "nothing partial may land in the registry"
+    assert [orphaned(r) for r in runs if r.info.run_name.startswith("finetune")] == [True]
