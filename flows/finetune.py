@@ -300,9 +300,7 @@ def _progress_callback(artifact_id: Any, total: int) -> Any:
     return Progress()
 
 
-def _log_outputs(
-    work: Path, history: list[dict[str, Any]], names: list[str], domain: str
-) -> None:
+def _log_outputs(work: Path, history: list[dict[str, Any]], names: list[str], domain: str) -> None:
     """Reward curves (PNG) and the completion parquet files TRL wrote (identifiers masked:
     the prompts hold the case text)."""
     with tempfile.TemporaryDirectory() as tmp:

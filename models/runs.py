@@ -67,10 +67,15 @@ def tracked_run(
     """``mlflow.start_run`` that first closes orphans of the same name and then links them;
     a run that raises is ended FAILED by MLflow as usual."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
     if run_id is not None:  # reopening a run: its own experiment
-        experiment_id = client.get_run(run_id).info.experiment_id
+        try:
+            experiment_id = client.get_run(run_id).info.experiment_id
+        except MlflowException:  # recorded against another tracking store: start afresh
+            log.warning("run %s is not in this tracking store; starting a new run", run_id)
+            run_id = None
     exp = experiment_id or _current_experiment(client)
     closed = close_orphans(client, exp, run_name) if exp else []
     kwargs: dict[str, Any] = {"run_name": run_name, "nested": nested}

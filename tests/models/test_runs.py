@@ -50,3 +50,11 @@ def test_reopening_the_killed_run_counts_the_attempt() -> None:
     run = mlflow.MlflowClient().get_run(killed)
     assert run.info.status == "FINISHED" and run.data.tags["ponder.attempts"] == "2"
     assert "ponder.killed" in run.data.tags
+
+
+def test_a_run_id_from_another_tracking_store_starts_a_new_run() -> None:
+    connect()
+    exp = ensure_experiment()
+    with tracked_run("finetune-moved-store", experiment_id=exp, run_id="0" * 32) as run:
+        assert run.info.run_id != "0" * 32
+    assert mlflow.MlflowClient().get_run(run.info.run_id).info.status == "FINISHED"

@@ -93,7 +93,7 @@ def test_kill_during_infer_resumes_without_duplicates(fresh_lake, tiny_model, re
     rerun = _flow("flows.infer:infer", params, lake.root)
     got = lake.scan(DOMAIN, "predictions").collect() if rerun.returncode == 0 else pl.DataFrame()
     lost = len(set(ids) - set(got["case_id"])) if got.height else len(ids)
-    record("kill -9 during infer (after shard 2 of 4)", 2, int(rerun.returncode == 0), lost)
+    record("kill -9 during infer (after shard 2 of 4)", 1, int(rerun.returncode == 0), lost)
     assert killed.returncode == KILLED and nothing_committed
     _ok(rerun)
     assert sorted(done_before) == ["shard-00000.parquet", "shard-00001.parquet"]
@@ -136,7 +136,7 @@ def test_kill_during_collect_loses_and_repeats_nothing(fresh_lake, point, record
     rerun = _flow("flows.collect:collect", params, lake.root)
     cases, feedback = (lake.scan(DOMAIN, d).collect() for d in ("cases", "feedback"))
     lost = (5 - cases["id"].n_unique()) + (12 - feedback["feedback_id"].n_unique())
-    record(f"kill -9 during collect ({point})", 2, int(rerun.returncode == 0), lost)
+    record(f"kill -9 during collect ({point})", 1, int(rerun.returncode == 0), lost)
     assert killed.returncode == KILLED
     _ok(rerun)
     assert lake.versions(DOMAIN, "cases") == lake.versions(DOMAIN, "feedback") == ["v00001"]
@@ -179,7 +179,7 @@ def test_kill_during_finetune_resumes_the_same_run(fresh_lake, tiny_model, recor
     killed = _flow("flows.finetune:finetune", params, lake.root, "finetune.checkpoint=kill@1")
     rerun = _flow("flows.finetune:finetune", params, lake.root)
     new = [v for v in _versions(name) if v.version not in before]
-    record("kill -9 during finetune (after checkpoint 1)", 2, int(rerun.returncode == 0), 0)
+    record("kill -9 during finetune (after checkpoint 1)", 1, int(rerun.returncode == 0), 0)
     assert killed.returncode == KILLED
     _ok(rerun)
     assert len(new) == 1 and new[0].tags[REGISTRATION_TAG] == "complete"
@@ -222,7 +222,7 @@ def test_kill_mid_registration_leaves_no_half_registered_model(
     pending = [v for v in _versions(name) if v.version not in before]
     rerun = _flow("flows.refresh_reward:refresh_reward", params, lake.root)
     new = [v for v in _versions(name) if v.version not in before]
-    record("kill -9 during refresh_reward (mid-registration)", 2, int(rerun.returncode == 0), 0)
+    record("kill -9 during refresh_reward (mid-registration)", 1, int(rerun.returncode == 0), 0)
     assert killed.returncode == KILLED
     assert [v.tags[REGISTRATION_TAG] for v in pending] == ["pending"]
     _ok(rerun)

@@ -39,7 +39,10 @@ def _mlflow_server(root: Path, port: int) -> subprocess.Popen:
         "1",
     ]
     log = open(root / "mlflow.log", "ab")  # noqa: SIM115 (the server owns it)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
