@@ -94,35 +94,58 @@ class RedactionConfig(BaseModel):
         return patterns
 
 
+_TOKEN = re.compile(r"\w+")
+
+
 class Known:
     """Identifiers already seen, shared by the redactors of one process.
 
     Context finds an identifier ("Patient: Ann Lee"); text cut out of that context (a
     log line that starts mid-sentence, a truncated answer) no longer shows it. Every
     identifier a redactor detects is remembered here with its mask, and later text is
-    searched for the remembered strings themselves, wherever they appear.
+    searched for the remembered strings themselves, wherever they appear. Lookup is by
+    each word of the text (one dict probe per word), so the cost does not grow with the
+    number of identifiers remembered.
     """
 
     def __init__(self) -> None:
         self.masks: dict[str, str] = {}
-        self._rule: re.Pattern[str] | None = None
+        self._by_word: dict[str, list[tuple[int, str]]] = {}
 
     def add(self, value: str, mask: str) -> None:
-        if len(value) >= 4 and value not in self.masks:
-            self.masks[value] = mask
-            self._rule = None
+        first = _TOKEN.search(value)
+        if len(value) < 4 or value in self.masks or first is None:
+            return
+        self.masks[value] = mask
+        bucket = self._by_word.setdefault(first.group(0), [])
+        bucket.append((first.start(), value))
+        bucket.sort(key=lambda item: -len(item[1]))  # longest match first
 
     def clear(self) -> None:
         self.masks.clear()
-        self._rule = None
+        self._by_word.clear()
 
     def sub(self, text: str) -> str:
         if not self.masks:
             return text
-        if self._rule is None:
-            alts = "|".join(re.escape(v) for v in sorted(self.masks, key=len, reverse=True))
-            self._rule = re.compile(rf"(?<!\w)(?:{alts})(?!\w)")
-        return self._rule.sub(lambda m: self.masks[m.group(0)], text)
+        out, last = [], 0
+        for word in _TOKEN.finditer(text):
+            if word.start() < last:
+                continue
+            for offset, value in self._by_word.get(word.group(0), ()):
+                start, end = word.start() - offset, word.start() - offset + len(value)
+                if start >= last and text.startswith(value, start) and _bounded(text, start, end):
+                    out += [text[last:start], self.masks[value]]
+                    last = end
+                    break
+        return "".join(out) + text[last:]
+
+
+def _bounded(text: str, start: int, end: int) -> bool:
+    """No word character runs on across either end of ``text[start:end]``."""
+    before = start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_")
+    after = end < len(text) and (text[end].isalnum() or text[end] == "_")
+    return not (before and text[start].isalnum()) and not (after and text[end - 1].isalnum())
 
 
 @dataclass(frozen=True)
@@ -153,14 +176,24 @@ class Redactor:
         """``text`` with every detected identifier replaced by its mask."""
         if not self.config.enabled or not text:
             return text
+        return self.known.sub(self._detect(text))
+
+    def _detect(self, text: str) -> str:
         for kind, rule in self._rules:  # type: ignore[attr-defined]
             text = rule.sub(self._replacer(kind), text)
-        return self.known.sub(text)
+        return text
 
     def learn(self, value: Any) -> None:
         """Detect and remember the identifiers in ``value`` (e.g. a case's inputs as they
         leave the lake), so they are masked later even without their context."""
-        self.value(value)
+        if isinstance(value, str):
+            self._detect(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                self.learn(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                self.learn(v)
 
     def _replacer(self, kind: str) -> Callable[[re.Match[str]], str]:
         def replace(m: re.Match[str]) -> str:

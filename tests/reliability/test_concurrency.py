@@ -3,11 +3,8 @@ predictions, and two promotions of one model at once. Both must end consistent."
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
-import os
 import subprocess
-import sys
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
@@ -15,7 +12,7 @@ import pytest
 from models.registry import promote
 from tasks.lake import Lake
 from tests.models.test_registry import _aliases, _promote_as_evaluated, _versions
-from tests.reliability.test_kill import DOMAIN, RUN, _api_url, _seed_cases
+from tests.reliability.test_kill import DOMAIN, _argv, _env, _infer_params, _seed_cases
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.reliability]
 
@@ -23,23 +20,7 @@ pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.reliabilit
 def test_two_infer_runs_into_the_same_output(fresh_lake, tiny_model, record) -> None:
     lake = Lake(fresh_lake / "lake")
     ids = _seed_cases(lake, 8)
-    params = {
-        "domain": DOMAIN,
-        "model": str(tiny_model),
-        "strategy": "cot",
-        "width": 1,
-        "max_tokens": 16,
-        "split": None,
-        "shard_size": 2,
-        "log_traces": 0,
-    }
-    env = {
-        **os.environ,
-        "PONDER_LAKE_ROOT": str(lake.root),
-        "PONDER_BACKEND": "transformers",
-        "PREFECT_API_URL": _api_url(),
-    }
-    argv = [sys.executable, "-c", RUN, "flows.infer:infer", json.dumps(params)]
+    env, argv = _env(lake.root), _argv("flows.infer:infer", _infer_params(tiny_model))
     procs = [subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True) for _ in "ab"]
     errors = [p.communicate(timeout=600)[1] for p in procs]
     got = lake.scan(DOMAIN, "predictions").collect()

@@ -44,19 +44,42 @@ def _api_url() -> str:
         return str(client.api_url).rstrip("/")
 
 
-def _flow(ref: str, params: dict[str, Any], lake: Path, fault: str | None = None):
-    """Run one flow in a fresh process; ``fault`` arms a failpoint there."""
+def _env(lake: Path, fault: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a stage process: this test's lake, the session's servers."""
     env = {
         **os.environ,
         "PONDER_LAKE_ROOT": str(lake),
         "PONDER_BACKEND": "transformers",
         "PREFECT_API_URL": _api_url(),
+        **extra,
     }
     env.pop("PONDER_FAILPOINTS", None)
     if fault:
         env["PONDER_FAILPOINTS"] = fault
-    argv = [sys.executable, "-c", RUN, ref, json.dumps(params, default=str)]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    return env
+
+
+def _argv(ref: str, params: dict[str, Any]) -> list[str]:
+    return [sys.executable, "-c", RUN, ref, json.dumps(params, default=str)]
+
+
+def _flow(ref: str, params: dict[str, Any], lake: Path, fault: str | None = None):
+    """Run one flow in a fresh process; ``fault`` arms a failpoint there."""
+    env = _env(lake, fault)
+    return subprocess.run(_argv(ref, params), env=env, capture_output=True, text=True, timeout=600)
+
+
+def _infer_params(model: Path) -> dict[str, Any]:
+    return {
+        "domain": DOMAIN,
+        "model": str(model),
+        "strategy": "cot",
+        "width": 1,
+        "max_tokens": 16,
+        "split": None,
+        "shard_size": 2,
+        "log_traces": 0,
+    }
 
 
 def _ok(done: subprocess.CompletedProcess) -> None:
@@ -75,16 +98,7 @@ def _seed_cases(lake: Lake, n: int = 6) -> list[str]:
 def test_kill_during_infer_resumes_without_duplicates(fresh_lake, tiny_model, record) -> None:
     lake = Lake(fresh_lake / "lake")
     ids = _seed_cases(lake, 8)
-    params = {
-        "domain": DOMAIN,
-        "model": str(tiny_model),
-        "strategy": "cot",
-        "width": 1,
-        "max_tokens": 16,
-        "split": None,
-        "shard_size": 2,
-        "log_traces": 0,
-    }
+    params = _infer_params(tiny_model)
     killed = _flow("flows.infer:infer", params, lake.root, "infer.shard=kill@2")
     assert killed.returncode == KILLED, killed.stderr[-3000:]
     runs = next((lake.root / DOMAIN / "predictions" / "_runs").iterdir())

@@ -17,7 +17,7 @@ from flows.serve import free_port
 from models.registry import model_name
 from models.runs import orphaned
 from tasks.lake import Lake
-from tests.reliability.test_kill import RUN, _api_url, _finetune_params, _seed_cases
+from tests.reliability.test_kill import _argv, _env, _finetune_params, _seed_cases
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.reliability]
 BIN = Path(sys.executable).parent
@@ -74,24 +74,13 @@ def test_mlflow_down_before_registration(fresh_lake, tiny_model, tmp_path, recor
     store.mkdir()
     server = _mlflow_server(store, port)
     uri = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "PONDER_LAKE_ROOT": str(lake.root),
-        "PONDER_BACKEND": "transformers",
-        "PREFECT_API_URL": _api_url(),
-        "PONDER_TRACKING_URI": uri,
-        "PONDER_FAILPOINTS": "registry.before_register=pause",
-        "PONDER_FAILPOINT_DIR": str(tmp_path),
-    }
-    import json
-
-    argv = [
-        sys.executable,
-        "-c",
-        RUN,
-        "flows.finetune:finetune",
-        json.dumps(_finetune_params(tiny_model), default=str),
-    ]
+    env = _env(
+        lake.root,
+        "registry.before_register=pause",
+        PONDER_TRACKING_URI=uri,
+        PONDER_FAILPOINT_DIR=str(tmp_path),
+    )
+    argv = _argv("flows.finetune:finetune", _finetune_params(tiny_model))
     log = tmp_path / "finetune.log"  # a file, not a pipe: a full pipe would block the child
     with open(log, "w") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
