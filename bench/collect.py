@@ -68,7 +68,7 @@ def ingest(path: Path, lake_root: Path) -> dict:
 
     start = time.perf_counter()
     batch = Batch(
-        frames=[normalize_feedback(scan_feedback_file(path), f"file:{path.name}")],
+        frames=[normalize_feedback(scan_feedback_file(path)[0], f"file:{path.name}")],
         sources=[path.name],
     )
     summary = commit_feedback.fn(Lake(lake_root), "bench", batch, "bench", None)

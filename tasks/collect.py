@@ -100,22 +100,35 @@ def feedback_from_files(inbox: Path, max_file_mb: float) -> Batch:
         if _too_big(path, max_file_mb, batch):
             continue
         try:
-            frame = scan_feedback_file(path)
+            frame, bad_lines = scan_feedback_file(path)
             frame.collect_schema()
         except Exception as err:  # noqa: BLE001
             batch.rejected.append(_whole_file(path, f"unreadable file: {str(err)[:200]}"))
             continue
+        batch.rejected += [{**r, "source": f"file:{path.name}"} for r in bad_lines]
         batch.frames.append(normalize_feedback(frame, f"file:{path.name}"))
     return batch
 
 
-def scan_feedback_file(path: Path) -> pl.LazyFrame:
-    """A lazy scan; CSV text is read as strings with invalid UTF-8 replaced (then flagged)."""
+def scan_feedback_file(path: Path) -> tuple[pl.LazyFrame, list[dict[str, Any]]]:
+    """A lazy scan, plus JSONL lines that could not be read (each with its reason). CSV
+    text is read as strings with invalid UTF-8 replaced (then flagged); JSONL lines are
+    parsed one by one like case files, so a bad line is quarantined instead of failing the
+    whole run later, when the lazy frame is collected."""
     if path.suffix == ".parquet":
-        return pl.scan_parquet(path)
+        return pl.scan_parquet(path), []
     if path.suffix == ".csv":
-        return pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy")
-    return pl.scan_ndjson(path, infer_schema_length=None)
+        return pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy"), []
+    good, bad = read_rows(path)
+    rows = [{k: _as_text(v) for k, v in r.items() if k != "_row"} for r in good]
+    return pl.DataFrame(rows, infer_schema_length=None).lazy(), bad
+
+
+def _as_text(value: Any) -> str | None:
+    """JSON values as the strings a CSV would hold (the checks then type them)."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, dict | list | bool) else str(value)
 
 
 @task

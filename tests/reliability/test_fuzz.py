@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
@@ -177,6 +177,11 @@ def feedback_rows(draw: st.DrawFn) -> list[dict]:
 
 @FUZZ
 @given(feedback_rows(), st.sampled_from(["jsonl", "csv", "bytes"]), st.binary(max_size=200))
+@example(  # found at 10,000 inputs: a JSONL line that is not an object crashed collect
+    [{"case_id": "c1", "trace_id": "t", "reviewer_id": "r", "kind": "rating", "rating": "1"}],
+    "jsonl",
+    b"0",
+)
 def test_feedback_import_never_crashes_and_every_rejection_has_a_reason(rows, fmt, noise) -> None:
     inbox = _inbox()
     try:
