@@ -263,11 +263,14 @@ def get_domain(name: str) -> Domain:
     if name not in DOMAINS:
         _import_builtin()
     if name not in DOMAINS:
-        valid = sorted(DOMAINS) + [
-            ep.name for ep in entry_points(group="ponder.domains") if ep.name not in DOMAINS
-        ]
-        raise PonderError("domain", f"unknown domain {name!r}", f"use one of {sorted(set(valid))}")
+        raise PonderError("domain", f"unknown domain {name!r}", f"use one of {domain_names()}")
     return DOMAINS[name]()
+
+
+def domain_names() -> list[str]:
+    """Every domain name: built in, registered, or offered by an entry point."""
+    _import_builtin()
+    return sorted(set(DOMAINS) | {ep.name for ep in entry_points(group="ponder.domains")})
 
 
 def _import_builtin() -> None:

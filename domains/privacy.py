@@ -121,10 +121,6 @@ class Known:
         bucket.append((first.start(), value))
         bucket.sort(key=lambda item: -len(item[1]))  # longest match first
 
-    def clear(self) -> None:
-        self.masks.clear()
-        self._by_word.clear()
-
     def sub(self, text: str) -> str:
         if not self.masks:
             return text
@@ -186,14 +182,7 @@ class Redactor:
     def learn(self, value: Any) -> None:
         """Detect and remember the identifiers in ``value`` (e.g. a case's inputs as they
         leave the lake), so they are masked later even without their context."""
-        if isinstance(value, str):
-            self._detect(value)
-        elif isinstance(value, dict):
-            for v in value.values():
-                self.learn(v)
-        elif isinstance(value, list | tuple):
-            for v in value:
-                self.learn(v)
+        _walk(value, self._detect)
 
     def _replacer(self, kind: str) -> Callable[[re.Match[str]], str]:
         def replace(m: re.Match[str]) -> str:
@@ -210,13 +199,18 @@ class Redactor:
 
     def value(self, value: Any) -> Any:
         """Strings anywhere inside dicts, lists and tuples, redacted; other values as is."""
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, dict):
-            return {k: self.value(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return type(value)(self.value(v) for v in value)
-        return value
+        return _walk(value, self.text)
+
+
+def _walk(value: Any, fn: Callable[[str], str]) -> Any:
+    """``value`` with ``fn`` applied to every string inside dicts, lists and tuples."""
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _walk(v, fn) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_walk(v, fn) for v in value)
+    return value
 
 
 def merge(configs: list[RedactionConfig]) -> RedactionConfig:

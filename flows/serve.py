@@ -27,8 +27,8 @@ from pydantic import BaseModel, Field
 from domains.errors import PonderError
 from models.settings import get_settings
 
-POOLS = {"ponder-cpu": None, "ponder-gpu": 1}
-JOBS = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"  # pool -> concurrency limit (None: no limit)
+POOLS = {"ponder-cpu": None, "ponder-gpu": 1}  # pool -> concurrency limit (None: no limit)
+JOBS = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 PREFECT_FILE = Path(__file__).resolve().parent.parent / "deployments" / "prefect.yaml"
 
 
@@ -202,7 +202,7 @@ def _start_servers(stack: Stack, on_step: Callable[[str], None]) -> None:
         ],
         # MLflow's job runner (GenAI scorers, trace archival; ponder uses neither) starts
         # about eight consumer processes of ~300 MB each; off unless the user turns it on
-        {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get(JOBS, "false")},
+        {JOBS: os.environ.get(JOBS, "false")},
     )
     wait_healthy(f"{cfg.prefect_url}/api/health", "prefect-server", stack, cfg.startup_timeout)
     wait_healthy(f"{cfg.mlflow_url}/health", "mlflow-server", stack, cfg.startup_timeout)

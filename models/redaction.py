@@ -19,7 +19,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from domains.base import get_domain
+from domains.base import domain_names, get_domain
 from domains.privacy import Known, Redactor, merge
 from models.settings import get_settings
 
@@ -44,27 +44,14 @@ def _key() -> bytes:
 def _cached(domain: str | None, home: str) -> Redactor:
     overrides = get_settings().redaction
     if domain is None:
-        names = ["finance_risk", "medicine", *_plugin_domains()]
-        configs = [overrides.get(n, get_domain(n).redaction) for n in dict.fromkeys(names)]
+        configs = [overrides.get(n, get_domain(n).redaction) for n in domain_names()]
         return Redactor(merge(configs), _key(), _KNOWN)
     return Redactor(overrides.get(domain, get_domain(domain).redaction), _key(), _KNOWN)
-
-
-def _plugin_domains() -> list[str]:
-    from importlib.metadata import entry_points
-
-    return [ep.name for ep in entry_points(group="ponder.domains")]
 
 
 def redactor(domain: str | None = None) -> Redactor:
     """The domain's redactor; ``None`` masks what any registered domain masks."""
     return _cached(domain, str(get_settings().home))
-
-
-def clear() -> None:
-    """Forget cached redactors and seen identifiers (after settings change, in tests)."""
-    _cached.cache_clear()
-    _KNOWN.clear()
 
 
 def learn(domain: str, values: Any) -> None:
@@ -90,8 +77,8 @@ def install() -> None:
         return record
 
     logging.setLogRecordFactory(factory)
-    _installed["logging"] = base
     _install_tracing()
+    _installed["done"] = True
 
 
 def _install_tracing() -> None:
@@ -105,17 +92,6 @@ def _install_tracing() -> None:
             span.set_outputs(red.value(span.outputs))
 
     mlflow.tracing.configure(span_processors=[redact_span])
-    _installed["tracing"] = redact_span
-
-
-def uninstall() -> None:
-    """Undo ``install`` (tests)."""
-    if "logging" in _installed:
-        logging.setLogRecordFactory(_installed.pop("logging"))
-    if _installed.pop("tracing", None) is not None:
-        import mlflow
-
-        mlflow.tracing.configure(span_processors=[])
 
 
 def redacted_copy(src: Path, dst: Path, domain: str | None) -> Path:

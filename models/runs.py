@@ -65,7 +65,7 @@ def tracked_run(
     nested: bool = False,
 ) -> Iterator[Any]:
     """``mlflow.start_run`` that first closes orphans of the same name and then links them;
-    a run that raises is ended FAILED by MLflow as usual."""
+    a run that raises is ended FAILED (``_end_quietly``)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -76,7 +76,7 @@ def tracked_run(
         except MlflowException:  # recorded against another tracking store: start afresh
             log.warning("run %s is not in this tracking store; starting a new run", run_id)
             run_id = None
-    exp = experiment_id or _current_experiment(client)
+    exp = experiment_id or _current_experiment()
     closed = close_orphans(client, exp, run_name) if exp else []
     kwargs: dict[str, Any] = {"run_name": run_name, "nested": nested}
     if run_id is None:
@@ -108,7 +108,7 @@ def _end_quietly(run_id: str) -> None:
         log.warning("could not mark run %s FAILED (%s); the next run will", run_id, err)
 
 
-def _current_experiment(client: Any) -> str | None:
+def _current_experiment() -> str | None:
     """The experiment ``mlflow.start_run`` would use (set_experiment, env, or default)."""
     from mlflow.tracking.fluent import _get_experiment_id
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from domains.privacy import Redactor
 from models.redaction import redactor
 
 
@@ -20,7 +21,7 @@ def markdown_artifact(
     """A markdown artifact; ``key`` must be lowercase letters, digits and dashes."""
     red = redactor(domain)
     return create_markdown_artifact(
-        markdown=red.text(markdown), key=key, description=red.text(description or "") or None
+        markdown=red.text(markdown), key=key, description=_described(red, description)
     )
 
 
@@ -30,5 +31,9 @@ def table_artifact(
     """A table artifact (rows as dicts), every string cell redacted."""
     red = redactor(domain)
     return create_table_artifact(
-        table=red.value(table), key=key, description=red.text(description or "") or None
+        table=red.value(table), key=key, description=_described(red, description)
     )
+
+
+def _described(red: Redactor, description: str | None) -> str | None:
+    return red.text(description) if description else None

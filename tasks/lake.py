@@ -104,10 +104,8 @@ class Lake:
     ) -> VersionInfo | None:
         """Commit ``frame`` as the next version, or return None if it equals the latest.
         ``attachments`` (e.g. thought trees) are written into the same atomic folder."""
-        base = self.dataset_dir(domain, dataset)
-        base.mkdir(parents=True, exist_ok=True)
         with self.write_lock(domain, dataset):
-            return self._write_locked(domain, dataset, base, frame, sources, extra, attachments)
+            return self._write_locked(domain, dataset, frame, sources, extra, attachments)
 
     def write_lock(self, domain: str, dataset: str) -> FileLock:
         """One writer per dataset at a time (across processes; the OS frees it when its
@@ -121,12 +119,12 @@ class Lake:
         self,
         domain: str,
         dataset: str,
-        base: Path,
         frame: pl.LazyFrame | pl.DataFrame,
         sources: list[str],
         extra: dict[str, Any] | None,
         attachments: dict[str, pl.DataFrame] | None,
     ) -> VersionInfo | None:
+        base = self.dataset_dir(domain, dataset)
         self._sweep(base)
         lazy = frame.lazy()
         parent = self.latest(domain, dataset)

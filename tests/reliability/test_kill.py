@@ -22,6 +22,7 @@ import polars as pl
 import pytest
 
 from domains.base import get_domain
+from flows.pipeline import _api_url
 from models.registry import REGISTRATION_TAG, connect, model_name
 from tasks.lake import Lake
 from tasks.records import case_row, cases_frame
@@ -35,13 +36,6 @@ RUN = (
     "out = fn(_schema(fn)(**json.loads(sys.argv[2])))\n"
 )
 KILLED = -signal.SIGKILL
-
-
-def _api_url() -> str:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        return str(client.api_url).rstrip("/")
 
 
 def _env(lake: Path, fault: str | None = None, **extra: str) -> dict[str, str]:
