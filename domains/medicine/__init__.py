@@ -65,7 +65,7 @@ class ClinicalCalc(Family):
         calc = rng.choice(sorted(CALCULATORS))
         facts, units = draw_facts(rng, calc, difficulty)
         note = render_note(facts, calc, units, difficulty, rng)
-        value, criteria, steps = CALCULATORS[calc].fn(facts)
+        value, criteria, steps = CALCULATORS[calc].compute(facts)
         spec = CALCULATORS[calc]
         truth = {
             "value": round(value) if spec.integer else round(value, 4),

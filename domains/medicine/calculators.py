@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from domains.errors import PonderError
 
 Sex = Literal["M", "F"]
 DISTRACTORS = ("asthma", "hypothyroidism", "gerd", "osteoarthritis", "migraine", "depression")
@@ -35,17 +38,53 @@ class PatientFacts(BaseModel):
     bicarbonate: float | None = Field(default=None, ge=2, le=60, description="mmol/L.")
     potassium: float | None = Field(default=None, ge=1.5, le=9.0, description="mmol/L.")
     creatinine: float | None = Field(default=None, ge=0.1, le=25, description="mg/dL.")
-    bun: float | None = Field(default=None, ge=1, le=250, description="mg/dL.")
+    creatinine_umol: float | None = Field(
+        default=None,
+        ge=8,
+        le=2200,
+        description="Creatinine as stated in umol/L (instead of mg/dL).",
+    )
+    bun: float | None = Field(default=None, ge=1, le=250, description="BUN, mg/dL.")
+    urea_mmol: float | None = Field(
+        default=None, ge=0.3, le=90, description="Urea as stated in mmol/L (instead of BUN)."
+    )
     calcium: float | None = Field(default=None, ge=3, le=20, description="mg/dL.")
     albumin: float | None = Field(default=None, ge=0.5, le=7, description="g/dL.")
     bilirubin: float | None = Field(default=None, ge=0.1, le=60, description="mg/dL.")
     inr: float | None = Field(default=None, ge=0.5, le=15)
     qt_ms: float | None = Field(default=None, ge=200, le=800, description="QT interval, ms.")
     alcohol_per_week: int = Field(default=0, ge=0, le=200, description="Drinks per week.")
-    conditions: list[str] = Field(default_factory=list, description="Findings present.")
+    conditions: list[str] = Field(
+        default_factory=list, description="Findings present (closed vocabulary: CONDITIONS)."
+    )
+
+    @field_validator("conditions")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(CONDITIONS))
+        if unknown:
+            raise ValueError(f"unknown finding(s) {unknown}; valid findings: {list(CONDITIONS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> PatientFacts:
+        for canon, stated in (("creatinine", "creatinine_umol"), ("bun", "urea_mmol")):
+            if getattr(self, canon) is not None and getattr(self, stated) is not None:
+                raise ValueError(f"give {canon} or {stated}, not both (the note states one)")
+        return self
 
     def has(self, name: str) -> bool:
         return name in self.conditions
+
+    def creatinine_mg_dl(self) -> float | None:
+        """Creatinine in mg/dL: as stated, or the stated umol/L / 88.4."""
+        if self.creatinine_umol is not None:
+            return self.creatinine_umol / 88.4
+        return self.creatinine
+
+    def bun_mg_dl(self) -> float | None:
+        """BUN in mg/dL: as stated, or the stated urea mmol/L x 2.8."""
+        return self.urea_mmol * 2.8 if self.urea_mmol is not None else self.bun
 
 
 Result = tuple[float, list[str], list[str]]
@@ -70,7 +109,11 @@ def cha2ds2_vasc(f: PatientFacts) -> Result:
             ("hypertension", f.has("hypertension"), 1),
             ("age_75_or_older", f.age >= 75, 2),
             ("diabetes", f.has("diabetes"), 1),
-            ("stroke_tia_thromboembolism", f.has("stroke_tia"), 2),
+            (
+                "stroke_tia_thromboembolism",
+                f.has("stroke") or f.has("tia") or f.has("thromboembolism"),
+                2,
+            ),
             ("vascular_disease", f.has("vascular_disease"), 1),
             ("age_65_to_74", 65 <= f.age <= 74, 1),
             ("female", f.sex == "F", 1),
@@ -79,15 +122,23 @@ def cha2ds2_vasc(f: PatientFacts) -> Result:
     )
 
 
+def renal_creatinine(f: PatientFacts) -> bool:
+    """Pisters 2010: serum creatinine >= 200 umol/L; stated in mg/dL, MDCalc's > 2.26 mg/dL
+    (200 umol/L = 2.262 mg/dL). The rule follows the unit the note states."""
+    if f.creatinine_umol is not None:
+        return f.creatinine_umol >= 200
+    return (f.creatinine or 0) > 2.26
+
+
 def has_bled(f: PatientFacts) -> Result:
-    renal = f.has("dialysis_or_transplant") or (f.creatinine or 0) >= 2.26
+    renal = f.has("dialysis_or_transplant") or renal_creatinine(f)
     return _points(
         f,
         [
             ("uncontrolled_hypertension_sbp_over_160", (f.sbp or 0) > 160, 1),
             ("abnormal_renal_function", renal, 1),
             ("abnormal_liver_function", f.has("cirrhosis"), 1),
-            ("stroke", f.has("stroke_tia"), 1),
+            ("stroke", f.has("stroke"), 1),  # a previous stroke only: TIA does not score
             ("bleeding", f.has("bleeding_history"), 1),
             ("labile_inr", f.has("labile_inr"), 1),
             ("elderly_over_65", f.age > 65, 1),
@@ -98,13 +149,21 @@ def has_bled(f: PatientFacts) -> Result:
     )
 
 
+def urea_high(f: PatientFacts) -> bool:
+    """Lim 2003: urea > 7 mmol/L; the US form is BUN > 19 mg/dL. The rule follows the unit
+    the note states, on the value as written (no unit round trip)."""
+    if f.urea_mmol is not None:
+        return f.urea_mmol > 7
+    return (f.bun or 0) > 19
+
+
 def curb_65(f: PatientFacts) -> Result:
     low_bp = (f.sbp is not None and f.sbp < 90) or (f.dbp is not None and f.dbp <= 60)
     return _points(
         f,
         [
             ("confusion", f.has("confusion"), 1),
-            ("bun_over_19", (f.bun or 0) > 19, 1),
+            ("urea_over_7_or_bun_over_19", urea_high(f), 1),
             ("rr_30_or_more", (f.rr or 0) >= 30, 1),
             ("low_blood_pressure", low_bp, 1),
             ("age_65_or_older", f.age >= 65, 1),
@@ -144,11 +203,19 @@ WELLS_DVT_CRITERIA = (
 
 # Findings each calculator reads from ``conditions`` (order matters: generation draws them).
 CONDITIONS_USED: dict[str, tuple[str, ...]] = {
-    "cha2ds2_vasc": ("chf", "hypertension", "diabetes", "stroke_tia", "vascular_disease"),
+    "cha2ds2_vasc": (
+        "chf",
+        "hypertension",
+        "diabetes",
+        "stroke",
+        "tia",
+        "thromboembolism",
+        "vascular_disease",
+    ),
     "has_bled": (
         "dialysis_or_transplant",
         "cirrhosis",
-        "stroke_tia",
+        "stroke",
         "bleeding_history",
         "labile_inr",
         "antiplatelet_nsaid",
@@ -165,6 +232,9 @@ CONDITIONS_USED: dict[str, tuple[str, ...]] = {
     "wells_dvt": (*WELLS_DVT_CRITERIA, "alternative_diagnosis_likely"),
     "meld_na": ("dialysis_twice_last_week",),
 }
+# Findings a note may carry that look relevant but that the calculator's definition does
+# not name (HAS-BLED scores a previous stroke, not a TIA or a systemic embolism).
+NEAR_MISSES: dict[str, tuple[str, ...]] = {"has_bled": ("tia", "thromboembolism")}
 # The whole vocabulary: every finding some calculator reads, plus the distractors.
 CONDITIONS = tuple(dict.fromkeys(c for used in CONDITIONS_USED.values() for c in used)) + (
     DISTRACTORS
@@ -206,7 +276,8 @@ def cockcroft_gault(f: PatientFacts) -> Result:
     else:
         w, rule = ibw + 0.4 * (actual - ibw), "BMI >= 25: adjusted = IBW + 0.4 x (actual - IBW)"
     sex = 0.85 if f.sex == "F" else 1.0
-    value = (140 - f.age) * w * sex / (72 * (f.creatinine or 1))
+    scr = f.creatinine_mg_dl() or 1.0
+    value = (140 - f.age) * w * sex / (72 * scr)
     return (
         value,
         [],
@@ -215,7 +286,7 @@ def cockcroft_gault(f: PatientFacts) -> Result:
             f"({(f.height_cm or 0) / 2.54:.2f} - 60) = {ibw:.1f} kg.",
             f"{rule} -> weight {w:.1f} kg.",
             f"CrCl = (140 - {f.age}) x {w:.1f}{' x 0.85' if sex < 1 else ''} / (72 x "
-            f"{f.creatinine:.2f}) = {value:.1f} mL/min.",
+            f"{scr:.2f}) = {value:.1f} mL/min.",
         ],
     )
 
@@ -258,13 +329,13 @@ def qtc_bazett(f: PatientFacts) -> Result:
 
 
 def meld_na(f: PatientFacts) -> Result:
-    cr = 4.0 if f.has("dialysis_twice_last_week") else min(max(f.creatinine or 1, 1.0), 4.0)
+    cr = 4.0 if f.has("dialysis_twice_last_week") else min(max(f.creatinine_mg_dl() or 1, 1.0), 4.0)
     bili, inr = max(f.bilirubin or 1, 1.0), max(f.inr or 1, 1.0)
     raw = 0.957 * math.log(cr) + 0.378 * math.log(bili) + 1.120 * math.log(inr) + 0.643
-    meld_i = round(raw, 1) * 10
+    meld_i = round(round(raw, 1) * 10)  # tenths x 10 as an integer (no 11.000000000000002)
     na = min(max(f.sodium or 137, 125.0), 137.0)
     score = meld_i + 1.32 * (137 - na) - 0.033 * meld_i * (137 - na) if meld_i > 11 else meld_i
-    value = float(min(round(score), 40))
+    value = float(min(_half_up(score), 40))
     return (
         value,
         [],
@@ -283,6 +354,11 @@ def meld_na(f: PatientFacts) -> Result:
     )
 
 
+def _half_up(x: float) -> int:
+    """Round half away from zero (UNOS rounds 26.5 to 27; Python's round gives 26)."""
+    return int(Decimal(repr(x)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
 class Calculator(BaseModel):
     """A calculator's registry entry."""
 
@@ -292,6 +368,26 @@ class Calculator(BaseModel):
     integer: bool
     unit: str
     needs: tuple[str, ...]
+
+    def compute(self, f: PatientFacts) -> Result:
+        """Run the calculator; a missing required input names the field and the calculator."""
+        for name in self.needs:
+            if _value(f, name) is None:
+                alt = {"creatinine": " (or creatinine_umol)", "bun": " (or urea_mmol)"}
+                raise PonderError(
+                    f"facts.{name}",
+                    f"{self.title} ({self.key}) needs {name}{alt.get(name, '')}, which is missing",
+                    f"state {name} in the note or the facts",
+                )
+        return self.fn(f)
+
+
+def _value(f: PatientFacts, name: str) -> float | None:
+    if name == "creatinine":
+        return f.creatinine_mg_dl()
+    if name == "bun":
+        return f.bun_mg_dl()
+    return getattr(f, name)
 
 
 def _calc(

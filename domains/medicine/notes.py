@@ -16,6 +16,7 @@ from domains.medicine.calculators import (
     CONDITIONS,
     CONDITIONS_USED,
     DISTRACTORS,
+    NEAR_MISSES,
     PatientFacts,
 )
 
@@ -28,7 +29,9 @@ PHRASES = {
     "chf": "congestive heart failure",
     "hypertension": "hypertension",
     "diabetes": "type 2 diabetes mellitus",
-    "stroke_tia": "a prior transient ischaemic attack",
+    "stroke": "a previous ischaemic stroke",
+    "tia": "a prior transient ischaemic attack",
+    "thromboembolism": "a previous systemic arterial embolism",
     "vascular_disease": "peripheral arterial disease",
     "dialysis_or_transplant": "end-stage renal disease on haemodialysis",
     "cirrhosis": "alcoholic cirrhosis",
@@ -66,11 +69,12 @@ def draw_facts(rng: random.Random, calc: str, difficulty: int) -> tuple[PatientF
     sex = rng.choice(["M", "F"])
     border = difficulty >= 4 and rng.random() < 0.5
     age = (
-        rng.choice([65, 75])
-        if border and calc in ("cha2ds2_vasc", "curb_65")
+        rng.choice([64, 65, 74, 75])
+        if border and calc in ("cha2ds2_vasc", "curb_65", "has_bled")
         else rng.randint(22, 92)
     )
     present = [c for c in CONDITIONS_USED.get(calc, ()) if rng.random() < 0.4]
+    present += [c for c in NEAR_MISSES.get(calc, ()) if rng.random() < 0.3]
     if difficulty >= 2:
         present += rng.sample(list(DISTRACTORS), k=min(difficulty - 1, len(DISTRACTORS)))
     v = {
@@ -97,7 +101,10 @@ def draw_facts(rng: random.Random, calc: str, difficulty: int) -> tuple[PatientF
         "alcohol_per_week": rng.choice([0, 2, 6, 8, 12]) if calc == "has_bled" else 0,
     }
     if border and calc == "curb_65":
-        v["bun"] = 19.0
+        v["bun"] = rng.choice([19.0, 19.1])
+        v["_border_urea"] = rng.choice([7.0, 7.1])
+    if border and calc == "has_bled":
+        v["creatinine"] = rng.choice([2.26, 2.27])
     if calc == "anion_gap":  # keep the gap physiological (3-30 mmol/L)
         v["chloride"] = float(v["sodium"] - v["bicarbonate"] - rng.randint(3, 30))
     units = {
@@ -113,10 +120,12 @@ def _apply_display(v: dict, units: dict) -> PatientFacts:
         v["weight_kg"] = round(v["weight_kg"] * 2.20462) / 2.20462
     if units["height"]:
         v["height_cm"] = round(v["height_cm"] / 2.54) * 2.54
-    if units["creatinine"]:
-        v["creatinine"] = round(v["creatinine"] * 88.4) / 88.4
-    if units["bun"]:
-        v["bun"] = round(v["bun"] / 2.8, 1) * 2.8
+    if units["creatinine"]:  # stated in umol/L: keep the stated number, not a round trip
+        v["creatinine_umol"] = float(round(v.pop("creatinine") * 88.4))
+    if units["bun"]:  # stated as urea mmol/L (Lim 2003's own unit)
+        urea = round(v.pop("bun") / 2.8, 1)
+        v["urea_mmol"] = urea if not v.get("_border_urea") else v["_border_urea"]
+    v.pop("_border_urea", None)
     if units["calcium"]:
         v["calcium"] = round(v["calcium"] / 4.008, 2) * 4.008
     if units["albumin"]:
@@ -177,11 +186,13 @@ def _labs(f: PatientFacts, calc: str, units: dict, difficulty: int, rng: random.
         "bicarbonate": f"HCO3 {f.bicarbonate:.0f} mmol/L",
         "potassium": f"K {f.potassium} mmol/L",
         "creatinine": (
-            f"creatinine {f.creatinine * 88.4:.0f} umol/L"
-            if units["creatinine"]
+            f"creatinine {f.creatinine_umol:.0f} umol/L"
+            if f.creatinine_umol is not None
             else f"creatinine {f.creatinine:.2f} mg/dL"
         ),
-        "bun": (f"urea {f.bun / 2.8:.1f} mmol/L" if units["bun"] else f"BUN {f.bun:.0f} mg/dL"),
+        "bun": (
+            f"urea {f.urea_mmol:.1f} mmol/L" if f.urea_mmol is not None else f"BUN {f.bun:g} mg/dL"
+        ),
         "calcium": (
             f"calcium {f.calcium / 4.008:.2f} mmol/L"
             if units["calcium"]

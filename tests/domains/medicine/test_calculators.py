@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
+from domains.errors import PonderError
 from domains.medicine.calculators import (
+    CALCULATORS,
     PatientFacts,
     anion_gap,
     bmi,
@@ -29,7 +32,79 @@ def test_cha2ds2_vasc() -> None:
     value, crit, _ = cha2ds2_vasc(f(age=72, sex="F", conditions=["hypertension", "diabetes"]))
     assert value == 4 and set(crit) == {"age_65_to_74", "female", "hypertension", "diabetes"}
     # 80 M with prior stroke: age>=75 (2) + stroke (2) = 4; age 65-74 does not also count
-    assert cha2ds2_vasc(f(age=80, conditions=["stroke_tia"]))[0] == 4
+    assert cha2ds2_vasc(f(age=80, conditions=["stroke"]))[0] == 4
+    # Lip 2010: stroke, TIA and thromboembolism each give the S2 item (2 points)
+    for finding in ("stroke", "tia", "thromboembolism"):
+        assert cha2ds2_vasc(f(age=50, conditions=[finding]))[0] == 2
+
+
+@pytest.mark.parametrize(("age", "points"), [(64, 0), (65, 1), (74, 1), (75, 2)])
+def test_cha2ds2_vasc_age_bands(age: int, points: int) -> None:
+    assert cha2ds2_vasc(f(age=age))[0] == points
+
+
+def test_has_bled_scores_stroke_not_tia() -> None:
+    # Pisters 2010: "S" is a previous stroke; a TIA or systemic embolism does not score
+    assert has_bled(f(sbp=120, creatinine=1.0, conditions=["stroke"]))[0] == 1
+    assert has_bled(f(sbp=120, creatinine=1.0, conditions=["tia", "thromboembolism"]))[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("stated", "renal"),
+    [
+        ({"creatinine": 2.26}, False),  # 2.26 mg/dL = 199.8 umol/L < 200
+        ({"creatinine": 2.27}, True),
+        ({"creatinine_umol": 199.0}, False),
+        ({"creatinine_umol": 200.0}, True),  # >= 200 umol/L
+    ],
+)
+def test_has_bled_renal_threshold(stated: dict, renal: bool) -> None:
+    assert has_bled(f(age=40, sbp=120, **stated))[0] == int(renal)
+
+
+@pytest.mark.parametrize(
+    ("stated", "met"),
+    [
+        ({"bun": 19.0}, False),  # BUN > 19 mg/dL
+        ({"bun": 19.1}, True),
+        ({"urea_mmol": 7.0}, False),  # urea > 7 mmol/L, on the value as written
+        ({"urea_mmol": 7.1}, True),
+        ({"urea_mmol": 6.8}, False),  # BUN 19 rendered as urea 6.8: 6.8 x 2.8 = 19.04
+    ],
+)
+def test_curb_65_urea_follows_the_stated_unit(stated: dict, met: bool) -> None:
+    value, crit, _ = curb_65(f(age=40, rr=20, sbp=120, dbp=80, **stated))
+    assert value == int(met) and ("urea_over_7_or_bun_over_19" in crit) == met
+
+
+@pytest.mark.parametrize(
+    ("vitals", "points"),
+    [
+        ({"rr": 29, "sbp": 90, "dbp": 61}, 0),
+        ({"rr": 30, "sbp": 90, "dbp": 61}, 1),
+        ({"rr": 20, "sbp": 89, "dbp": 61}, 1),
+        ({"rr": 20, "sbp": 120, "dbp": 60}, 1),
+    ],
+)
+def test_curb_65_rr_and_bp(vitals: dict, points: int) -> None:
+    assert curb_65(f(age=40, bun=10, **vitals))[0] == points
+
+
+@pytest.mark.parametrize(("age", "points"), [(64, 0), (65, 1)])
+def test_curb_65_age(age: int, points: int) -> None:
+    assert curb_65(f(age=age, bun=10, rr=20, sbp=120, dbp=80))[0] == points
+
+
+def test_unknown_finding_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError, match="unknown finding.*stroke_tia.*valid findings"):
+        f(conditions=["stroke_tia"])
+
+
+def test_missing_required_input_names_field_and_calculator() -> None:
+    with pytest.raises(PonderError, match="facts.creatinine.*cockcroft_gault"):
+        CALCULATORS["cockcroft_gault"].compute(f(weight_kg=70, height_cm=170))
+    with pytest.raises(ValidationError, match="not both"):
+        f(bun=20, urea_mmol=7.1)
 
 
 def test_has_bled() -> None:
@@ -38,8 +113,9 @@ def test_has_bled() -> None:
         f(age=70, sbp=170, alcohol_per_week=10, conditions=["antiplatelet_nsaid"])
     )
     assert value == 4
-    # SBP exactly 160 is not > 160; age 65 is not > 65; creatinine 2.26 mg/dL is renal
-    assert has_bled(f(age=65, sbp=160, creatinine=2.26))[0] == 1
+    # SBP exactly 160 is not > 160; age 65 is not > 65; creatinine 2.26 mg/dL is not renal
+    assert has_bled(f(age=65, sbp=160, creatinine=2.26))[0] == 0
+    assert has_bled(f(age=66, sbp=161, creatinine=1.0))[0] == 2
 
 
 def test_curb_65() -> None:
@@ -73,6 +149,12 @@ def test_cockcroft_gault_weight_rule() -> None:
     assert cockcroft_gault(f(age=70, sex="F", weight_kg=100, height_cm=160, creatinine=1.0))[
         0
     ] == pytest.approx(59.03, abs=0.05)
+    # BMI bands at 200 cm (h^2 = 4): 73.96 kg -> 18.49 actual; 74 kg -> 18.5 min(IBW, actual);
+    # 99.96 kg -> 24.99 min(IBW, actual); 100 kg -> 25 adjusted. IBW(200 cm M) = 50 + 2.3 x
+    # (78.740 - 60) = 93.10 kg. Age 40, Cr 1: CrCl = 100 x W / 72.
+    for kg, weight in ((73.96, 73.96), (74.0, 74.0), (99.96, 93.10), (100.0, 93.10 + 0.4 * 6.90)):
+        got = cockcroft_gault(f(age=40, weight_kg=kg, height_cm=200, creatinine=1.0))[0]
+        assert got == pytest.approx(100 * weight / 72, abs=0.02), kg
     # underweight: 30 M 50 kg 180 cm (BMI 15.4) uses actual: 110 x 50 / 72 = 76.39
     assert cockcroft_gault(f(age=30, weight_kg=50, height_cm=180, creatinine=1.0))[
         0
@@ -106,3 +188,17 @@ def test_meld_na() -> None:
         )[0]
         == 40
     )
+
+
+def test_meld_na_bounds() -> None:
+    # Na 120 is bounded to 125, Na 140 to 137 (no adjustment). Cr 1.9, bili 3.1, INR 1.6:
+    # MELD(i) 22; Na 125: 22 + 1.32 x 12 - 0.033 x 22 x 12 = 29.128 -> 29
+    base = {"creatinine": 1.9, "bilirubin": 3.1, "inr": 1.6}
+    assert meld_na(f(sodium=120, **base))[0] == meld_na(f(sodium=125, **base))[0] == 29
+    assert meld_na(f(sodium=140, **base))[0] == 22
+    # creatinine below 1 counts as 1: ln 1 = 0; bili 3.1, INR 1.6: 0.378 ln 3.1 + 1.120 ln 1.6
+    # + 0.643 = 0.4277 + 0.5264 + 0.643 = 1.5971 -> 1.6 -> 16; Na 137: 16
+    assert meld_na(f(creatinine=0.7, bilirubin=3.1, inr=1.6, sodium=137))[0] == 16
+    # MELD(i) exactly 11 takes no sodium adjustment (11 is not > 11): Cr 1, bili 1, INR e^x
+    # with 1.120 ln INR = 0.457 -> INR 1.5036; 0.457 + 0.643 = 1.1 -> 11
+    assert meld_na(f(creatinine=1.0, bilirubin=1.0, inr=1.5036, sodium=125))[0] == 11
