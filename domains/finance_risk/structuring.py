@@ -4,8 +4,8 @@ Rules (stated in the prompt so the ground truth is unambiguous):
 - 31 CFR 1010.311/313: a CTR is due for cash-in or cash-out totalling more than $10,000
   in one business day, aggregated per person across branches. Cash-in and cash-out are
   totalled separately, never netted. Only cash counts (not wires or cheques), and only
-  transactions by or for the customer under review. Saturday/Sunday activity belongs to
-  the next Monday's business day.
+  transactions by or for the customer under review. Activity on a Saturday, Sunday or a
+  Federal Reserve holiday belongs to the next business day (31 CFR 1010.313(b)).
 - 31 CFR 1010.314 (structuring): ponder's red-flag rule is two or more cash-in
   transactions within 3 consecutive business days totalling more than $10,000 while no
   business day in that window reached the CTR threshold.
@@ -18,8 +18,10 @@ from __future__ import annotations
 import datetime as dt
 import random
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Literal
 
+import holidays
 from pydantic import BaseModel, Field, field_validator
 
 from domains.base import Family, Verdict
@@ -81,9 +83,31 @@ class StructuringAnswer(BaseModel):
         return sorted(to_str_list(value))
 
 
+@lru_cache(maxsize=64)
+def _fed_holidays(year: int) -> dict[dt.date, str]:
+    """The Federal Reserve holiday calendar (Sunday holidays observed on Monday; Saturday
+    holidays are not moved), from the ``holidays`` package's XFED calendar."""
+    return dict(holidays.financial_holidays("XFED", years=year).items())
+
+
+def bank_holiday(day: dt.date) -> str | None:
+    """The holiday's name when the Federal Reserve is closed on ``day``, else None."""
+    return _fed_holidays(day.year).get(day)
+
+
+def is_business_day(day: dt.date) -> bool:
+    return day.weekday() < 5 and bank_holiday(day) is None
+
+
 def business_day(day: dt.date) -> dt.date:
-    """Weekend activity rolls forward to Monday."""
-    return day + dt.timedelta(days=(7 - day.weekday()) % 7) if day.weekday() >= 5 else day
+    """Weekend and holiday activity rolls forward to the next business day."""
+    while not is_business_day(day):
+        day += dt.timedelta(days=1)
+    return day
+
+
+def next_business_day(day: dt.date) -> dt.date:
+    return business_day(day + dt.timedelta(days=1))
 
 
 def assess(x: StructuringInputs) -> StructuringAnswer:
@@ -108,23 +132,32 @@ def assess(x: StructuringInputs) -> StructuringAnswer:
     )
 
 
+def windows(first: dt.date, last: dt.date) -> list[tuple[dt.date, dt.date, dt.date]]:
+    """Every window of 3 consecutive business days that overlaps [first, last], including
+    windows that start on a day without activity."""
+    start = first
+    for _ in range(2):  # back up two business days so windows ending on ``first`` count
+        start -= dt.timedelta(days=1)
+        while not is_business_day(start):
+            start -= dt.timedelta(days=1)
+    out = []
+    while start <= last:
+        second = next_business_day(start)
+        out.append((start, second, next_business_day(second)))
+        start = second
+    return out
+
+
 def _structured_amount(totals: dict, counts: dict, ctr_days: set) -> Decimal:
     """Largest cash-in total over 3 consecutive business days with >= 2 deposits and no CTR."""
     best = Decimal(0)
-    for start in totals:
-        window = [d for d in totals if 0 <= _bdays(start, d) < 3]
+    if not totals:
+        return best
+    for window in windows(min(totals), max(totals)):
         if ctr_days & set(window) or sum(counts.get(d, 0) for d in window) < 2:
             continue
-        best = max(best, sum((totals[d]["cash_in"] for d in window), Decimal(0)))
+        best = max(best, sum((totals[d]["cash_in"] for d in window if d in totals), Decimal(0)))
     return best
-
-
-def _bdays(a: dt.date, b: dt.date) -> int:
-    """Business days from a to b (Mon-Fri count), negative when b is earlier."""
-    sign = 1 if b >= a else -1
-    lo, hi = sorted((a, b))
-    days = sum(1 for i in range((hi - lo).days) if (lo + dt.timedelta(days=i)).weekday() < 5)
-    return sign * days
 
 
 class Structuring(Family):
@@ -138,7 +171,8 @@ class Structuring(Family):
         "for any business day on which the customer's cash-in total, or cash-out total, is "
         "more than $10,000.00 (31 CFR 1010.311/313; aggregate across branches, do not net "
         "in against out; only cash counts; ignore transactions for other customers; "
-        "Saturday/Sunday activity belongs to the next Monday). Structuring is indicated when "
+        "activity on a Saturday, Sunday or a bank holiday (marked in the table) belongs to the "
+        "next business day). Structuring is indicated when "
         "two or more cash-in transactions within 3 consecutive business days total more than "
         "$10,000.00 while none of those business days needs a CTR (31 CFR 1010.314). The SAR "
         "threshold is met when structuring is indicated and involves $5,000.00 or more "
@@ -179,7 +213,7 @@ class Structuring(Family):
             "txn_id | date | weekday | branch | customer | type | amount (USD)",
         ]
         rows += [
-            f"{t.txn_id} | {t.date} | {t.date:%a} | {t.branch} | {t.customer_id} | "
+            f"{t.txn_id} | {t.date} | {_weekday(t.date)} | {t.branch} | {t.customer_id} | "
             f"{t.kind.replace('_', ' ')} | {t.amount:,.2f}"
             for t in x.transactions
         ]
@@ -207,9 +241,21 @@ class Structuring(Family):
         )
 
 
+def _weekday(day: dt.date) -> str:
+    name = bank_holiday(day)
+    return f"{day:%a} (bank holiday: {name})" if name else f"{day:%a}"
+
+
+# Start dates a few days before Federal Reserve holidays in 2026 (Jan 19, Feb 16, May 25,
+# Jun 19, Sep 7), so the activity span covers the holiday.
+HOLIDAY_WEEKS = [dt.date(2026, m, d) for m, d in ((1, 14), (2, 11), (5, 20), (6, 15), (9, 2))]
+
+
 def _draw(rng: random.Random, difficulty: int) -> StructuringInputs:
     cust = f"C{rng.randrange(10**5):05d}"
     start = dt.date(2026, 1, 5) + dt.timedelta(weeks=rng.randrange(40))
+    if difficulty >= 3 and rng.random() < 0.3:  # a week with a bank holiday in it
+        start = rng.choice(HOLIDAY_WEEKS)
     n = [4, 7, 10, 16, 26][difficulty - 1]
     span = [2, 4, 6, 9, 12][difficulty - 1]
     mode = rng.choice(["ctr", "structuring", "clean", "both"])
@@ -265,7 +311,8 @@ def _steps(x: StructuringInputs, a: StructuringAnswer) -> list[str]:
     dropped = len(x.transactions) - len(kept)
     steps = [
         f"Keep cash transactions for {x.customer_id}: {len(kept)} kept, {dropped} excluded "
-        "(non-cash or other customers); weekend items move to the next Monday."
+        "(non-cash or other customers); weekend and bank-holiday items move to the next "
+        "business day."
     ]
     for day, tot in a.daily_totals.items():
         items = [t for t in kept if business_day(t.date).isoformat() == day]

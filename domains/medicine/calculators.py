@@ -42,7 +42,7 @@ class PatientFacts(BaseModel):
         default=None,
         ge=8,
         le=2200,
-        description="Creatinine as stated in umol/L (instead of mg/dL).",
+        description="Creatinine as stated, umol/L.",
     )
     bun: float | None = Field(default=None, ge=1, le=250, description="BUN, mg/dL.")
     urea_mmol: float | None = Field(

@@ -5,7 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from domains.finance_risk.structuring import CashTxn, StructuringInputs, assess, business_day
+import pytest
+
+from domains.finance_risk.structuring import (
+    CashTxn,
+    StructuringInputs,
+    assess,
+    bank_holiday,
+    business_day,
+    is_business_day,
+)
 
 
 def _t(i: int, day: str, amount: str, kind: str = "cash_in", who: str = "C1") -> CashTxn:
@@ -65,3 +74,74 @@ def test_weekend_rolls_to_monday() -> None:
     )
     a = assess(x)
     assert a.ctr_days == ["2026-03-09"] and list(a.daily_totals) == ["2026-03-09"]
+
+
+def test_window_that_starts_on_a_day_without_activity() -> None:
+    # Tue 6,000 + Wed 5,000 = 11,000 > 10,000 in the Mon-Wed window, which has no CTR day;
+    # Thu 10,500 is a CTR day, and every window that starts on an active day contains it.
+    x = StructuringInputs(
+        customer_id="C1",
+        customer_name="A",
+        transactions=[
+            _t(1, "2026-03-03", "6000.00"),
+            _t(2, "2026-03-04", "5000.00"),
+            _t(3, "2026-03-05", "10500.00"),
+        ],
+    )
+    a = assess(x)
+    assert a.ctr_days == ["2026-03-05"] and a.structuring
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2])
+def test_every_window_position(offset: int) -> None:
+    # two deposits 4 business days apart never share a window; 2 apart do, in any position
+    days = ["2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05", "2026-03-06"]
+    pair = [days[offset], days[offset + 2]]
+    x = StructuringInputs(
+        customer_id="C1",
+        customer_name="A",
+        transactions=[_t(1, pair[0], "5000.50"), _t(2, pair[1], "5000.50")],
+    )
+    assert assess(x).structuring
+    far = StructuringInputs(
+        customer_id="C1",
+        customer_name="A",
+        transactions=[_t(1, days[0], "5000.50"), _t(2, "2026-03-06", "5000.50")],
+    )
+    assert not assess(far).structuring
+
+
+def test_ctr_cents_boundary() -> None:
+    for amount, due in (("10000.00", False), ("10000.01", True)):
+        x = StructuringInputs(
+            customer_id="C1", customer_name="A", transactions=[_t(1, "2026-03-02", amount)]
+        )
+        assert assess(x).ctr_due == due
+
+
+def test_holiday_rolls_to_next_business_day() -> None:
+    # Memorial Day, Mon 2026-05-25, is a Federal Reserve holiday: it belongs to Tue 05-26
+    assert bank_holiday(dt.date(2026, 5, 25)) == "Memorial Day"
+    assert business_day(dt.date(2026, 5, 25)) == dt.date(2026, 5, 26)
+    # Sat 2026-05-23 rolls past the holiday Monday too
+    assert business_day(dt.date(2026, 5, 23)) == dt.date(2026, 5, 26)
+    # Independence Day 2026 is a Saturday: the Fed is open Friday 07-03; Sunday 2027-07-04
+    # is observed on Monday 07-05
+    assert is_business_day(dt.date(2026, 7, 3))
+    assert not is_business_day(dt.date(2027, 7, 5))
+    x = StructuringInputs(
+        customer_id="C1",
+        customer_name="A",
+        transactions=[_t(1, "2026-05-25", "6000.00"), _t(2, "2026-05-26", "4000.01")],
+    )
+    a = assess(x)
+    assert a.ctr_days == ["2026-05-26"] and list(a.daily_totals) == ["2026-05-26"]
+
+
+def test_generated_cases_include_holidays_and_render_them() -> None:
+    from domains.base import get_domain
+
+    d = get_domain("finance_risk")
+    cases = d.generate(200, 0, "structuring", 4)
+    marked = [c for c in cases if "bank holiday" in d.prompt(c)[1]["content"]]
+    assert marked
