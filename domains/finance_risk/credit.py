@@ -13,9 +13,10 @@ import random
 from statistics import NormalDist
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from domains.base import Family, Verdict
+from domains.errors import PonderError
 from domains.parsing import key_values, to_float
 
 AssetClass = Literal[
@@ -38,6 +39,22 @@ class CreditInputs(BaseModel):
     maturity: float = Field(gt=0.0, le=30.0, description="Effective maturity in years.")
     sales_m: float | None = Field(default=None, gt=0, description="Annual sales, EUR millions.")
     currency: str = Field(default="USD", description="Currency of EAD.")
+    elbe: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Defaulted exposures only: the bank's best estimate of expected loss "
+        "(fraction of EAD); absent means it equals LGD.",
+    )
+
+    @model_validator(mode="after")
+    def _sme_needs_sales(self) -> CreditInputs:
+        if self.asset_class == "sme_corporate" and self.sales_m is None:
+            raise ValueError(
+                "sales_m: an sme_corporate exposure needs annual sales (EUR m) for the "
+                "firm-size adjustment; give sales_m, or use asset_class corporate"
+            )
+        return self
 
 
 class CreditAnswer(BaseModel):
@@ -78,18 +95,76 @@ def conditional_pd(pd: float, r: float) -> float:
     return _N.cdf((_N.inv_cdf(pd) + math.sqrt(r) * G999) / math.sqrt(1 - r))
 
 
-def irb(x: CreditInputs) -> tuple[CreditAnswer, dict[str, float]]:
-    """R, K, RWA plus the intermediate values the reference solution shows."""
-    pd = max(x.pd, PD_FLOOR)
-    m = min(max(x.maturity, 1.0), 5.0)
-    r = correlation(x.asset_class, pd, x.sales_m)
-    cond = conditional_pd(pd, r)
-    retail = x.asset_class in ("residential_mortgage", "qualifying_revolving", "other_retail")
-    b = 0.0 if retail else maturity_b(pd)
+RETAIL = ("residential_mortgage", "qualifying_revolving", "other_retail")
+
+
+class IRBResult(BaseModel):
+    """Every named intermediate of the IRB calculation, and the results."""
+
+    pd: float = Field(description="PD after the 0.03% floor (1.0 when defaulted).")
+    maturity: float = Field(description="Maturity clamped to [1, 5] years.")
+    defaulted: bool = Field(description="PD = 1: para 272's defaulted-exposure rule applies.")
+    R: float = Field(description="Asset correlation (not used when defaulted).")
+    conditional_pd: float = Field(description="PD at the 99.9% systematic quantile.")
+    b: float = Field(description="Maturity adjustment b (0 for retail).")
+    maturity_factor: float = Field(description="(1 + (M - 2.5) b) / (1 - 1.5 b); 1 for retail.")
+    K: float = Field(description="Capital requirement per unit EAD.")
+    RWA: float = Field(description="12.5 x K x EAD.")
+    EL: float = Field(description="Expected loss PD x LGD x EAD.")
+
+
+def irb(
+    asset_class: str,
+    pd: float,
+    lgd: float,
+    ead: float,
+    maturity: float,
+    *,
+    sales_m: float | None = None,
+    elbe: float | None = None,
+    corporate_formula: bool = False,
+) -> IRBResult:
+    """BCBS 2006 IRB capital; a pure function of the risk inputs.
+
+    PD = 1 is a defaulted exposure: K = max(0, LGD - ELBE) (para 272), with ELBE = LGD when
+    no separate best estimate is given, so K = 0 and EL = LGD x EAD. An SME exposure without
+    sales is an error unless ``corporate_formula`` asks for the plain corporate formula."""
+    if asset_class == "sme_corporate" and sales_m is None and not corporate_formula:
+        raise PonderError(
+            "sales_m",
+            "an sme_corporate exposure needs annual sales for the firm-size adjustment",
+            "give sales_m (EUR millions), or pass corporate_formula=True",
+        )
+    floored = 1.0 if pd >= 1.0 else max(pd, PD_FLOOR)
+    m = min(max(maturity, 1.0), 5.0)
+    retail = asset_class in RETAIL
+    r = correlation(asset_class, floored, sales_m)
+    b = 0.0 if retail else maturity_b(floored)
     adj = 1.0 if retail else (1 + (m - 2.5) * b) / (1 - 1.5 * b)
-    k = max(0.0, (x.lgd * cond - pd * x.lgd) * adj)
-    parts = {"pd": pd, "m": m, "cond": cond, "b": b, "adj": adj}
-    return CreditAnswer(R=r, K=k, RWA=12.5 * k * x.ead), parts
+    if floored >= 1.0:
+        cond, k = 1.0, max(0.0, lgd - (lgd if elbe is None else elbe))
+    else:
+        cond = conditional_pd(floored, r)
+        k = max(0.0, (lgd * cond - floored * lgd) * adj)
+    return IRBResult(
+        pd=floored,
+        maturity=m,
+        defaulted=floored >= 1.0,
+        R=r,
+        conditional_pd=cond,
+        b=b,
+        maturity_factor=adj,
+        K=k,
+        RWA=12.5 * k * ead,
+        EL=floored * lgd * ead,
+    )
+
+
+def irb_inputs(x: CreditInputs) -> IRBResult:
+    """``irb`` over a validated exposure record."""
+    return irb(
+        x.asset_class, x.pd, x.lgd, x.ead, x.maturity, sales_m=x.sales_m, elbe=x.elbe
+    )
 
 
 NAMES = [
@@ -137,6 +212,8 @@ class CreditCapital(Family):
         pd = round(rng.uniform(0.0005, 0.08), 4)
         if difficulty == 5 and rng.random() < 0.5:
             pd = round(rng.uniform(0.00005, 0.00029), 5)  # below the floor
+        elif difficulty == 5 and rng.random() < 0.2:
+            pd = 1.0  # a defaulted exposure (para 272)
         maturity = (
             2.5
             if difficulty == 1
@@ -153,8 +230,9 @@ class CreditCapital(Family):
             sales_m=round(rng.uniform(2, 70), 1) if asset_class == "sme_corporate" else None,
             currency=rng.choice(["USD", "EUR", "GBP"]),
         )
-        answer, parts = irb(x)
-        return x.model_dump(), answer.model_dump(), _steps(x, answer, parts)
+        res = irb_inputs(x)
+        answer = CreditAnswer(R=res.R, K=res.K, RWA=res.RWA)
+        return x.model_dump(), answer.model_dump(), _steps(x, res)
 
     def render(self, x: BaseModel) -> str:
         assert isinstance(x, CreditInputs)
@@ -168,6 +246,8 @@ class CreditCapital(Family):
         ]
         if x.sales_m is not None:
             lines.append(f"Annual sales: EUR {x.sales_m:g} million")
+        if x.elbe is not None:
+            lines.append(f"Best estimate of expected loss: {x.elbe * 100:.4g}%")
         return "\n".join(lines)
 
     def coerce(self, payload: dict[str, Any] | str) -> BaseModel:
@@ -197,23 +277,36 @@ def _canon(key: str) -> str:
     return {"r": "R", "k": "K", "rwa": "RWA", "correlation": "R", "capital": "K"}.get(k, key)
 
 
-def _steps(x: CreditInputs, a: CreditAnswer, p: dict[str, float]) -> list[str]:
+def _steps(x: CreditInputs, a: IRBResult) -> list[str]:
     steps = [
-        f"Inputs: PD = {x.pd:.6g} (floored at 0.0003 -> {p['pd']:.6g}), LGD = {x.lgd:g}, "
-        f"M = {x.maturity:g} years (clamped to [1, 5] -> {p['m']:g}), EAD = {x.ead:,.2f}."
+        f"Inputs: PD = {x.pd:.6g} (floored at 0.0003 -> {a.pd:.6g}), LGD = {x.lgd:g}, "
+        f"M = {x.maturity:g} years (clamped to [1, 5] -> {a.maturity:g}), EAD = {x.ead:,.2f}."
     ]
-    steps.append(_corr_step(x, p["pd"], a.R))
-    steps.append(
-        f"Conditional PD at 99.9%: N((G(PD) + sqrt(R) x G(0.999)) / sqrt(1 - R)) = {p['cond']:.6f}."
-    )
-    if p["b"]:
+    steps.append(_corr_step(x, a.pd, a.R))
+    if a.defaulted:
+        elbe = x.lgd if x.elbe is None else x.elbe
         steps.append(
-            f"Maturity adjustment: b = (0.11852 - 0.05478 x ln(PD))^2 = {p['b']:.6f}; "
-            f"(1 + (M - 2.5) x b) / (1 - 1.5 x b) = {p['adj']:.6f}."
+            "PD = 100%: the exposure is in default, so the formula does not apply (Basel II "
+            f"para 272): K = max(0, LGD - best-estimate EL) = max(0, {x.lgd:g} - {elbe:g}) = "
+            f"{a.K:.6f}{' (no separate best estimate: it equals LGD)' if x.elbe is None else ''}"
+            f"; expected loss = LGD x EAD = {a.EL:,.2f}."
+        )
+        steps.append(f"RWA = 12.5 x K x EAD = 12.5 x {a.K:.6f} x {x.ead:,.2f} = {a.RWA:,.2f}.")
+        return steps
+    steps.append(
+        "Conditional PD at 99.9%: N((G(PD) + sqrt(R) x G(0.999)) / sqrt(1 - R)) = "
+        f"{a.conditional_pd:.6f}."
+    )
+    if a.b:
+        steps.append(
+            f"Maturity adjustment: b = (0.11852 - 0.05478 x ln(PD))^2 = {a.b:.6f}; "
+            f"(1 + (M - 2.5) x b) / (1 - 1.5 x b) = {a.maturity_factor:.6f}."
         )
     else:
         steps.append("Retail exposure: no maturity adjustment.")
-    steps.append(f"K = (LGD x {p['cond']:.6f} - PD x LGD) x {p['adj']:.6f} = {a.K:.6f}.")
+    steps.append(
+        f"K = (LGD x {a.conditional_pd:.6f} - PD x LGD) x {a.maturity_factor:.6f} = {a.K:.6f}."
+    )
     steps.append(f"RWA = 12.5 x K x EAD = 12.5 x {a.K:.6f} x {x.ead:,.2f} = {a.RWA:,.2f}.")
     return steps
 

@@ -6,7 +6,17 @@ import math
 
 import pytest
 
-from domains.finance_risk.credit import CreditInputs, conditional_pd, correlation, irb, maturity_b
+from pydantic import ValidationError
+
+from domains.errors import PonderError
+from domains.finance_risk.credit import (
+    CreditInputs,
+    conditional_pd,
+    correlation,
+    irb,
+    irb_inputs,
+    maturity_b,
+)
 
 
 def test_worked_example_pd_1_5_lgd_40_m_3() -> None:
@@ -29,7 +39,7 @@ def test_worked_example_pd_1_5_lgd_40_m_3() -> None:
         ead=1_000_000,
         maturity=3,
     )
-    answer, _ = irb(x)
+    answer = irb_inputs(x)
     # K = (0.4 x 0.16870 - 0.015 x 0.4) x (1 + 0.5 b) / (1 - 1.5 b) = 0.061480 x 1.297167
     assert pytest.approx(0.079750, rel=2e-3) == answer.K
     assert pytest.approx(12.5 * answer.K * 1_000_000) == answer.RWA
@@ -51,8 +61,8 @@ def test_retail_classes_and_floors() -> None:
         ead=100.0,
         maturity=9,
     )
-    floored, parts = irb(tiny)
-    assert parts["pd"] == 0.0003 and parts["m"] == 5.0
+    floored = irb_inputs(tiny)
+    assert floored.pd == 0.0003 and floored.maturity == 5.0
     mortgage = CreditInputs(
         exposure_id="F",
         obligor="X",
@@ -62,5 +72,59 @@ def test_retail_classes_and_floors() -> None:
         ead=100.0,
         maturity=9,
     )
-    answer, parts = irb(mortgage)
-    assert parts["adj"] == 1.0 and math.isfinite(answer.K)
+    answer = irb_inputs(mortgage)
+    assert answer.maturity_factor == 1.0 and math.isfinite(answer.K)
+
+
+def test_pure_call_needs_no_ids_and_exposes_conditional_pd() -> None:
+    res = irb("corporate", 0.015, 0.40, 1_000_000, 3)
+    assert res.conditional_pd == pytest.approx(0.16851, abs=2e-5)
+    assert res.EL == pytest.approx(0.015 * 0.4 * 1_000_000)
+
+
+def test_defaulted_exposure_para_272() -> None:
+    # PD = 1: K = max(0, LGD - ELBE); with no separate best estimate ELBE = LGD, so K = 0,
+    # RWA = 0 and EL = LGD x EAD = 0.45 x 200,000 = 90,000
+    res = irb("corporate", 1.0, 0.45, 200_000, 2.5)
+    assert res.defaulted and res.K == 0.0 and res.RWA == 0.0
+    assert res.EL == pytest.approx(90_000)
+    # an A-IRB best estimate of 0.40 leaves K = 0.05: RWA = 12.5 x 0.05 x 200,000 = 125,000
+    res = irb("corporate", 1.0, 0.45, 200_000, 2.5, elbe=0.40)
+    assert res.K == pytest.approx(0.05) and res.RWA == pytest.approx(125_000)
+
+
+def test_maturity_clamp_both_sides() -> None:
+    low, one = irb("corporate", 0.01, 0.45, 1.0, 0.3), irb("corporate", 0.01, 0.45, 1.0, 1.0)
+    high, five = irb("corporate", 0.01, 0.45, 1.0, 9.0), irb("corporate", 0.01, 0.45, 1.0, 5.0)
+    assert low.K == one.K and high.K == five.K and low.maturity == 1.0 and high.maturity == 5.0
+
+
+def test_pd_floor() -> None:
+    assert irb("corporate", 0.0001, 0.45, 1.0, 2.5).K == irb("corporate", 0.0003, 0.45, 1.0, 2.5).K
+
+
+@pytest.mark.parametrize(
+    ("sales", "reduction"),
+    # 0.04 x (1 - (S - 5) / 45) with S clamped to [5, 50]
+    [(4.9, 0.04), (5.0, 0.04), (50.0, 0.0), (51.0, 0.0)],
+)
+def test_sme_sales_bounds(sales: float, reduction: float) -> None:
+    corp = correlation("corporate", 0.015)
+    assert correlation("sme_corporate", 0.015, sales) == pytest.approx(corp - reduction)
+
+
+def test_sme_without_sales_is_an_error_unless_corporate_is_asked() -> None:
+    with pytest.raises(PonderError, match="sales_m"):
+        irb("sme_corporate", 0.015, 0.4, 1.0, 2.5)
+    plain = irb("sme_corporate", 0.015, 0.4, 1.0, 2.5, corporate_formula=True)
+    assert plain.R == pytest.approx(correlation("corporate", 0.015))
+    with pytest.raises(ValidationError, match="sales_m"):
+        CreditInputs(
+            exposure_id="F",
+            obligor="X",
+            asset_class="sme_corporate",
+            pd=0.01,
+            lgd=0.4,
+            ead=1.0,
+            maturity=2.5,
+        )
