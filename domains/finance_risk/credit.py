@@ -162,9 +162,7 @@ def irb(
 
 def irb_inputs(x: CreditInputs) -> IRBResult:
     """``irb`` over a validated exposure record."""
-    return irb(
-        x.asset_class, x.pd, x.lgd, x.ead, x.maturity, sales_m=x.sales_m, elbe=x.elbe
-    )
+    return irb(x.asset_class, x.pd, x.lgd, x.ead, x.maturity, sales_m=x.sales_m, elbe=x.elbe)
 
 
 NAMES = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from pydantic import ValidationError
 
 from domains.errors import PonderError
@@ -79,7 +78,7 @@ def test_retail_classes_and_floors() -> None:
 def test_pure_call_needs_no_ids_and_exposes_conditional_pd() -> None:
     res = irb("corporate", 0.015, 0.40, 1_000_000, 3)
     assert res.conditional_pd == pytest.approx(0.16851, abs=2e-5)
-    assert res.EL == pytest.approx(0.015 * 0.4 * 1_000_000)
+    assert pytest.approx(0.015 * 0.4 * 1_000_000) == res.EL
 
 
 def test_defaulted_exposure_para_272() -> None:
@@ -87,10 +86,10 @@ def test_defaulted_exposure_para_272() -> None:
     # RWA = 0 and EL = LGD x EAD = 0.45 x 200,000 = 90,000
     res = irb("corporate", 1.0, 0.45, 200_000, 2.5)
     assert res.defaulted and res.K == 0.0 and res.RWA == 0.0
-    assert res.EL == pytest.approx(90_000)
+    assert pytest.approx(90_000) == res.EL
     # an A-IRB best estimate of 0.40 leaves K = 0.05: RWA = 12.5 x 0.05 x 200,000 = 125,000
     res = irb("corporate", 1.0, 0.45, 200_000, 2.5, elbe=0.40)
-    assert res.K == pytest.approx(0.05) and res.RWA == pytest.approx(125_000)
+    assert pytest.approx(0.05) == res.K and pytest.approx(125_000) == res.RWA
 
 
 def test_maturity_clamp_both_sides() -> None:
@@ -117,7 +116,7 @@ def test_sme_without_sales_is_an_error_unless_corporate_is_asked() -> None:
     with pytest.raises(PonderError, match="sales_m"):
         irb("sme_corporate", 0.015, 0.4, 1.0, 2.5)
     plain = irb("sme_corporate", 0.015, 0.4, 1.0, 2.5, corporate_formula=True)
-    assert plain.R == pytest.approx(correlation("corporate", 0.015))
+    assert pytest.approx(correlation("corporate", 0.015)) == plain.R
     with pytest.raises(ValidationError, match="sales_m"):
         CreditInputs(
             exposure_id="F",
