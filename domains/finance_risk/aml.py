@@ -99,17 +99,20 @@ def pattern_edges(typology: str, members: list[str], rng: random.Random) -> list
     if typology == "bipartite":
         half = k // 2
         return [(s, d, 0) for s in m[:half] for d in m[half:]]
-    if typology == "stack":
-        a, b, c = m[: k // 3], m[k // 3 : 2 * k // 3], m[2 * k // 3 :]
+    if typology == "stack":  # AMLSim: n//3 senders, n//3 intermediaries, the rest receivers
+        third = k // 3
+        a, b, c = m[:third], m[third : 2 * third], m[2 * third :]
         return [(s, d, 0) for s in a for d in b] + [(s, d, 1) for s in b for d in c]
-    if typology == "random":
-        order = m[:]
-        rng.shuffle(order[1:])
+    if typology == "random":  # a chain from the subject through the others in random order
+        rest = m[1:]
+        rng.shuffle(rest)
+        order = [m[0], *rest]
         return [(order[i], order[i + 1], i) for i in range(k - 1)]
     if typology == "scatter_gather":
         return [(m[0], x, 0) for x in m[2:]] + [(x, m[1], 1) for x in m[2:]]
-    mid = k // 2  # gather_scatter: sources -> hub -> destinations
-    return [(s, m[0], 0) for s in m[1:mid]] + [(m[0], d, 1) for d in m[mid:]]
+    # gather_scatter (AMLSim): (n - 1) // 2 sources -> hub m[0] -> the rest
+    split = 1 + (k - 1) // 2
+    return [(s, m[0], 0) for s in m[1:split]] + [(m[0], d, 1) for d in m[split:]]
 
 
 MEMBER_COUNTS = {
@@ -207,15 +210,40 @@ class AMLTypology(Family):
         )
 
 
-def _laundering_rows(edges: list[tuple], rng: random.Random, alert: str | None) -> list[dict]:
+MARGIN = (0.08, 0.12)  # what an intermediary keeps per hop: "about 10%"
+
+
+def edge_amounts(edges: list[tuple], rng: random.Random) -> list[float]:
+    """Amounts that follow the flow: hop-0 edges share the laundered sum; an account at a
+    later hop forwards what it received at the hop before, less a margin in MARGIN, split
+    over its outgoing edges (AMLSim forwards the received total minus a margin)."""
     base = rng.uniform(20_000, 250_000)
-    start = T0 + dt.timedelta(days=rng.randrange(20), hours=rng.randrange(10))
     width = max(sum(1 for e in edges if e[2] == 0), 1)
+    received: dict[tuple[str, int], float] = {}
+    amounts: list[float] = [0.0] * len(edges)
+    for hop in sorted({e[2] for e in edges}):
+        out: dict[str, list[int]] = {}
+        for i, (src, _, h) in enumerate(edges):
+            if h == hop:
+                out.setdefault(src, []).append(i)
+        for src, idx in out.items():
+            inflow = received.get((src, hop - 1))
+            total = (
+                base / width * len(idx) if inflow is None else inflow * (1 - rng.uniform(*MARGIN))
+            )
+            weights = [rng.uniform(0.9, 1.1) for _ in idx]
+            for i, w in zip(idx, weights, strict=True):
+                amounts[i] = round(total * w / sum(weights), 2)
+                key = (edges[i][1], hop)
+                received[key] = received.get(key, 0.0) + amounts[i]
+    return amounts
+
+
+def _laundering_rows(edges: list[tuple], rng: random.Random, alert: str | None) -> list[dict]:
+    start = T0 + dt.timedelta(days=rng.randrange(20), hours=rng.randrange(10))
     fmt = rng.choice(FORMATS)
     rows = []
-    for src, dst, hop in edges:
-        share = base / width if hop == 0 or len(edges) > 8 else base
-        amount = round(share * 0.9**hop * rng.uniform(0.97, 1.0), 2)
+    for (src, dst, hop), amount in zip(edges, edge_amounts(edges, rng), strict=True):
         when = start + dt.timedelta(hours=hop * rng.randint(4, 30), minutes=rng.randrange(240))
         rows.append(
             {

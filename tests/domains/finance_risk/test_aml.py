@@ -53,3 +53,43 @@ def test_grading_partial_credit() -> None:
     v = d.verify(case, d.family("aml_typology").coerce(wrong_label))
     assert not v.correct and v.score == pytest.approx(2 / 3)
     assert set_f1({"a", "b"}, {"a"}) == pytest.approx(2 / 3)
+
+
+def test_gather_scatter_and_stack_follow_amlsim_shapes() -> None:
+    rng = random.Random(0)
+    gs = pattern_edges("gather_scatter", MEMBERS[:5], rng)  # (5 - 1) // 2 = 2 sources
+    assert [s for s, d, h in gs if h == 0] == ["A1", "A2"]
+    assert [d for s, d, h in gs if h == 1] == ["A3", "A4"]
+    st = pattern_edges("stack", [f"A{i}" for i in range(8)], rng)  # 8 // 3 = 2, 2, rest 4
+    assert {s for s, _, h in st if h == 0} == {"A0", "A1"}
+    assert {s for s, _, h in st if h == 1} == {"A2", "A3"}
+    assert {d for _, d, h in st if h == 1} == {"A4", "A5", "A6", "A7"}
+
+
+def test_random_chain_starts_at_subject_and_is_shuffled() -> None:
+    orders = {
+        tuple(s for s, _, _ in pattern_edges("random", MEMBERS, random.Random(seed)))
+        for seed in range(10)
+    }
+    assert all(order[0] == "A0" for order in orders) and len(orders) > 1
+
+
+@pytest.mark.parametrize("level", [1, 3, 5])
+def test_every_intermediary_forwards_what_it_received_less_the_margin(level: int) -> None:
+    d = get_domain("finance_risk")
+    checked = 0
+    for case in d.generate(200, 7, "aml_typology", level):
+        rows = {t["txn_id"]: t for t in case.inputs["transactions"]}
+        bad = [rows[t] for t in case.truth["transactions"]]
+        for acct in case.truth["accounts"]:
+            got = sum(t["amount"] for t in bad if t["to_account"] == acct)
+            paid = sum(t["amount"] for t in bad if t["from_account"] == acct)
+            if (
+                got
+                and paid
+                and case.truth["typology"] != "cycle"
+                or (case.truth["typology"] == "cycle" and acct != case.inputs["subject_account"])
+            ):
+                assert 0.88 - 1e-3 <= paid / got <= 0.92 + 1e-3, (case.id, acct)
+                checked += 1
+    assert checked > 50
