@@ -1,4 +1,9 @@
-"""Domain baselines: the example model's greedy chain-of-thought accuracy, and case throughput.
+"""Domain baselines: truth fidelity, the example model's greedy chain-of-thought accuracy,
+and case throughput.
+
+Fidelity (``--fidelity-only`` runs just this, in seconds): for each family with a text
+reader, how many of 1,000 generated cases per difficulty had their truth recomputed from
+the rendered text alone (note or transaction table, parsed back) and matched.
 
 For every family x difficulty (1, 3, 5) it generates cases, prompts the example model
 through ponder's Generator (greedy), parses and verifies the answers, and prints accuracy,
@@ -32,6 +37,38 @@ def throughput(domain: Domain, family: str, n: int) -> float:
     for level in range(1, 6):
         domain.generate(n // 5, seed=level, family=family, difficulty=level)
     return n / (time.perf_counter() - start)
+
+
+def fidelity_rows(n: int) -> list[dict]:
+    """Cases whose truth, recomputed from the rendered text, equals the stored truth."""
+    from domains.finance_risk.readback import read_structuring
+    from domains.finance_risk.structuring import assess
+    from domains.medicine.calculators import CALCULATORS
+    from domains.medicine.readback import read_note
+
+    def clinical(domain: Domain, case) -> dict:
+        spec = CALCULATORS[case.inputs["calculator"]]
+        value, criteria, _ = spec.compute(read_note(case.inputs["note"]))
+        value = round(value) if spec.integer else round(value, 4)
+        return {"value": value, "criteria": sorted(criteria)}
+
+    def structuring(domain: Domain, case) -> dict:
+        fam = domain.family("structuring")
+        text = fam.render(fam.Inputs.model_validate(case.inputs))
+        return assess(read_structuring(text)).model_dump(mode="json")
+
+    readers = {
+        ("medicine", "clinical_calc"): clinical,
+        ("finance_risk", "structuring"): structuring,
+    }
+    rows = []
+    for (dom, fam), read in readers.items():
+        domain = get_domain(dom)
+        for level in range(1, 6):
+            cases = domain.generate(n, seed=7000 + level, family=fam, difficulty=level)
+            ok = sum(read(domain, c) == c.truth for c in cases)
+            rows.append({"family": fam, "difficulty": level, "n": n, "matched": ok})
+    return rows
 
 
 def accuracy_rows(args: argparse.Namespace) -> list[dict]:
@@ -106,7 +143,14 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, default=8192)
     parser.add_argument("--throughput-cases", type=int, default=5000)
     parser.add_argument("--out", type=Path, default=Path(".ponder/bench"))
+    parser.add_argument("--fidelity-cases", type=int, default=1000)
+    parser.add_argument("--fidelity-only", action="store_true")
     args = parser.parse_args()
+    print(f"# truth recomputed from the rendered text: {args.fidelity_cases} cases per cell")
+    for r in fidelity_rows(args.fidelity_cases):
+        print(f"{r['family']:16s} difficulty {r['difficulty']}: {r['matched']}/{r['n']} matched")
+    if args.fidelity_only:
+        return
     speeds = {fam: throughput(get_domain(dom), fam, args.throughput_cases) for dom, fam in FAMILIES}
     rows = accuracy_rows(args)
     print(

@@ -20,6 +20,8 @@ from domains.medicine.calculators import (
     PatientFacts,
 )
 
+LB = 0.453592  # kg per lb, the factor the prompt states
+
 FIRST = {
     "M": ["James", "Ahmed", "Wei", "Carlos", "Tomasz", "Kwame"],
     "F": ["Maria", "Aisha", "Mei", "Sofia", "Olga", "Amara"],
@@ -117,7 +119,7 @@ def draw_facts(rng: random.Random, calc: str, difficulty: int) -> tuple[PatientF
 def _apply_display(v: dict, units: dict) -> PatientFacts:
     """Round-trip every converted value through its displayed form."""
     if units["weight"]:
-        v["weight_kg"] = round(v["weight_kg"] * 2.20462) / 2.20462
+        v["weight_kg"] = round(v["weight_kg"] / LB) * LB
     if units["height"]:
         v["height_cm"] = round(v["height_cm"] / 2.54) * 2.54
     if units["creatinine"]:  # stated in umol/L: keep the stated number, not a round trip
@@ -161,7 +163,7 @@ def render_note(
 
 
 def _vitals(f: PatientFacts, units: dict) -> str:
-    weight = f"{f.weight_kg * 2.20462:.0f} lb" if units["weight"] else f"{f.weight_kg:.1f} kg"
+    weight = f"{f.weight_kg / LB:.0f} lb" if units["weight"] else f"{f.weight_kg:.1f} kg"
     if units["height"]:
         inches = round(f.height_cm / 2.54)
         height = f"{inches // 12} ft {inches % 12} in"
