@@ -10,6 +10,7 @@ Hardware is chosen automatically (GPU: bf16, LoRA, vLLM colocate rollouts; CPU: 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -287,7 +288,9 @@ def train_grpo(
         save_steps=cfg.save_steps,
         logging_steps=1,
         report_to=list(report_to),
-        log_completions=True,
+        # TRL's own completion log prints raw prompts (case text) to the console; a small
+        # sample is written to completions/ instead, which is uploaded redacted.
+        log_completions=False,
         seed=cfg.seed,
         use_cpu=not use_gpu(),
         bf16=use_gpu(),
@@ -297,9 +300,10 @@ def train_grpo(
         disable_tqdm=True,
     )
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    sample = ckpt_dir / "completions" / "sample.jsonl"
     trainer = GRPOTrainer(
         model=str(model_dir),
-        reward_funcs=list(reward_funcs),
+        reward_funcs=[_sampled(reward_funcs[0], sample), *reward_funcs[1:]],
         args=args,
         train_dataset=Dataset.from_list([{"prompt": r["prompt"], "case": r["case"]} for r in rows]),
         processing_class=tokenizer,
@@ -334,6 +338,23 @@ def grpo_job(
         callbacks=callbacks,
         report_to=report_to,
     )
+
+
+def _sampled(fn: Callable[..., list[float | None]], path: Path, k: int = 2) -> Any:
+    """``fn`` that also appends ``k`` (prompt, completion, reward) rows per call to ``path``
+    (local; uploads go through ``redacted_copy``)."""
+
+    def sampled(prompts: list, completions: list, **kwargs: Any) -> list[float | None]:
+        out = fn(prompts=prompts, completions=completions, **kwargs)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as fh:
+            for p, c, r in list(zip(prompts, completions, out, strict=True))[:k]:
+                fh.write(json.dumps({"prompt": p, "completion": c, "reward": r}, default=str))
+                fh.write("\n")
+        return out
+
+    sampled.__name__ = getattr(fn, "__name__", "reward")
+    return sampled
 
 
 def _file_progress(path: Path) -> Any:
