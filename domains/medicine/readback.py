@@ -20,26 +20,30 @@ _VITALS = re.compile(
     r"HR (\d+) bpm, BP (\d+)/(\d+) mmHg, RR (\d+)/min, weight ([\d.]+) (kg|lb), "
     r"height (?:(\d+) cm|(\d+) ft (\d+) in)"
 )
-_LABS = {
-    "sodium": (r"\bNa ([\d.]+) mmol/L", 1.0),
-    "chloride": (r"\bCl ([\d.]+) mmol/L", 1.0),
-    "bicarbonate": (r"\bHCO3 ([\d.]+) mmol/L", 1.0),
-    "potassium": (r"\bK ([\d.]+) mmol/L", 1.0),
-    "creatinine": (r"creatinine ([\d.]+) mg/dL", 1.0),
-    "creatinine_umol": (r"creatinine ([\d.]+) umol/L", 1.0),
-    "bun": (r"BUN ([\d.]+) mg/dL", 1.0),
-    "urea_mmol": (r"urea ([\d.]+) mmol/L", 1.0),
-    "calcium": (r"calcium ([\d.]+) mg/dL", 1.0),
-    "calcium_mmol": (r"calcium ([\d.]+) mmol/L", 4.008),
-    "albumin": (r"albumin ([\d.]+) g/dL", 1.0),
-    "albumin_g_l": (r"albumin ([\d.]+) g/L", 0.1),
-    "bilirubin": (r"bilirubin ([\d.]+) mg/dL", 1.0),
-    "bilirubin_umol": (r"bilirubin ([\d.]+) umol/L", 1 / 17.1),
-    "inr": (r"\bINR ([\d.]+)", 1.0),
-    "qt_ms": (r"QT ([\d.]+) ms", 1.0),
+_LABS = {  # field -> pattern; a stated value in another unit maps to (canonical field, factor)
+    "sodium": r"\bNa ([\d.]+) mmol/L",
+    "chloride": r"\bCl ([\d.]+) mmol/L",
+    "bicarbonate": r"\bHCO3 ([\d.]+) mmol/L",
+    "potassium": r"\bK ([\d.]+) mmol/L",
+    "creatinine": r"creatinine ([\d.]+) mg/dL",
+    "creatinine_umol": r"creatinine ([\d.]+) umol/L",
+    "bun": r"BUN ([\d.]+) mg/dL",
+    "urea_mmol": r"urea ([\d.]+) mmol/L",
+    "calcium": r"calcium ([\d.]+) mg/dL",
+    "calcium_mmol": r"calcium ([\d.]+) mmol/L",
+    "albumin": r"albumin ([\d.]+) g/dL",
+    "albumin_g_l": r"albumin ([\d.]+) g/L",
+    "bilirubin": r"bilirubin ([\d.]+) mg/dL",
+    "bilirubin_umol": r"bilirubin ([\d.]+) umol/L",
+    "inr": r"\bINR ([\d.]+)",
+    "qt_ms": r"QT ([\d.]+) ms",
 }
-# values stated in another unit that PatientFacts keeps in its canonical field
-_CANONICAL = {"calcium_mmol": "calcium", "albumin_g_l": "albumin", "bilirubin_umol": "bilirubin"}
+# stated values PatientFacts keeps only in canonical units: the prompt's conversion
+_CANONICAL = {
+    "calcium_mmol": ("calcium", lambda x: x * 4.008),
+    "albumin_g_l": ("albumin", lambda x: x / 10),
+    "bilirubin_umol": ("bilirubin", lambda x: x / 17.1),
+}
 
 
 def read_note(note: str) -> PatientFacts:
@@ -50,23 +54,12 @@ def read_note(note: str) -> PatientFacts:
     drinks = _DRINKS.search(note)
     values["alcohol_per_week"] = int(drinks.group(1)) if drinks else 0
     values.update(_vitals(note))
-    for name, (pattern, factor) in _LABS.items():
+    for name, pattern in _LABS.items():
         match = re.search(pattern, note)
         if match:
-            number = float(match.group(1))
-            if name in _CANONICAL:
-                values[_CANONICAL[name]] = _convert(name, number, factor)
-            else:
-                values[name] = number
+            field, convert = _CANONICAL.get(name, (name, float))
+            values[field] = convert(float(match.group(1)))
     return PatientFacts.model_validate(values)
-
-
-def _convert(name: str, number: float, factor: float) -> float:
-    if name == "albumin_g_l":
-        return number / 10
-    if name == "bilirubin_umol":
-        return number / 17.1
-    return number * factor
 
 
 def _findings(note: str) -> list[str]:
