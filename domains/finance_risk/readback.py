@@ -10,10 +10,10 @@ import datetime as dt
 import re
 from decimal import Decimal
 
-from domains.finance_risk.structuring import CashTxn, StructuringInputs, bank_holiday
+from domains.finance_risk.structuring import LABELS, CashTxn, StructuringInputs, bank_holiday
 
 _HEAD = re.compile(r"Customer under review: (.*) \((C\d+)\)")
-_KINDS = {"cash in": "cash_in", "cash out": "cash_out", "wire": "wire", "cheque": "cheque"}
+_KINDS = {label: kind for kind, label in LABELS.items()}
 
 
 def read_structuring(text: str) -> StructuringInputs:

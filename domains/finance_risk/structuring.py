@@ -6,17 +6,26 @@ Rules (stated in the prompt so the ground truth is unambiguous):
   totalled separately, never netted. Only cash counts (not wires or cheques), and only
   transactions by or for the customer under review. Activity on a Saturday, Sunday or a
   Federal Reserve holiday belongs to the next business day (31 CFR 1010.313(b)).
-- 31 CFR 1010.314 (structuring): ponder's red-flag rule is two or more cash-in
-  transactions within 3 consecutive business days totalling more than $10,000 while no
-  business day in that window reached the CTR threshold.
-- 31 CFR 1020.320: a bank SAR is due at $5,000 or more when suspicious: met when
-  structuring is indicated and the structured amount is at least $5,000.
+- 31 CFR 1010.415: a bank keeps a record of each cash purchase of money orders (or other
+  monetary instruments) of $3,000 to $10,000; purchases on one business day are added up
+  and treated as one purchase.
+- 31 CFR 1010.314 (structuring, breaking up cash to evade a report or a record): ponder's
+  red-flag rules are (a) two or more cash-in transactions (deposits and cash paid for money
+  orders) within 3 consecutive business days totalling more than $10,000 while no business
+  day in that window reached the CTR threshold, or (b) two or more cash money-order
+  purchases within 3 consecutive business days totalling $3,000 or more while no business
+  day in that window reached $3,000 of such purchases.
+- 31 CFR 1020.320(a)(2): a bank SAR is due for suspicious activity involving $5,000 or more
+  in aggregate. The structured amount is the total of the distinct transactions that lie in
+  a window meeting (a) or (b); a SAR is due when structuring is indicated and that amount
+  is at least $5,000. Structuring below $5,000 (rule (b) only) makes no SAR due.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Callable
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Literal
@@ -29,6 +38,15 @@ from domains.parsing import to_bool, to_decimal, to_str_list
 
 CTR_LIMIT = Decimal("10000.00")
 SAR_LIMIT = Decimal("5000.00")
+MI_LIMIT = Decimal("3000.00")  # 31 CFR 1010.415 record threshold for money orders
+CASH_IN = ("cash_in", "money_order")  # cash received by the bank
+LABELS = {
+    "cash_in": "cash in",
+    "cash_out": "cash out",
+    "money_order": "money order (cash)",
+    "wire": "wire",
+    "cheque": "cheque",
+}
 CENT = Decimal("0.01")
 BRANCHES = ["Main St", "Harbor Rd", "Airport Plaza", "Elm Park", "Riverside", "Downtown"]
 PEOPLE = ["Dana Whitfield", "Luis Ortega", "Priya Raman", "Tom Becker", "Grace Okafor"]
@@ -41,7 +59,9 @@ class CashTxn(BaseModel):
     date: dt.date = Field(description="Posting date.")
     branch: str = Field(description="Branch or ATM location.")
     customer_id: str = Field(description="Customer the transaction is for.")
-    kind: Literal["cash_in", "cash_out", "wire", "cheque"] = Field(description="Instrument.")
+    kind: Literal["cash_in", "cash_out", "money_order", "wire", "cheque"] = Field(
+        description="Instrument; money_order is a money order bought with cash (cash in)."
+    )
     amount: Decimal = Field(gt=0, decimal_places=2, description="Amount in USD (positive).")
 
 
@@ -69,6 +89,9 @@ class StructuringAnswer(BaseModel):
     ctr_due: bool = Field(description="Whether at least one CTR is due.")
     ctr_days: list[str] = Field(description="Business days (YYYY-MM-DD) needing a CTR.")
     structuring: bool = Field(description="Whether structuring is indicated.")
+    structured_amount: Decimal = Field(
+        ge=0, description="Total of the transactions in structuring windows (0.00 if none)."
+    )
     sar_threshold_met: bool = Field(description="Whether the SAR threshold is met.")
     daily_totals: dict[str, DayTotal] = Field(description="Cash totals per business day.")
 
@@ -76,6 +99,11 @@ class StructuringAnswer(BaseModel):
     @classmethod
     def _flag(cls, value: Any) -> bool:
         return to_bool(value)
+
+    @field_validator("structured_amount", mode="before")
+    @classmethod
+    def _amount(cls, value: Any) -> Decimal:
+        return to_decimal(value).quantize(CENT)
 
     @field_validator("ctr_days", mode="before")
     @classmethod
@@ -112,24 +140,32 @@ def next_business_day(day: dt.date) -> dt.date:
 
 def assess(x: StructuringInputs) -> StructuringAnswer:
     """Apply the rules in the module docstring."""
-    totals: dict[dt.date, dict[str, Decimal]] = {}
-    counts: dict[dt.date, int] = {}
+    by_day: dict[dt.date, list[CashTxn]] = {}
     for t in x.transactions:
-        if t.customer_id != x.customer_id or t.kind not in ("cash_in", "cash_out"):
-            continue
-        day = business_day(t.date)
-        bucket = totals.setdefault(day, {"cash_in": Decimal(0), "cash_out": Decimal(0)})
-        bucket[t.kind] += t.amount
-        counts[day] = counts.get(day, 0) + (t.kind == "cash_in")
-    ctr_days = sorted(d for d, b in totals.items() if max(b.values()) > CTR_LIMIT)
-    structured = _structured_amount(totals, counts, set(ctr_days))
+        if t.customer_id == x.customer_id and t.kind in (*CASH_IN, "cash_out"):
+            by_day.setdefault(business_day(t.date), []).append(t)
+    totals = {d: _day_total(ts) for d, ts in sorted(by_day.items())}
+    ctr_days = sorted(d for d, b in totals.items() if max(b.cash_in, b.cash_out) > CTR_LIMIT)
+    mi_days = {d for d, ts in by_day.items() if _sum(ts, ("money_order",)) >= MI_LIMIT}
+    hits = _pattern(by_day, CASH_IN, set(ctr_days), lambda v: v > CTR_LIMIT)
+    hits |= _pattern(by_day, ("money_order",), mi_days, lambda v: v >= MI_LIMIT)
+    structured = sum((t.amount for t in hits.values()), Decimal(0))
     return StructuringAnswer(
         ctr_due=bool(ctr_days),
         ctr_days=[d.isoformat() for d in ctr_days],
-        structuring=structured > CTR_LIMIT,
-        sar_threshold_met=structured >= SAR_LIMIT and structured > CTR_LIMIT,
-        daily_totals={d.isoformat(): DayTotal(**b) for d, b in sorted(totals.items())},
+        structuring=bool(hits),
+        structured_amount=structured,
+        sar_threshold_met=bool(hits) and structured >= SAR_LIMIT,
+        daily_totals={d.isoformat(): b for d, b in totals.items()},
     )
+
+
+def _sum(txns: list[CashTxn], kinds: tuple[str, ...]) -> Decimal:
+    return sum((t.amount for t in txns if t.kind in kinds), Decimal(0))
+
+
+def _day_total(txns: list[CashTxn]) -> DayTotal:
+    return DayTotal(cash_in=_sum(txns, CASH_IN), cash_out=_sum(txns, ("cash_out",)))
 
 
 def windows(first: dt.date, last: dt.date) -> list[tuple[dt.date, dt.date, dt.date]]:
@@ -148,16 +184,23 @@ def windows(first: dt.date, last: dt.date) -> list[tuple[dt.date, dt.date, dt.da
     return out
 
 
-def _structured_amount(totals: dict, counts: dict, ctr_days: set) -> Decimal:
-    """Largest cash-in total over 3 consecutive business days with >= 2 deposits and no CTR."""
-    best = Decimal(0)
-    if not totals:
-        return best
-    for window in windows(min(totals), max(totals)):
-        if ctr_days & set(window) or sum(counts.get(d, 0) for d in window) < 2:
-            continue
-        best = max(best, sum((totals[d]["cash_in"] for d in window if d in totals), Decimal(0)))
-    return best
+def _pattern(
+    by_day: dict[dt.date, list[CashTxn]],
+    kinds: tuple[str, ...],
+    blocked: set[dt.date],
+    enough: Callable[[Decimal], bool],
+) -> dict[int, CashTxn]:
+    """Transactions of ``kinds`` (keyed by identity, so each counts once) in any
+    3-business-day window with >= 2 of them, no blocked day, and a total that is ``enough``."""
+    hits: dict[int, CashTxn] = {}
+    if not by_day:
+        return hits
+    for window in windows(min(by_day), max(by_day)):
+        txns = [t for d in window for t in by_day.get(d, []) if t.kind in kinds]
+        total = sum((t.amount for t in txns), Decimal(0))
+        if len(txns) >= 2 and not blocked & set(window) and enough(total):
+            hits.update({id(t): t for t in txns})
+    return hits
 
 
 class Structuring(Family):
@@ -170,19 +213,25 @@ class Structuring(Family):
         "Review this customer's activity under the US Bank Secrecy Act. Rules: a CTR is due "
         "for any business day on which the customer's cash-in total, or cash-out total, is "
         "more than $10,000.00 (31 CFR 1010.311/313; aggregate across branches, do not net "
-        "in against out; only cash counts; ignore transactions for other customers; "
-        "activity on a Saturday, Sunday or a bank holiday (marked in the table) belongs to the "
-        "next business day). Structuring is indicated when "
-        "two or more cash-in transactions within 3 consecutive business days total more than "
-        "$10,000.00 while none of those business days needs a CTR (31 CFR 1010.314). The SAR "
-        "threshold is met when structuring is indicated and involves $5,000.00 or more "
-        "(31 CFR 1020.320). Report cash totals per business day, to the cent."
+        "in against out; only cash counts, and cash paid for a money order is cash in; "
+        "ignore transactions for other customers; activity on a Saturday, Sunday or a bank "
+        "holiday (marked in the table) belongs to the next business day). Structuring "
+        "(31 CFR 1010.314) is indicated when (a) two or more cash-in transactions within 3 "
+        "consecutive business days total more than $10,000.00 while none of those business "
+        "days needs a CTR, or (b) two or more money orders bought with cash within 3 "
+        "consecutive business days total $3,000.00 or more while no one of those business "
+        "days reaches $3,000.00 of money orders (the 31 CFR 1010.415 record threshold). The "
+        "structured amount is the total of the distinct transactions in every window that "
+        "meets (a) or (b), 0.00 if none. The SAR threshold is met when structuring is "
+        "indicated and the structured amount is $5,000.00 or more (31 CFR 1020.320(a)(2)). "
+        "Report cash totals per business day, to the cent."
     )
     # Placeholders, not values: a model that copies the example must not score by luck.
     answer_example = (
         '{"ctr_due": <true|false>, "ctr_days": ["YYYY-MM-DD", ...], "structuring": '
-        '<true|false>, "sar_threshold_met": <true|false>, "daily_totals": {"YYYY-MM-DD": '
-        '{"cash_in": "<amount>", "cash_out": "<amount>"}, ...}}'
+        '<true|false>, "structured_amount": "<amount>", "sar_threshold_met": <true|false>, '
+        '"daily_totals": {"YYYY-MM-DD": {"cash_in": "<amount>", "cash_out": "<amount>"}, '
+        "...}}"
     )
 
     def sample(self, rng: random.Random, difficulty: int) -> tuple[dict, dict, list[str]]:
@@ -214,7 +263,7 @@ class Structuring(Family):
         ]
         rows += [
             f"{t.txn_id} | {t.date} | {_weekday(t.date)} | {t.branch} | {t.customer_id} | "
-            f"{t.kind.replace('_', ' ')} | {t.amount:,.2f}"
+            f"{LABELS[t.kind]} | {t.amount:,.2f}"
             for t in x.transactions
         ]
         return "\n".join(rows)
@@ -225,12 +274,13 @@ class Structuring(Family):
             "ctr_due": truth.ctr_due == answer.ctr_due,
             "ctr_days": set(truth.ctr_days) == set(answer.ctr_days),
             "structuring": truth.structuring == answer.structuring,
+            "structured_amount": truth.structured_amount == answer.structured_amount,
             "sar": truth.sar_threshold_met == answer.sar_threshold_met,
         }
         want = {d: (v.cash_in, v.cash_out) for d, v in truth.daily_totals.items()}
         got = {d: (v.cash_in, v.cash_out) for d, v in answer.daily_totals.items()}
         day_credit = len({d for d in want if got.get(d) == want[d]}) / max(len(want | got), 1)
-        score = (sum(checks.values()) + day_credit) / 5
+        score = (sum(checks.values()) + day_credit) / (len(checks) + 1)
         wrong = [k for k, ok in checks.items() if not ok] + (
             ["daily_totals"] if day_credit < 1 else []
         )
@@ -258,15 +308,17 @@ def _draw(rng: random.Random, difficulty: int) -> StructuringInputs:
         start = rng.choice(HOLIDAY_WEEKS)
     n = [4, 7, 10, 16, 26][difficulty - 1]
     span = [2, 4, 6, 9, 12][difficulty - 1]
-    mode = rng.choice(["ctr", "structuring", "clean", "both"])
-    txns = []
+    modes = ["ctr", "structuring", "clean", "both"] + ["money_orders"] * (difficulty >= 2)
+    mode = rng.choice(modes)
+    txns = _money_orders(rng, start, cust) if mode == "money_orders" else []
     for _ in range(n):
         day = start + dt.timedelta(days=rng.randrange(span))
         if difficulty < 4 and day.weekday() >= 5:
             day -= dt.timedelta(days=2)
         kind = "cash_in"
         if difficulty >= 3:
-            kind = rng.choices(["cash_in", "cash_out", "wire", "cheque"], [6, 2, 1, 1])[0]
+            kinds = ["cash_in", "cash_out", "money_order", "wire", "cheque"]
+            kind = rng.choices(kinds, [6, 2, 1, 1, 1])[0]
         who = cust if difficulty < 5 or rng.random() < 0.8 else f"C{rng.randrange(10**5):05d}"
         txns.append((day, kind, who, _amount(rng, mode, difficulty)))
     if difficulty >= 4:  # a borderline day at exactly the limit (not "more than")
@@ -291,6 +343,17 @@ def _draw(rng: random.Random, difficulty: int) -> StructuringInputs:
     )
 
 
+def _money_orders(
+    rng: random.Random, start: dt.date, cust: str
+) -> list[tuple[dt.date, str, str, Decimal]]:
+    """Two or three money orders bought with cash on separate business days within three,
+    each under $3,000: totals fall on both sides of $3,000 and of the $5,000 SAR line."""
+    first = business_day(start)
+    days = [first, next_business_day(first), next_business_day(next_business_day(first))]
+    picked = sorted(rng.sample(days, rng.choice([2, 2, 3])))
+    return [(d, "money_order", cust, Decimal(f"{rng.uniform(1200, 2999.99):.2f}")) for d in picked]
+
+
 def _amount(rng: random.Random, mode: str, difficulty: int) -> Decimal:
     if mode in ("structuring", "both") and rng.random() < 0.6:
         value = rng.uniform(8000, 9990)
@@ -306,17 +369,17 @@ def _steps(x: StructuringInputs, a: StructuringAnswer) -> list[str]:
     kept = [
         t
         for t in x.transactions
-        if t.customer_id == x.customer_id and t.kind in ("cash_in", "cash_out")
+        if t.customer_id == x.customer_id and t.kind in (*CASH_IN, "cash_out")
     ]
     dropped = len(x.transactions) - len(kept)
     steps = [
         f"Keep cash transactions for {x.customer_id}: {len(kept)} kept, {dropped} excluded "
         "(non-cash or other customers); weekend and bank-holiday items move to the next "
-        "business day."
+        "business day; cash paid for money orders is cash in."
     ]
     for day, tot in a.daily_totals.items():
         items = [t for t in kept if business_day(t.date).isoformat() == day]
-        ins = " + ".join(f"{t.amount:,.2f}" for t in items if t.kind == "cash_in") or "0.00"
+        ins = " + ".join(f"{t.amount:,.2f}" for t in items if t.kind in CASH_IN) or "0.00"
         steps.append(
             f"Business day {day}: cash in {ins} = {tot.cash_in:,.2f}; cash out {tot.cash_out:,.2f}."
         )
@@ -326,8 +389,15 @@ def _steps(x: StructuringInputs, a: StructuringAnswer) -> list[str]:
         f"{'yes' if a.ctr_due else 'no'}."
     )
     steps.append(
-        "Structuring (>= 2 cash-in within 3 business days totalling > $10,000 with no "
-        f"CTR day): {'indicated' if a.structuring else 'not indicated'}; SAR threshold "
-        f"($5,000): {'met' if a.sar_threshold_met else 'not met'}."
+        "Structuring ((a) >= 2 cash-in within 3 business days totalling > $10,000 with no "
+        "CTR day, or (b) >= 2 cash money orders within 3 business days totalling >= $3,000 "
+        f"with no day at $3,000): {'indicated' if a.structuring else 'not indicated'}; "
+        f"structured amount {a.structured_amount:,.2f}."
+    )
+    why = "structuring and" if a.structuring else "no structuring, so not met even if"
+    steps.append(
+        f"SAR threshold: {why} {a.structured_amount:,.2f} "
+        f"{'>=' if a.structured_amount >= SAR_LIMIT else '<'} 5,000.00: "
+        f"{'met' if a.sar_threshold_met else 'not met'}."
     )
     return steps

@@ -145,3 +145,66 @@ def test_generated_cases_include_holidays_and_render_them() -> None:
     cases = d.generate(200, 0, "structuring", 4)
     marked = [c for c in cases if "bank holiday" in d.prompt(c)[1]["content"]]
     assert marked
+
+
+def _mo(*pairs: tuple[str, str]) -> StructuringInputs:
+    txns = [_t(i, day, amount, kind="money_order") for i, (day, amount) in enumerate(pairs)]
+    return StructuringInputs(customer_id="C1", customer_name="A", transactions=txns)
+
+
+def test_money_orders_below_5000_are_structuring_without_sar() -> None:
+    # 31 CFR 1010.415 records cash money-order purchases of $3,000+; Mon 2,400 + Tue 1,800
+    # = 4,200 evades it (structuring), but 4,200 < 5,000 so no SAR is due (1020.320(a)(2))
+    a = assess(_mo(("2026-03-02", "2400.00"), ("2026-03-03", "1800.00")))
+    assert a.structuring and a.structured_amount == Decimal("4200.00")
+    assert not a.sar_threshold_met and not a.ctr_due
+    assert a.daily_totals["2026-03-02"].cash_in == Decimal("2400.00")  # cash in for CTR
+
+
+@pytest.mark.parametrize(
+    ("second", "structuring", "sar"),
+    [
+        ("599.99", False, False),  # 2,999.99 < 3,000
+        ("600.00", True, False),  # exactly 3,000.00 meets the record threshold
+        ("2599.99", True, False),  # 4,999.99
+        ("2600.00", True, True),  # exactly 5,000.00
+    ],
+)
+def test_money_order_thresholds(second: str, structuring: bool, sar: bool) -> None:
+    a = assess(_mo(("2026-03-02", "2400.00"), ("2026-03-04", second)))
+    assert (a.structuring, a.sar_threshold_met) == (structuring, sar)
+
+
+def test_money_orders_on_one_day_are_one_recorded_purchase() -> None:
+    # two purchases the same day totalling 3,000 are recorded as one: nothing evaded,
+    # and that day blocks its windows
+    a = assess(_mo(("2026-03-02", "1500.00"), ("2026-03-02", "1500.00")))
+    assert not a.structuring and a.structured_amount == Decimal("0.00")
+    b = assess(_mo(("2026-03-02", "2000.00"), ("2026-03-02", "1000.00"), ("2026-03-03", "900")))
+    assert not b.structuring
+
+
+def test_structured_amount_counts_each_transaction_once() -> None:
+    # Mon 6,000, Tue 5,000, Wed 4,000: windows Mon-Wed (15,000) and Sun..Tue both qualify;
+    # the aggregate is the distinct transactions, 15,000, not the sum over windows
+    x = StructuringInputs(
+        customer_id="C1",
+        customer_name="A",
+        transactions=[
+            _t(1, "2026-03-02", "6000.00"),
+            _t(2, "2026-03-03", "5000.00"),
+            _t(3, "2026-03-04", "4000.00"),
+        ],
+    )
+    a = assess(x)
+    assert a.structuring and a.structured_amount == Decimal("15000.00") and a.sar_threshold_met
+
+
+def test_generated_cases_cover_both_sides_of_the_sar_line() -> None:
+    from domains.base import get_domain
+
+    d = get_domain("finance_risk")
+    truths = [c.truth for c in d.generate(300, 0, "structuring", 3)]
+    below = [t for t in truths if t["structuring"] and not t["sar_threshold_met"]]
+    above = [t for t in truths if t["structuring"] and t["sar_threshold_met"]]
+    assert below and above
