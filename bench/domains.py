@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -40,33 +41,69 @@ def throughput(domain: Domain, family: str, n: int) -> float:
 
 
 def fidelity_rows(n: int) -> list[dict]:
-    """Cases whose truth, recomputed from the rendered text, equals the stored truth."""
-    from domains.finance_risk.readback import read_structuring
+    """Cases whose truth, recomputed from the rendered text, equals the stored truth. For AML
+    the text cannot name the laundering rows at difficulty 3+ (finding them is the task), so
+    a case matches when its laundering rows, read from the text, fit the prompt's definition
+    of the label, span the member accounts, forward ~90% per hop in time order, and (1-2)
+    carry exactly the alert tags."""
+    from domains.finance_risk.aml import MARGIN
+    from domains.finance_risk.credit import irb_inputs
+    from domains.finance_risk.readback import (
+        classify,
+        forwarding_ratios,
+        read_aml,
+        read_credit,
+        read_structuring,
+    )
     from domains.finance_risk.structuring import assess
     from domains.medicine.calculators import CALCULATORS
     from domains.medicine.readback import read_note
 
-    def clinical(domain: Domain, case) -> dict:
+    def text(domain: Domain, case) -> str:
+        fam = domain.family(case.family)
+        return fam.render(fam.Inputs.model_validate(case.inputs))
+
+    def clinical(domain: Domain, case) -> bool:
         spec = CALCULATORS[case.inputs["calculator"]]
         value, criteria, _ = spec.compute(read_note(case.inputs["note"]))
         value = round(value) if spec.integer else round(value, 4)
-        return {"value": value, "criteria": sorted(criteria)}
+        return {"value": value, "criteria": sorted(criteria)} == case.truth
 
-    def structuring(domain: Domain, case) -> dict:
-        fam = domain.family("structuring")
-        text = fam.render(fam.Inputs.model_validate(case.inputs))
-        return assess(read_structuring(text)).model_dump(mode="json")
+    def structuring(domain: Domain, case) -> bool:
+        return assess(read_structuring(text(domain, case))).model_dump(mode="json") == case.truth
+
+    def credit(domain: Domain, case) -> bool:
+        got = irb_inputs(read_credit(text(domain, case)))
+        return all(
+            math.isclose(getattr(got, k), case.truth[k], rel_tol=1e-9) for k in ("R", "K", "RWA")
+        )
+
+    def aml(domain: Domain, case) -> bool:
+        alert, subject, rows = read_aml(text(domain, case))
+        t = case.truth
+        bad = [r for r in rows if r.txn_id in set(t["transactions"])]
+        origin = subject if t["typology"] == "cycle" else None
+        ratios = forwarding_ratios(bad, origin)
+        tagged = sorted(r.txn_id for r in rows if r.alert == alert)
+        return (
+            classify([(r.src, r.dst) for r in bad]) == t["typology"]
+            and sorted({r.src for r in bad} | {r.dst for r in bad}) == t["accounts"]
+            and all(1 - MARGIN[1] - 1e-4 <= x <= 1 - MARGIN[0] + 1e-4 for x in ratios)
+            and tagged == (t["transactions"] if case.difficulty <= 2 else [])
+        )
 
     readers = {
         ("medicine", "clinical_calc"): clinical,
         ("finance_risk", "structuring"): structuring,
+        ("finance_risk", "credit_capital"): credit,
+        ("finance_risk", "aml_typology"): aml,
     }
     rows = []
     for (dom, fam), read in readers.items():
         domain = get_domain(dom)
         for level in range(1, 6):
             cases = domain.generate(n, seed=7000 + level, family=fam, difficulty=level)
-            ok = sum(read(domain, c) == c.truth for c in cases)
+            ok = sum(read(domain, c) for c in cases)
             rows.append({"family": fam, "difficulty": level, "n": n, "matched": ok})
     return rows
 

@@ -242,9 +242,14 @@ def edge_amounts(edges: list[tuple], rng: random.Random) -> list[float]:
 def _laundering_rows(edges: list[tuple], rng: random.Random, alert: str | None) -> list[dict]:
     start = T0 + dt.timedelta(days=rng.randrange(20), hours=rng.randrange(10))
     fmt = rng.choice(FORMATS)
+    # each hop starts 4-30 hours after the one before and lasts under 4 hours, so money is
+    # always forwarded after it arrived
+    hops = max(e[2] for e in edges) + 1
+    gaps = [0] + [rng.randint(4, 30) for _ in range(hops - 1)]
+    offsets = [sum(gaps[: h + 1]) for h in range(hops)]
     rows = []
     for (src, dst, hop), amount in zip(edges, edge_amounts(edges, rng), strict=True):
-        when = start + dt.timedelta(hours=hop * rng.randint(4, 30), minutes=rng.randrange(240))
+        when = start + dt.timedelta(hours=offsets[hop], minutes=rng.randrange(240))
         rows.append(
             {
                 "timestamp": when,
