@@ -65,9 +65,8 @@ def fidelity_rows(n: int) -> list[dict]:
 
     def clinical(domain: Domain, case) -> bool:
         spec = CALCULATORS[case.inputs["calculator"]]
-        value, criteria, _ = spec.compute(read_note(case.inputs["note"]))
-        value = round(value) if spec.integer else round(value, 4)
-        return {"value": value, "criteria": sorted(criteria)} == case.truth
+        got = spec.compute(read_note(case.inputs["note"]))
+        return {"value": spec.rounded(got.value), "criteria": sorted(got.criteria)} == case.truth
 
     def structuring(domain: Domain, case) -> bool:
         return assess(read_structuring(text(domain, case))).model_dump(mode="json") == case.truth

@@ -65,12 +65,9 @@ class ClinicalCalc(Family):
         calc = rng.choice(sorted(CALCULATORS))
         facts, units = draw_facts(rng, calc, difficulty)
         note = render_note(facts, calc, units, difficulty, rng)
-        value, criteria, steps = CALCULATORS[calc].compute(facts)
         spec = CALCULATORS[calc]
-        truth = {
-            "value": round(value) if spec.integer else round(value, 4),
-            "criteria": sorted(criteria),
-        }
+        result = spec.compute(facts)
+        truth = {"value": spec.rounded(result.value), "criteria": sorted(result.criteria)}
         inputs = {"calculator": calc, "note": note, "facts": facts.model_dump()}
         return (
             inputs,
@@ -78,7 +75,7 @@ class ClinicalCalc(Family):
             [
                 f"Calculator: {spec.title}; read the note and convert units to "
                 "mg/dL, kg and cm where needed.",
-                *steps,
+                *result.steps,
             ],
         )
 

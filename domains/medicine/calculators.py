@@ -1,7 +1,9 @@
 """Clinical calculators, each from its original definition, over canonical units.
 
-Every calculator takes ``PatientFacts`` (SI-free canonical units: kg, cm, mg/dL, mmol/L for
-electrolytes, ms, bpm, mmHg) and returns (value, criteria met, reference steps). Findings
+Every calculator is a pure function: it takes ``PatientFacts`` (canonical units: kg, cm,
+mg/dL, mmol/L for electrolytes, ms, bpm, mmHg, or the unit the note states where a rule is
+defined on it) and returns a typed ``CalcResult`` (value, criteria met, every named
+intermediate, reference steps). Findings
 that are not recorded count as absent. Sources: Lip 2010 (CHA2DS2-VASc), Pisters 2010
 (HAS-BLED), Lim 2003 (CURB-65), Wells 2000 (PE) and 2003 (DVT), Cockcroft & Gault 1976
 with the MedCalc BMI weight rule, Bazett 1920, UNOS/OPTN MELD-Na policy (2016).
@@ -87,10 +89,46 @@ class PatientFacts(BaseModel):
         return self.urea_mmol * 2.8 if self.urea_mmol is not None else self.bun
 
 
-Result = tuple[float, list[str], list[str]]
+class CalcResult(BaseModel):
+    """What a calculator returns: the value, and how it got there."""
+
+    value: float = Field(description="The score or measurement, unrounded.")
+    criteria: list[str] = Field(default_factory=list, description="Criteria met (scores).")
+    steps: list[str] = Field(description="Reference solution steps.")
 
 
-def _points(f: PatientFacts, items: list[tuple[str, bool, float]], label: str) -> Result:
+class PointsResult(CalcResult):
+    points: dict[str, float] = Field(description="Points of each criterion met.")
+
+
+class BMIResult(CalcResult):
+    height_m: float = Field(description="Height in metres.")
+
+
+class CockcroftGaultResult(CalcResult):
+    bmi: float = Field(description="Body mass index, kg/m^2.")
+    ideal_body_weight: float = Field(description="Devine IBW, kg.")
+    weight_used: float = Field(description="Weight in the formula, kg (MedCalc BMI rule).")
+    weight_rule: str = Field(description="Which BMI band chose the weight.")
+    creatinine_mg_dl: float = Field(description="Serum creatinine, mg/dL.")
+    sex_factor: float = Field(description="0.85 for women, else 1.")
+
+
+class QTcResult(CalcResult):
+    rr_s: float = Field(description="RR interval, seconds.")
+
+
+class MeldNaResult(CalcResult):
+    creatinine: float = Field(description="Creatinine bounded to [1, 4] (4 if dialysed).")
+    bilirubin: float = Field(description="Bilirubin floored at 1.")
+    inr: float = Field(description="INR floored at 1.")
+    sodium: float = Field(description="Sodium bounded to [125, 137].")
+    meld_raw: float = Field(description="0.957 ln Cr + 0.378 ln bili + 1.120 ln INR + 0.643.")
+    meld_i: int = Field(description="MELD(i): raw rounded to tenths, times 10.")
+    meld_na_unrounded: float = Field(description="Sodium-adjusted score before rounding.")
+
+
+def _points(items: list[tuple[str, bool, float]], label: str) -> PointsResult:
     met = [(name, pts) for name, ok, pts in items if ok]
     total = sum(p for _, p in met)
     listing = ", ".join(f"{n} (+{p:g})" if p > 0 else f"{n} ({p:g})" for n, p in met) or "none"
@@ -98,12 +136,11 @@ def _points(f: PatientFacts, items: list[tuple[str, bool, float]], label: str) -
         f"Criteria met: {listing}.",
         f"{label} = {' + '.join(f'{p:g}' for _, p in met) or '0'} = {total:g}.",
     ]
-    return total, [n for n, _ in met], steps
+    return PointsResult(value=total, criteria=[n for n, _ in met], points=dict(met), steps=steps)
 
 
-def cha2ds2_vasc(f: PatientFacts) -> Result:
+def cha2ds2_vasc(f: PatientFacts) -> PointsResult:
     return _points(
-        f,
         [
             ("chf", f.has("chf"), 1),
             ("hypertension", f.has("hypertension"), 1),
@@ -130,10 +167,9 @@ def renal_creatinine(f: PatientFacts) -> bool:
     return (f.creatinine or 0) > 2.26
 
 
-def has_bled(f: PatientFacts) -> Result:
+def has_bled(f: PatientFacts) -> PointsResult:
     renal = f.has("dialysis_or_transplant") or renal_creatinine(f)
     return _points(
-        f,
         [
             ("uncontrolled_hypertension_sbp_over_160", (f.sbp or 0) > 160, 1),
             ("abnormal_renal_function", renal, 1),
@@ -157,10 +193,9 @@ def urea_high(f: PatientFacts) -> bool:
     return (f.bun or 0) > 19
 
 
-def curb_65(f: PatientFacts) -> Result:
+def curb_65(f: PatientFacts) -> PointsResult:
     low_bp = (f.sbp is not None and f.sbp < 90) or (f.dbp is not None and f.dbp <= 60)
     return _points(
-        f,
         [
             ("confusion", f.has("confusion"), 1),
             ("urea_over_7_or_bun_over_19", urea_high(f), 1),
@@ -172,9 +207,8 @@ def curb_65(f: PatientFacts) -> Result:
     )
 
 
-def wells_pe(f: PatientFacts) -> Result:
+def wells_pe(f: PatientFacts) -> PointsResult:
     return _points(
-        f,
         [
             ("clinical_signs_of_dvt", f.has("dvt_signs"), 3),
             ("pe_most_likely_diagnosis", f.has("pe_most_likely"), 3),
@@ -241,10 +275,10 @@ CONDITIONS = tuple(dict.fromkeys(c for used in CONDITIONS_USED.values() for c in
 )
 
 
-def wells_dvt(f: PatientFacts) -> Result:
+def wells_dvt(f: PatientFacts) -> PointsResult:
     items = [(n, f.has(n), 1.0) for n in WELLS_DVT_CRITERIA]
     items.append(("alternative_diagnosis_likely", f.has("alternative_diagnosis_likely"), -2.0))
-    return _points(f, items, "Wells DVT")
+    return _points(items, "Wells DVT")
 
 
 def ideal_body_weight(f: PatientFacts) -> float:
@@ -252,21 +286,21 @@ def ideal_body_weight(f: PatientFacts) -> float:
     return (50.0 if f.sex == "M" else 45.5) + 2.3 * (inches - 60)
 
 
-def bmi(f: PatientFacts) -> Result:
+def bmi(f: PatientFacts) -> BMIResult:
     h = (f.height_cm or 0) / 100
     value = (f.weight_kg or 0) / (h * h)
-    return (
-        value,
-        [],
-        [
+    return BMIResult(
+        value=value,
+        height_m=h,
+        steps=[
             f"Height {h:.3f} m, weight {f.weight_kg:.1f} kg.",
             f"BMI = {f.weight_kg:.1f} / {h:.3f}^2 = {value:.2f} kg/m^2.",
         ],
     )
 
 
-def cockcroft_gault(f: PatientFacts) -> Result:
-    body = bmi(f)[0]
+def cockcroft_gault(f: PatientFacts) -> CockcroftGaultResult:
+    body = bmi(f).value
     ibw = ideal_body_weight(f)
     actual = f.weight_kg or 0
     if body < 18.5:
@@ -278,10 +312,15 @@ def cockcroft_gault(f: PatientFacts) -> Result:
     sex = 0.85 if f.sex == "F" else 1.0
     scr = f.creatinine_mg_dl() or 1.0
     value = (140 - f.age) * w * sex / (72 * scr)
-    return (
-        value,
-        [],
-        [
+    return CockcroftGaultResult(
+        value=value,
+        bmi=body,
+        ideal_body_weight=ibw,
+        weight_used=w,
+        weight_rule=rule,
+        creatinine_mg_dl=scr,
+        sex_factor=sex,
+        steps=[
             f"BMI = {body:.1f}; IBW = {'50' if f.sex == 'M' else '45.5'} + 2.3 x "
             f"({(f.height_cm or 0) / 2.54:.2f} - 60) = {ibw:.1f} kg.",
             f"{rule} -> weight {w:.1f} kg.",
@@ -291,44 +330,42 @@ def cockcroft_gault(f: PatientFacts) -> Result:
     )
 
 
-def anion_gap(f: PatientFacts) -> Result:
+def anion_gap(f: PatientFacts) -> CalcResult:
     value = (f.sodium or 0) - ((f.chloride or 0) + (f.bicarbonate or 0))
-    return (
-        value,
-        [],
-        [
+    return CalcResult(
+        value=value,
+        steps=[
             f"AG = Na - (Cl + HCO3) = {f.sodium:g} - ({f.chloride:g} + "
             f"{f.bicarbonate:g}) = {value:g} mmol/L."
         ],
     )
 
 
-def corrected_calcium(f: PatientFacts) -> Result:
+def corrected_calcium(f: PatientFacts) -> CalcResult:
     value = (f.calcium or 0) + 0.8 * (4 - (f.albumin or 0))
-    return (
-        value,
-        [],
-        [
+    return CalcResult(
+        value=value,
+        steps=[
             f"Calcium {f.calcium:.2f} mg/dL, albumin {f.albumin:.2f} g/dL.",
             f"Corrected Ca = {f.calcium:.2f} + 0.8 x (4 - {f.albumin:.2f}) = {value:.2f} mg/dL.",
         ],
     )
 
 
-def qtc_bazett(f: PatientFacts) -> Result:
+def qtc_bazett(f: PatientFacts) -> QTcResult:
     rr_s = 60 / (f.hr or 60)
     value = (f.qt_ms or 0) / math.sqrt(rr_s)
-    return (
-        value,
-        [],
-        [
+    return QTcResult(
+        value=value,
+        rr_s=rr_s,
+        steps=[
             f"RR interval = 60 / {f.hr:g} = {rr_s:.4f} s.",
             f"QTc = {f.qt_ms:g} / sqrt({rr_s:.4f}) = {value:.1f} ms.",
         ],
     )
 
 
-def meld_na(f: PatientFacts) -> Result:
+def meld_na(f: PatientFacts) -> MeldNaResult:
     cr = 4.0 if f.has("dialysis_twice_last_week") else min(max(f.creatinine_mg_dl() or 1, 1.0), 4.0)
     bili, inr = max(f.bilirubin or 1, 1.0), max(f.inr or 1, 1.0)
     raw = 0.957 * math.log(cr) + 0.378 * math.log(bili) + 1.120 * math.log(inr) + 0.643
@@ -336,10 +373,16 @@ def meld_na(f: PatientFacts) -> Result:
     na = min(max(f.sodium or 137, 125.0), 137.0)
     score = meld_i + 1.32 * (137 - na) - 0.033 * meld_i * (137 - na) if meld_i > 11 else meld_i
     value = float(min(_half_up(score), 40))
-    return (
-        value,
-        [],
-        [
+    return MeldNaResult(
+        value=value,
+        creatinine=cr,
+        bilirubin=bili,
+        inr=inr,
+        sodium=na,
+        meld_raw=raw,
+        meld_i=meld_i,
+        meld_na_unrounded=score,
+        steps=[
             f"Bounds: creatinine {cr:.2f} (1.0-4.0, 4.0 if dialysed), bilirubin {bili:.2f}, "
             f"INR {inr:.2f} (floor 1.0), sodium {na:g} (125-137).",
             f"MELD(i) = 0.957 ln(Cr) + 0.378 ln(bili) + 1.120 ln(INR) + 0.643 = {raw:.4f} -> "
@@ -364,12 +407,16 @@ class Calculator(BaseModel):
 
     key: str
     title: str
-    fn: Callable[[PatientFacts], Result]
+    fn: Callable[[PatientFacts], CalcResult]
     integer: bool
     unit: str
     needs: tuple[str, ...]
 
-    def compute(self, f: PatientFacts) -> Result:
+    def rounded(self, value: float) -> float:
+        """The value as the truth stores it: integers for integer scores, else 4 places."""
+        return round(value) if self.integer else round(value, 4)
+
+    def compute(self, f: PatientFacts) -> CalcResult:
         """Run the calculator; a missing required input names the field and the calculator."""
         for name in self.needs:
             if _value(f, name) is None:
