@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from domains.base import ParseFailure, get_domain
+from domains.calc import FUNCTIONS, evaluate
 from tasks.collect import cases_from_files, feedback_from_files
 from tasks.records import FEEDBACK_KINDS, check_feedback, split_feedback
 
@@ -200,6 +202,29 @@ def test_feedback_import_never_crashes_and_every_rejection_has_a_reason(rows, fm
     finally:
         shutil.rmtree(inbox)
     RAN["feedback import"] += 1
+
+
+_ATOMS = ["1", "0", "-", "+", "*", "/", "**", "^", "(", ")", ",", ".", "e", "9" * 20, "1e308"]
+_ATOMS += [f"{name}(" for name in FUNCTIONS] + ["x", "_", "'", "[", "lambda", "__class__"]
+calc_input = st.lists(st.sampled_from(_ATOMS), max_size=60).map(" ".join) | st.text(max_size=300)
+
+
+@FUZZ
+@given(calc_input)
+@example("10 ** 10 ** 10")
+@example("(" * 500 + "1" + ")" * 500)
+@example("9" * 239)
+def test_calculator_never_raises_and_answers_within_1_ms(expr: str) -> None:
+    # the best of 3 timings: the call's own cost, not a pause of this shared machine
+    took = []
+    for _ in range(3):
+        start = time.perf_counter()
+        call = evaluate(expr)
+        took.append(time.perf_counter() - start)
+    assert call.ok != (call.error is not None)
+    assert call.inserted.startswith(" = ")
+    assert min(took) < 1e-3, (expr, min(took))
+    RAN["calculator"] += 1
 
 
 @pytest.fixture(scope="module", autouse=True)

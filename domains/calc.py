@@ -1,0 +1,229 @@
+"""Exact arithmetic inside reasoning steps: the notation, and a safe evaluator (never eval).
+
+A step writes ``<<140 - (100 + 24)>>``; generation pauses at the closing marker, this module
+evaluates the expression, and `` = 16`` is inserted before generation resumes (GSM8K's
+calculator annotations, Cobbe et al. 2021). Reference solutions, search, GRPO rollouts,
+evaluation and the report all use this one evaluator, so a computed number means the same
+thing everywhere. It lives in the lowest layer and imports nothing from ML.
+
+Only numbers, ``+ - * / **``, parentheses and the functions in ``FUNCTIONS`` parse (a
+whitelist over Python's ``ast``). Length, nesting, magnitude and exponents are bounded, and
+a bad expression never raises: ``evaluate`` returns a call whose ``error`` says what was
+wrong, and the text the model sees is `` = error: <reason>``.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from collections.abc import Callable
+from decimal import Decimal
+from statistics import NormalDist
+
+from pydantic import BaseModel, ConfigDict, Field
+
+OPEN, CLOSE = "<<", ">>"
+_N = NormalDist()
+CALL = re.compile(re.escape(OPEN) + r"(.*?)" + re.escape(CLOSE), re.DOTALL)
+
+
+class CalcLimits(BaseModel):
+    """Bounds on what one expression, one step and one path may ask of the calculator."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_chars: int = Field(default=240, ge=1, description="Longest expression, characters.")
+    max_nodes: int = Field(default=120, ge=1, description="Most syntax-tree nodes.")
+    max_depth: int = Field(default=24, ge=1, description="Deepest nesting of operations.")
+    max_magnitude: float = Field(
+        default=1e15, gt=0, description="Largest |value| of any intermediate result."
+    )
+    max_exponent: float = Field(default=64.0, gt=0, description="Largest |exponent| in a ** b.")
+    per_step: int = Field(default=8, ge=0, description="Most calls in one reasoning step.")
+    per_path: int = Field(default=32, ge=0, description="Most calls along one path.")
+
+
+LIMITS = CalcLimits()
+
+
+class CalcCall(BaseModel):
+    """One evaluated expression, as a thought-tree node and the report record it."""
+
+    expression: str = Field(description="The text between the markers.")
+    value: float | None = Field(default=None, description="Exact result, None on error.")
+    result: str | None = Field(default=None, description="The result as inserted in the text.")
+    error: str | None = Field(default=None, description="Why it failed, None on success.")
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def inserted(self) -> str:
+        """The text that follows the closing marker."""
+        return f" = {self.result}" if self.ok else f" = error: {self.error}"
+
+
+def _ppf(p: float) -> float:
+    if not 0.0 < p < 1.0:
+        raise ValueError("norm_ppf needs 0 < p < 1")
+    return _N.inv_cdf(p)
+
+
+def _round(x: float, digits: float = 0) -> float:
+    if digits != int(digits) or not 0 <= digits <= 12:
+        raise ValueError("round digits must be a whole number 0-12")
+    return float(round(x, int(digits)))
+
+
+FUNCTIONS: dict[str, tuple[Callable[..., float], int, int]] = {
+    # name: (function, fewest args, most args)
+    "sqrt": (math.sqrt, 1, 1),
+    "ln": (math.log, 1, 1),
+    "log10": (math.log10, 1, 1),
+    "exp": (math.exp, 1, 1),
+    "abs": (abs, 1, 1),
+    "min": (min, 1, 16),
+    "max": (max, 1, 16),
+    "round": (_round, 1, 2),
+    "floor": (lambda x: float(math.floor(x)), 1, 1),
+    "ceil": (lambda x: float(math.ceil(x)), 1, 1),
+    "norm_cdf": (_N.cdf, 1, 1),
+    "norm_ppf": (_ppf, 1, 1),
+}
+_BINARY = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+    ast.Pow: lambda a, b: a**b,
+}
+
+
+class _Refused(Exception):
+    """An expression the calculator will not evaluate; the message is shown to the model."""
+
+
+def evaluate(expression: str, limits: CalcLimits = LIMITS) -> CalcCall:
+    """Evaluate one expression exactly; every failure becomes ``error`` (never raises)."""
+    expr = expression.strip()
+    try:
+        if len(expr) > limits.max_chars:
+            raise _Refused(f"expression longer than {limits.max_chars} characters")
+        tree = ast.parse(expr.replace("^", "**"), mode="eval")
+        if sum(1 for _ in ast.walk(tree)) > limits.max_nodes:
+            raise _Refused(f"expression has more than {limits.max_nodes} parts")
+        value = _eval(tree.body, limits, 0)
+    except _Refused as err:
+        return CalcCall(expression=expression, error=str(err))
+    except ZeroDivisionError:
+        return CalcCall(expression=expression, error="division by zero")
+    except SyntaxError:
+        return CalcCall(expression=expression, error="not an arithmetic expression")
+    except (ValueError, OverflowError, TypeError) as err:
+        return CalcCall(expression=expression, error=_domain_message(err))
+    except RecursionError:
+        return CalcCall(expression=expression, error="expression nested too deeply")
+    return CalcCall(expression=expression, value=value, result=format_number(value))
+
+
+def _domain_message(err: Exception) -> str:
+    text = str(err)
+    if isinstance(err, OverflowError) or "too large" in text:
+        return "result too large"
+    if text in ("math domain error", "expected a nonzero number"):
+        return "outside the function's domain"
+    return text or "invalid arguments"
+
+
+def _eval(node: ast.AST, limits: CalcLimits, depth: int) -> float:
+    if depth > limits.max_depth:
+        raise _Refused(f"expression nested deeper than {limits.max_depth}")
+    value = _eval_node(node, limits, depth + 1)
+    if not math.isfinite(value) or abs(value) > limits.max_magnitude:
+        raise _Refused("result too large")
+    return value
+
+
+def _eval_node(node: ast.AST, limits: CalcLimits, depth: int) -> float:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        if abs(node.value) > limits.max_magnitude:
+            raise _Refused("number too large")
+        return float(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+        value = _eval(node.operand, limits, depth)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _eval(node.left, limits, depth), _eval(node.right, limits, depth)
+        if isinstance(node.op, ast.Pow) and abs(right) > limits.max_exponent:
+            raise _Refused(f"exponent larger than {limits.max_exponent:g}")
+        if isinstance(node.op, ast.Pow) and left < 0 and right != int(right):
+            raise _Refused("fractional power of a negative number")
+        return float(_BINARY[type(node.op)](left, right))
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+        return _call(node, limits, depth)
+    if isinstance(node, ast.Name):
+        raise _Refused(f"unknown name {node.id!r}; functions: {', '.join(FUNCTIONS)}")
+    raise _Refused("only numbers, + - * / **, parentheses and functions are allowed")
+
+
+def _call(node: ast.Call, limits: CalcLimits, depth: int) -> float:
+    name = node.func.id  # type: ignore[attr-defined]
+    if name not in FUNCTIONS:
+        raise _Refused(f"unknown function {name!r}; functions: {', '.join(FUNCTIONS)}")
+    fn, lo, hi = FUNCTIONS[name]
+    if not lo <= len(node.args) <= hi:
+        raise _Refused(f"{name} takes {lo}{'' if lo == hi else f'-{hi}'} argument(s)")
+    return float(fn(*(_eval(a, limits, depth) for a in node.args)))
+
+
+def format_number(value: float) -> str:
+    """The inserted text: whole numbers without a point, others to 10 significant digits."""
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    text = format(Decimal(f"{value:.10g}"), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def annotate(expression: str, limits: CalcLimits = LIMITS) -> str:
+    """``<<expr>> = result``: how a reference solution writes a computation. Raises if the
+    expression fails, since a reference must compute cleanly."""
+    call = evaluate(expression, limits)
+    if not call.ok:
+        raise ValueError(f"reference expression {expression!r} failed: {call.error}")
+    return f"{OPEN}{expression}{CLOSE}{call.inserted}"
+
+
+def value_of(expression: str) -> float:
+    """The exact value of an expression a reference computes (raises if it fails)."""
+    call = evaluate(expression)
+    if call.value is None:
+        raise ValueError(f"reference expression {expression!r} failed: {call.error}")
+    return call.value
+
+
+def calls_in(text: str, limits: CalcLimits = LIMITS) -> list[CalcCall]:
+    """Every ``<<expr>>`` in a finished text, re-evaluated (for references and the report)."""
+    return [evaluate(m.group(1), limits) for m in CALL.finditer(text)]
+
+
+def open_call(text: str) -> str | None:
+    """The expression of a call the text has just closed (it ends with the closing marker
+    and the last opening marker has no closing marker before it), else None."""
+    if not text.endswith(CLOSE):
+        return None
+    start = text.rfind(OPEN, 0, len(text) - len(CLOSE))
+    if start < 0 or CLOSE in text[start + len(OPEN) : -len(CLOSE)]:
+        return None
+    return text[start + len(OPEN) : -len(CLOSE)]
+
+
+def prompt_paragraph() -> str:
+    """The one-paragraph explanation every prompt carries when the calculator is on."""
+    return (
+        "Calculator: write every computation as <<expression>> and stop; the exact result is "
+        "inserted after it, e.g. <<140 - (100 + 24)>> = 16. Use + - * / ** ( ) and sqrt, ln, "
+        "log10, exp, abs, min, max, round, floor, ceil, norm_cdf, norm_ppf. Do not compute "
+        "in your head."
+    )
