@@ -44,7 +44,9 @@ DETECTORS: dict[str, str] = {
     r"(?P<id>[A-Z0-9][A-Z0-9-]{4,15})\b",
     "dob": r"(?i:\b(?:DOB|D\.O\.B\.|date of birth|born(?: on)?)\s*[:]?\s*)"
     r"(?P<id>\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}|[A-Z][a-z]+ \d{1,2},? \d{4})",
-    "name": rf"(?:\b(?i:{_NAME_LABELS})\s*[:\-]?\s+(?:{_TITLE})?|\b{_TITLE})(?P<id>{_NAME})",
+    # the name must not itself be a label ("name Patient: Ann Lee" names Ann Lee)
+    "name": rf"(?:\b(?i:{_NAME_LABELS})\s*[:\-]?\s+(?:{_TITLE})?|\b{_TITLE})"
+    rf"(?!(?i:{_NAME_LABELS})\b)(?P<id>{_NAME})",
     "name_before_record": rf"(?P<id>{_WORD}(?:\s+{_WORD}){{1,2}})(?=\s*\((?:MRN|DOB|SSN))",
     "kyc_name": r"(?:\bKYC:\s*)(?P<id>[^,\n]+)",
     "card": r"(?<!\d)(?P<id>(?:\d{4}[ -]){3}\d{4})(?!\d)",
