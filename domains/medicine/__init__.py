@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 from domains.base import Domain, Family, Verdict, register, set_f1
 from domains.medicine.calculators import CALCULATORS, PatientFacts
 from domains.medicine.notes import draw_facts, render_note
+from domains.medicine.solutions import solution
 from domains.parsing import key_values, to_float, to_str_list
 
 CalcName = Literal[tuple(CALCULATORS)]  # type: ignore[valid-type]
@@ -69,15 +70,7 @@ class ClinicalCalc(Family):
         result = spec.compute(facts)
         truth = {"value": spec.rounded(result.value), "criteria": sorted(result.criteria)}
         inputs = {"calculator": calc, "note": note, "facts": facts.model_dump()}
-        return (
-            inputs,
-            truth,
-            [
-                f"Calculator: {spec.title}; read the note and convert units to "
-                "mg/dL, kg and cm where needed.",
-                *result.steps,
-            ],
-        )
+        return inputs, truth, solution(calc, facts, units, note)
 
     def render(self, x: BaseModel) -> str:
         assert isinstance(x, ClinicalInputs)

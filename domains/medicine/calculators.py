@@ -3,7 +3,7 @@
 Every calculator is a pure function: it takes ``PatientFacts`` (canonical units: kg, cm,
 mg/dL, mmol/L for electrolytes, ms, bpm, mmHg, or the unit the note states where a rule is
 defined on it) and returns a typed ``CalcResult`` (value, criteria met, every named
-intermediate, reference steps). Findings
+intermediate); ``domains.medicine.solutions`` writes the worked reference from them. Findings
 that are not recorded count as absent. Sources: Lip 2010 (CHA2DS2-VASc), Pisters 2010
 (HAS-BLED), Lim 2003 (CURB-65), Wells 2000 (PE) and 2003 (DVT), Cockcroft & Gault 1976
 with the MedCalc BMI weight rule, Bazett 1920, UNOS/OPTN MELD-Na policy (2016).
@@ -12,9 +12,10 @@ with the MedCalc BMI weight rule, Bazett 1920, UNOS/OPTN MELD-Na policy (2016).
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -94,11 +95,11 @@ class CalcResult(BaseModel):
 
     value: float = Field(description="The score or measurement, unrounded.")
     criteria: list[str] = Field(default_factory=list, description="Criteria met (scores).")
-    steps: list[str] = Field(description="Reference solution steps.")
 
 
 class PointsResult(CalcResult):
     points: dict[str, float] = Field(description="Points of each criterion met.")
+    checked: list[Criterion] = Field(description="Every criterion, met or not, in order.")
 
 
 class BMIResult(CalcResult):
@@ -128,97 +129,138 @@ class MeldNaResult(CalcResult):
     meld_na_unrounded: float = Field(description="Sodium-adjusted score before rounding.")
 
 
-def _points(items: list[tuple[str, bool, float]], label: str) -> PointsResult:
-    met = [(name, pts) for name, ok, pts in items if ok]
-    total = sum(p for _, p in met)
-    listing = ", ".join(f"{n} (+{p:g})" if p > 0 else f"{n} ({p:g})" for n, p in met) or "none"
-    steps = [
-        f"Criteria met: {listing}.",
-        f"{label} = {' + '.join(f'{p:g}' for _, p in met) or '0'} = {total:g}.",
-    ]
-    return PointsResult(value=total, criteria=[n for n, _ in met], points=dict(met), steps=steps)
+class Check(NamedTuple):
+    """A threshold test on one fact, as the reference solution writes it out."""
+
+    field: str
+    op: Literal[">", ">=", "<", "<=", "=="]
+    limit: float | str
+
+    def holds(self, f: PatientFacts) -> bool:
+        value = getattr(f, self.field)
+        return value is not None and _OPS[self.op](value, self.limit)
+
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+}
+
+
+class Criterion(BaseModel):
+    """One scoring item: what it reads (findings by name, or threshold checks), how the
+    reads combine, its points, and whether it is met for these facts."""
+
+    name: str = Field(description="Criterion name as the answer lists it.")
+    points: float = Field(description="Points when met.")
+    reads: tuple[str | Check, ...] = Field(description="Findings or checks it depends on.")
+    how: Literal["any", "all"] = Field(default="any", description="How the reads combine.")
+    met: bool = Field(default=False, description="Whether it scores for these facts.")
+
+
+def _item(name: str, points: float, *reads: str | Check, how: str = "any") -> Criterion:
+    return Criterion(name=name, points=points, reads=reads, how=how)
+
+
+def _points(f: PatientFacts, items: list[Criterion]) -> PointsResult:
+    for c in items:
+        hits = [f.has(r) if isinstance(r, str) else r.holds(f) for r in c.reads]
+        c.met = all(hits) if c.how == "all" else any(hits)
+    met = [c for c in items if c.met]
+    total = sum(c.points for c in met)
+    return PointsResult(
+        value=total,
+        criteria=[c.name for c in met],
+        points={c.name: c.points for c in met},
+        checked=items,
+    )
 
 
 def cha2ds2_vasc(f: PatientFacts) -> PointsResult:
     return _points(
+        f,
         [
-            ("chf", f.has("chf"), 1),
-            ("hypertension", f.has("hypertension"), 1),
-            ("age_75_or_older", f.age >= 75, 2),
-            ("diabetes", f.has("diabetes"), 1),
-            (
-                "stroke_tia_thromboembolism",
-                f.has("stroke") or f.has("tia") or f.has("thromboembolism"),
-                2,
-            ),
-            ("vascular_disease", f.has("vascular_disease"), 1),
-            ("age_65_to_74", 65 <= f.age <= 74, 1),
-            ("female", f.sex == "F", 1),
+            _item("chf", 1, "chf"),
+            _item("hypertension", 1, "hypertension"),
+            _item("age_75_or_older", 2, Check("age", ">=", 75)),
+            _item("diabetes", 1, "diabetes"),
+            _item("stroke_tia_thromboembolism", 2, "stroke", "tia", "thromboembolism"),
+            _item("vascular_disease", 1, "vascular_disease"),
+            _item("age_65_to_74", 1, Check("age", ">=", 65), Check("age", "<=", 74), how="all"),
+            _item("female", 1, Check("sex", "==", "F")),
         ],
-        "CHA2DS2-VASc",
     )
 
 
-def renal_creatinine(f: PatientFacts) -> bool:
+def renal_check(f: PatientFacts) -> Check:
     """Pisters 2010: serum creatinine >= 200 umol/L; stated in mg/dL, MDCalc's > 2.26 mg/dL
     (200 umol/L = 2.262 mg/dL). The rule follows the unit the note states."""
     if f.creatinine_umol is not None:
-        return f.creatinine_umol >= 200
-    return (f.creatinine or 0) > 2.26
+        return Check("creatinine_umol", ">=", 200)
+    return Check("creatinine", ">", 2.26)
+
+
+def renal_creatinine(f: PatientFacts) -> bool:
+    return renal_check(f).holds(f)
 
 
 def has_bled(f: PatientFacts) -> PointsResult:
-    renal = f.has("dialysis_or_transplant") or renal_creatinine(f)
     return _points(
+        f,
         [
-            ("uncontrolled_hypertension_sbp_over_160", (f.sbp or 0) > 160, 1),
-            ("abnormal_renal_function", renal, 1),
-            ("abnormal_liver_function", f.has("cirrhosis"), 1),
-            ("stroke", f.has("stroke"), 1),  # a previous stroke only: TIA does not score
-            ("bleeding", f.has("bleeding_history"), 1),
-            ("labile_inr", f.has("labile_inr"), 1),
-            ("elderly_over_65", f.age > 65, 1),
-            ("drugs_antiplatelet_nsaid", f.has("antiplatelet_nsaid"), 1),
-            ("alcohol_8_or_more_per_week", f.alcohol_per_week >= 8, 1),
+            _item("uncontrolled_hypertension_sbp_over_160", 1, Check("sbp", ">", 160)),
+            _item("abnormal_renal_function", 1, "dialysis_or_transplant", renal_check(f)),
+            _item("abnormal_liver_function", 1, "cirrhosis"),
+            _item("stroke", 1, "stroke"),  # a previous stroke only: TIA does not score
+            _item("bleeding", 1, "bleeding_history"),
+            _item("labile_inr", 1, "labile_inr"),
+            _item("elderly_over_65", 1, Check("age", ">", 65)),
+            _item("drugs_antiplatelet_nsaid", 1, "antiplatelet_nsaid"),
+            _item("alcohol_8_or_more_per_week", 1, Check("alcohol_per_week", ">=", 8)),
         ],
-        "HAS-BLED",
     )
 
 
-def urea_high(f: PatientFacts) -> bool:
+def urea_check(f: PatientFacts) -> Check:
     """Lim 2003: urea > 7 mmol/L; the US form is BUN > 19 mg/dL. The rule follows the unit
     the note states, on the value as written (no unit round trip)."""
     if f.urea_mmol is not None:
-        return f.urea_mmol > 7
-    return (f.bun or 0) > 19
+        return Check("urea_mmol", ">", 7)
+    return Check("bun", ">", 19)
+
+
+def urea_high(f: PatientFacts) -> bool:
+    return urea_check(f).holds(f)
 
 
 def curb_65(f: PatientFacts) -> PointsResult:
-    low_bp = (f.sbp is not None and f.sbp < 90) or (f.dbp is not None and f.dbp <= 60)
     return _points(
+        f,
         [
-            ("confusion", f.has("confusion"), 1),
-            ("urea_over_7_or_bun_over_19", urea_high(f), 1),
-            ("rr_30_or_more", (f.rr or 0) >= 30, 1),
-            ("low_blood_pressure", low_bp, 1),
-            ("age_65_or_older", f.age >= 65, 1),
+            _item("confusion", 1, "confusion"),
+            _item("urea_over_7_or_bun_over_19", 1, urea_check(f)),
+            _item("rr_30_or_more", 1, Check("rr", ">=", 30)),
+            _item("low_blood_pressure", 1, Check("sbp", "<", 90), Check("dbp", "<=", 60)),
+            _item("age_65_or_older", 1, Check("age", ">=", 65)),
         ],
-        "CURB-65",
     )
 
 
 def wells_pe(f: PatientFacts) -> PointsResult:
     return _points(
+        f,
         [
-            ("clinical_signs_of_dvt", f.has("dvt_signs"), 3),
-            ("pe_most_likely_diagnosis", f.has("pe_most_likely"), 3),
-            ("heart_rate_over_100", (f.hr or 0) > 100, 1.5),
-            ("immobilization_or_recent_surgery", f.has("immobilization_surgery"), 1.5),
-            ("previous_dvt_or_pe", f.has("prior_vte"), 1.5),
-            ("hemoptysis", f.has("hemoptysis"), 1),
-            ("malignancy", f.has("malignancy"), 1),
+            _item("clinical_signs_of_dvt", 3, "dvt_signs"),
+            _item("pe_most_likely_diagnosis", 3, "pe_most_likely"),
+            _item("heart_rate_over_100", 1.5, Check("hr", ">", 100)),
+            _item("immobilization_or_recent_surgery", 1.5, "immobilization_surgery"),
+            _item("previous_dvt_or_pe", 1.5, "prior_vte"),
+            _item("hemoptysis", 1, "hemoptysis"),
+            _item("malignancy", 1, "malignancy"),
         ],
-        "Wells PE",
     )
 
 
@@ -276,9 +318,9 @@ CONDITIONS = tuple(dict.fromkeys(c for used in CONDITIONS_USED.values() for c in
 
 
 def wells_dvt(f: PatientFacts) -> PointsResult:
-    items = [(n, f.has(n), 1.0) for n in WELLS_DVT_CRITERIA]
-    items.append(("alternative_diagnosis_likely", f.has("alternative_diagnosis_likely"), -2.0))
-    return _points(items, "Wells DVT")
+    items = [_item(n, 1, n) for n in WELLS_DVT_CRITERIA]
+    items.append(_item("alternative_diagnosis_likely", -2, "alternative_diagnosis_likely"))
+    return _points(f, items)
 
 
 def ideal_body_weight(f: PatientFacts) -> float:
@@ -292,10 +334,6 @@ def bmi(f: PatientFacts) -> BMIResult:
     return BMIResult(
         value=value,
         height_m=h,
-        steps=[
-            f"Height {h:.3f} m, weight {f.weight_kg:.1f} kg.",
-            f"BMI = {f.weight_kg:.1f} / {h:.3f}^2 = {value:.2f} kg/m^2.",
-        ],
     )
 
 
@@ -320,13 +358,6 @@ def cockcroft_gault(f: PatientFacts) -> CockcroftGaultResult:
         weight_rule=rule,
         creatinine_mg_dl=scr,
         sex_factor=sex,
-        steps=[
-            f"BMI = {body:.1f}; IBW = {'50' if f.sex == 'M' else '45.5'} + 2.3 x "
-            f"({(f.height_cm or 0) / 2.54:.2f} - 60) = {ibw:.1f} kg.",
-            f"{rule} -> weight {w:.1f} kg.",
-            f"CrCl = (140 - {f.age}) x {w:.1f}{' x 0.85' if sex < 1 else ''} / (72 x "
-            f"{scr:.2f}) = {value:.1f} mL/min.",
-        ],
     )
 
 
@@ -334,10 +365,6 @@ def anion_gap(f: PatientFacts) -> CalcResult:
     value = (f.sodium or 0) - ((f.chloride or 0) + (f.bicarbonate or 0))
     return CalcResult(
         value=value,
-        steps=[
-            f"AG = Na - (Cl + HCO3) = {f.sodium:g} - ({f.chloride:g} + "
-            f"{f.bicarbonate:g}) = {value:g} mmol/L."
-        ],
     )
 
 
@@ -345,10 +372,6 @@ def corrected_calcium(f: PatientFacts) -> CalcResult:
     value = (f.calcium or 0) + 0.8 * (4 - (f.albumin or 0))
     return CalcResult(
         value=value,
-        steps=[
-            f"Calcium {f.calcium:.2f} mg/dL, albumin {f.albumin:.2f} g/dL.",
-            f"Corrected Ca = {f.calcium:.2f} + 0.8 x (4 - {f.albumin:.2f}) = {value:.2f} mg/dL.",
-        ],
     )
 
 
@@ -358,10 +381,6 @@ def qtc_bazett(f: PatientFacts) -> QTcResult:
     return QTcResult(
         value=value,
         rr_s=rr_s,
-        steps=[
-            f"RR interval = 60 / {f.hr:g} = {rr_s:.4f} s.",
-            f"QTc = {f.qt_ms:g} / sqrt({rr_s:.4f}) = {value:.1f} ms.",
-        ],
     )
 
 
@@ -382,18 +401,6 @@ def meld_na(f: PatientFacts) -> MeldNaResult:
         meld_raw=raw,
         meld_i=meld_i,
         meld_na_unrounded=score,
-        steps=[
-            f"Bounds: creatinine {cr:.2f} (1.0-4.0, 4.0 if dialysed), bilirubin {bili:.2f}, "
-            f"INR {inr:.2f} (floor 1.0), sodium {na:g} (125-137).",
-            f"MELD(i) = 0.957 ln(Cr) + 0.378 ln(bili) + 1.120 ln(INR) + 0.643 = {raw:.4f} -> "
-            f"rounded to tenths x 10 = {meld_i:.0f}.",
-            (
-                f"MELD(i) > 11: MELD-Na = MELD(i) + 1.32 (137 - Na) - 0.033 MELD(i) (137 - Na)"
-                f" = {score:.2f} -> {value:.0f} (cap 40)."
-                if meld_i > 11
-                else f"MELD(i) <= 11: no sodium adjustment; MELD-Na = {value:.0f}."
-            ),
-        ],
     )
 
 

@@ -10,6 +10,7 @@ units, so the truth follows from the note alone.
 from __future__ import annotations
 
 import random
+from typing import NamedTuple
 
 from domains.medicine.calculators import (
     CALCULATORS,
@@ -162,58 +163,108 @@ def render_note(
     return " ".join(lines)
 
 
+class Stated(NamedTuple):
+    """A value as the note writes it: label, number text and unit."""
+
+    label: str
+    number: str
+    unit: str
+
+    def __str__(self) -> str:
+        gap = "" if self.unit.startswith("/") or not self.unit else " "
+        return f"{self.label} {self.number}{gap}{self.unit}"
+
+
+def stated(f: PatientFacts, units: dict) -> dict[str, Stated]:
+    """Every value the note can show, as it shows it (the note and the reference solution
+    both read this, so they cannot drift apart)."""
+    inches = round((f.height_cm or 0) / 2.54)
+    out = {
+        "hr": Stated("HR", f"{f.hr:.0f}", "bpm"),
+        "sbp": Stated("SBP", f"{f.sbp:.0f}", "mmHg"),
+        "dbp": Stated("DBP", f"{f.dbp:.0f}", "mmHg"),
+        "rr": Stated("RR", f"{f.rr:.0f}", "/min"),
+        "weight_kg": (
+            Stated("weight", f"{f.weight_kg / LB:.0f}", "lb")
+            if units["weight"]
+            else Stated("weight", f"{f.weight_kg:.1f}", "kg")
+        ),
+        "height_cm": (
+            Stated("height", f"{inches // 12} ft {inches % 12}", "in")
+            if units["height"]
+            else Stated("height", f"{f.height_cm:.0f}", "cm")
+        ),
+        "sodium": Stated("Na", f"{f.sodium:.0f}", "mmol/L"),
+        "chloride": Stated("Cl", f"{f.chloride:.0f}", "mmol/L"),
+        "bicarbonate": Stated("HCO3", f"{f.bicarbonate:.0f}", "mmol/L"),
+        "potassium": Stated("K", f"{f.potassium}", "mmol/L"),
+        "creatinine": (
+            Stated("creatinine", f"{f.creatinine_umol:.0f}", "umol/L")
+            if f.creatinine_umol is not None
+            else Stated("creatinine", f"{f.creatinine:.2f}", "mg/dL")
+        ),
+        "bun": (
+            Stated("urea", f"{f.urea_mmol:.1f}", "mmol/L")
+            if f.urea_mmol is not None
+            else Stated("BUN", f"{f.bun:g}", "mg/dL")
+        ),
+        "calcium": (
+            Stated("calcium", f"{f.calcium / 4.008:.2f}", "mmol/L")
+            if units["calcium"]
+            else Stated("calcium", f"{f.calcium:.1f}", "mg/dL")
+        ),
+        "albumin": (
+            Stated("albumin", f"{f.albumin * 10:.0f}", "g/L")
+            if units["albumin"]
+            else Stated("albumin", f"{f.albumin:.1f}", "g/dL")
+        ),
+        "bilirubin": (
+            Stated("bilirubin", f"{f.bilirubin * 17.1:.0f}", "umol/L")
+            if units["bilirubin"]
+            else Stated("bilirubin", f"{f.bilirubin:.1f}", "mg/dL")
+        ),
+        "inr": Stated("INR", f"{f.inr}", ""),
+        "qt_ms": Stated("QT", f"{f.qt_ms:.0f}", "ms"),
+    }
+    return out
+
+
 def _vitals(f: PatientFacts, units: dict) -> str:
-    weight = f"{f.weight_kg / LB:.0f} lb" if units["weight"] else f"{f.weight_kg:.1f} kg"
-    if units["height"]:
-        inches = round(f.height_cm / 2.54)
-        height = f"{inches // 12} ft {inches % 12} in"
-    else:
-        height = f"{f.height_cm:.0f} cm"
+    v = stated(f, units)
     return (
-        f"Vitals: HR {f.hr:.0f} bpm, BP {f.sbp:.0f}/{f.dbp:.0f} mmHg, RR {f.rr:.0f}/min, "
-        f"weight {weight}, height {height}."
+        f"Vitals: HR {v['hr'].number} bpm, BP {v['sbp'].number}/{v['dbp'].number} mmHg, "
+        f"RR {v['rr'].number}/min, {v['weight_kg']}, {v['height_cm']}."
     )
+
+
+def shown_labs(f: PatientFacts, calc: str, difficulty: int, rng: random.Random) -> list[str]:
+    """The lab fields a note shows: what the calculator needs, plus distractors (2+)."""
+    needed = set(CALCULATORS[calc].needs) | ({"sodium"} if calc == "meld_na" else set())
+    extra = ["potassium", "sodium", "calcium", "albumin", "bun"]
+    shown = needed | (set(rng.sample(extra, k=min(difficulty, 5))) if difficulty >= 2 else set())
+    return sorted(k for k in shown if k in LABS)
+
+
+LABS = (
+    "sodium",
+    "chloride",
+    "bicarbonate",
+    "potassium",
+    "creatinine",
+    "bun",
+    "calcium",
+    "albumin",
+    "bilirubin",
+    "inr",
+    "qt_ms",
+)
 
 
 def _labs(f: PatientFacts, calc: str, units: dict, difficulty: int, rng: random.Random) -> str:
-    needed = set(CALCULATORS[calc].needs) | ({"sodium"} if calc == "meld_na" else set())
-    shown = needed | (
-        set(rng.sample(["potassium", "sodium", "calcium", "albumin", "bun"], k=min(difficulty, 5)))
-        if difficulty >= 2
-        else set()
-    )
-    text = {
-        "sodium": f"Na {f.sodium:.0f} mmol/L",
-        "chloride": f"Cl {f.chloride:.0f} mmol/L",
-        "bicarbonate": f"HCO3 {f.bicarbonate:.0f} mmol/L",
-        "potassium": f"K {f.potassium} mmol/L",
-        "creatinine": (
-            f"creatinine {f.creatinine_umol:.0f} umol/L"
-            if f.creatinine_umol is not None
-            else f"creatinine {f.creatinine:.2f} mg/dL"
-        ),
-        "bun": (
-            f"urea {f.urea_mmol:.1f} mmol/L" if f.urea_mmol is not None else f"BUN {f.bun:g} mg/dL"
-        ),
-        "calcium": (
-            f"calcium {f.calcium / 4.008:.2f} mmol/L"
-            if units["calcium"]
-            else f"calcium {f.calcium:.1f} mg/dL"
-        ),
-        "albumin": (
-            f"albumin {f.albumin * 10:.0f} g/L"
-            if units["albumin"]
-            else f"albumin {f.albumin:.1f} g/dL"
-        ),
-        "bilirubin": (
-            f"bilirubin {f.bilirubin * 17.1:.0f} umol/L"
-            if units["bilirubin"]
-            else f"bilirubin {f.bilirubin:.1f} mg/dL"
-        ),
-        "inr": f"INR {f.inr}",
-        "qt_ms": f"ECG: QT {f.qt_ms:.0f} ms",
-    }
-    parts = [text[k] for k in sorted(shown) if k in text]
+    v = stated(f, units)
+    parts = [
+        f"ECG: {v[k]}" if k == "qt_ms" else str(v[k]) for k in shown_labs(f, calc, difficulty, rng)
+    ]
     return f"Results: {', '.join(parts)}." if parts else ""
 
 

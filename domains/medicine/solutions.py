@@ -1,0 +1,274 @@
+"""Reference solutions for clinical cases that show the work, one item per line.
+
+Each value is read from the note with the unit the note uses. Each unit conversion and each
+intermediate is computed through the calculator (``<<expr>> = result``). Each criterion is
+checked against its threshold, with the value, whether it scores and why, including "not
+mentioned, so absent" and denials. A small model learns what the references show. These
+lines are also the steps the process reward model scores and a reviewer labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from domains.calc import annotate, evaluate
+from domains.medicine.calculators import (
+    CALCULATORS,
+    NEAR_MISSES,
+    Check,
+    Criterion,
+    PatientFacts,
+    PointsResult,
+)
+from domains.medicine.notes import LB, PHRASES, Stated, stated
+
+
+class Work:
+    """Lines of a step, where every computation goes through the calculator."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def calc(self, label: str, expr: str, unit: str = "") -> str:
+        """Add ``label: <<expr>> = result unit`` and return the result text, so later
+        lines use the number as shown (as a model copying it would)."""
+        self.lines.append(f"- {label}: {annotate(expr)}{' ' + unit if unit else ''}")
+        return evaluate(expr).result or ""
+
+    def say(self, line: str) -> None:
+        self.lines.append(f"- {line}")
+
+
+def solution(calc: str, f: PatientFacts, units: dict, note: str) -> list[str]:
+    """The reference steps for one clinical case."""
+    spec = CALCULATORS[calc]
+    values = stated(f, units)
+    read = [f"age {f.age} years", f"sex {f.sex}"] + [str(values[k]) for k in _reads(calc)]
+    steps = [f"Calculator: {spec.title} ({spec.unit}). Read from the note:\n- " + "\n- ".join(read)]
+    if calc in FORMULAS:
+        return steps + FORMULAS[calc](f, values)
+    return steps + _score_steps(calc, f, note, values)
+
+
+def _reads(calc: str) -> list[str]:
+    """The stated values a calculator uses besides age and sex: the inputs it needs."""
+    return list(CALCULATORS[calc].needs)
+
+
+# -- criteria scores ------------------------------------------------------------------------
+
+
+def _score_steps(calc: str, f: PatientFacts, note: str, values: dict[str, Stated]) -> list[str]:
+    result = CALCULATORS[calc].compute(f)
+    assert isinstance(result, PointsResult)
+    lines = [_criterion_line(c, f, note, values) for c in result.checked]
+    lines += [
+        f"- {name}: '{PHRASES[name]}' is in the note, but {CALCULATORS[calc].title} does not "
+        "score it"
+        for name in NEAR_MISSES.get(calc, ())
+        if f.has(name)
+    ]
+    chunks = [lines[i : i + 4] for i in range(0, len(lines), 4)]
+    steps = [
+        f"Check each criterion ({k + 1}/{len(chunks)}):\n" + "\n".join(chunk)
+        for k, chunk in enumerate(chunks)
+    ]
+    return steps + [_total(result)]
+
+
+def _criterion_line(c: Criterion, f: PatientFacts, note: str, values: dict[str, Stated]) -> str:
+    parts = [_read_text(r, f, note, values) for r in c.reads]
+    joined = (" and " if c.how == "all" else "; ").join(parts)
+    verdict = f"met, {c.points:+g}" if c.met else "not met, 0"
+    return f"- {c.name} ({c.points:+g}): {joined} -> {verdict}"
+
+
+def _read_text(read: str | Check, f: PatientFacts, note: str, values: dict[str, Stated]) -> str:
+    if isinstance(read, str):
+        if f.has(read):
+            return f"'{PHRASES[read]}' is in the note"
+        denied = any(PHRASES[read] in s for s in note.split(". ") if s.startswith("Denies"))
+        return f"{read.replace('_', ' ')} {'denied' if denied else 'not mentioned'}, so absent"
+    value = _value_text(read.field, f, values)
+    ok = read.holds(f)
+    limit = read.limit if isinstance(read.limit, str) else f"{read.limit:g}"
+    return f"{value} {read.op} {limit}? {'yes' if ok else 'no'}"
+
+
+def _value_text(field: str, f: PatientFacts, values: dict[str, Stated]) -> str:
+    if field == "age":
+        return f"age {f.age}"
+    if field == "sex":
+        return f"sex {f.sex}"
+    if field == "alcohol_per_week":
+        return f"alcohol {f.alcohol_per_week} drinks/week"
+    key = {"creatinine_umol": "creatinine", "urea_mmol": "bun"}.get(field, field)
+    return str(values[key])
+
+
+def _total(result: PointsResult) -> str:
+    met = [c for c in result.checked if c.met]
+    if not met:
+        return "Total: no criterion met, so 0 points."
+    if len(met) == 1:
+        return f"Total: one criterion met, {met[0].points:g} points."
+    expr = " + ".join(f"{c.points:g}" for c in met).replace("+ -", "- ")
+    return f"Total: {annotate(expr)} points."
+
+
+# -- formulas --------------------------------------------------------------------------------
+
+
+def _weight(w: Work, values: dict[str, Stated]) -> str:
+    v = values["weight_kg"]
+    if v.unit == "lb":
+        return w.calc("weight in kg", f"{v.number} * {LB}", "kg")
+    w.say(f"weight {v.number} kg (no conversion)")
+    return v.number
+
+
+def _height_cm(w: Work, values: dict[str, Stated]) -> tuple[str, str]:
+    """(height in cm, height in inches) as shown."""
+    v = values["height_cm"]
+    if v.unit == "in":
+        ft, inch = v.number.split(" ft ")
+        inches = w.calc("height in inches", f"{ft} * 12 + {inch}", "in")
+        return w.calc("height in cm", f"{inches} * 2.54", "cm"), inches
+    w.say(f"height {v.number} cm (no conversion)")
+    return v.number, f"{v.number} / 2.54"
+
+
+def _creatinine(w: Work, values: dict[str, Stated]) -> str:
+    v = values["creatinine"]
+    if v.unit == "umol/L":
+        return w.calc("creatinine in mg/dL", f"{v.number} / 88.4", "mg/dL")
+    w.say(f"creatinine {v.number} mg/dL (no conversion)")
+    return v.number
+
+
+def _bmi(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
+    w = Work()
+    kg = _weight(w, values)
+    cm, _ = _height_cm(w, values)
+    metres = w.calc("height in m", f"{cm} / 100", "m")
+    units = "\n".join(w.lines)
+    w = Work()
+    w.calc("BMI = weight / height^2", f"{kg} / {metres} ** 2", "kg/m^2")
+    return [f"Units:\n{units}", "Compute:\n" + "\n".join(w.lines)]
+
+
+def _cockcroft_gault(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
+    w = Work()
+    kg = _weight(w, values)
+    cm, inches = _height_cm(w, values)
+    scr = _creatinine(w, values)
+    units = "\n".join(w.lines)
+    w = Work()
+    metres = w.calc("height in m", f"{cm} / 100", "m")
+    bmi = float(w.calc("BMI", f"{kg} / {metres} ** 2", "kg/m^2"))
+    base = "50" if f.sex == "M" else "45.5"
+    ibw = w.calc(
+        f"ideal body weight ({'male' if f.sex == 'M' else 'female'})",
+        f"{base} + 2.3 * ({inches} - 60)",
+        "kg",
+    )
+    weights = Work()
+    if bmi < 18.5:
+        weights.say(f"BMI {bmi:g} < 18.5: use the actual weight, {kg} kg")
+        used = kg
+    elif bmi < 25:
+        weights.say(f"BMI {bmi:g} is 18.5-24.9: use the lower of ideal and actual weight")
+        used = weights.calc("weight used", f"min({ibw}, {kg})", "kg")
+    else:
+        weights.say(f"BMI {bmi:g} >= 25: use the adjusted weight IBW + 0.4 x (actual - IBW)")
+        used = weights.calc("weight used", f"{ibw} + 0.4 * ({kg} - {ibw})", "kg")
+    sex = " * 0.85" if f.sex == "F" else ""
+    weights.calc(
+        f"CrCl = (140 - age) x weight{' x 0.85 (female)' if sex else ''} / (72 x creatinine)",
+        f"(140 - {f.age}) * {used}{sex} / (72 * {scr})",
+        "mL/min",
+    )
+    return [
+        f"Units:\n{units}",
+        "Compute:\n" + "\n".join(w.lines),
+        "Weight rule and clearance:\n" + "\n".join(weights.lines),
+    ]
+
+
+def _anion_gap(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
+    w = Work()
+    na, cl, hco3 = (values[k].number for k in ("sodium", "chloride", "bicarbonate"))
+    w.calc("anion gap = Na - (Cl + HCO3)", f"{na} - ({cl} + {hco3})", "mmol/L")
+    return ["Compute:\n" + "\n".join(w.lines)]
+
+
+def _corrected_calcium(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
+    w = Work()
+    ca, alb = values["calcium"], values["albumin"]
+    if ca.unit == "mmol/L":
+        ca_mg = w.calc("calcium in mg/dL", f"{ca.number} * 4.008", "mg/dL")
+    else:
+        w.say(f"calcium {ca.number} mg/dL (no conversion)")
+        ca_mg = ca.number
+    if alb.unit == "g/L":
+        alb_g = w.calc("albumin in g/dL", f"{alb.number} / 10", "g/dL")
+    else:
+        w.say(f"albumin {alb.number} g/dL (no conversion)")
+        alb_g = alb.number
+    w.calc(
+        "corrected calcium = Ca + 0.8 x (4 - albumin)", f"{ca_mg} + 0.8 * (4 - {alb_g})", "mg/dL"
+    )
+    return ["Units and compute:\n" + "\n".join(w.lines)]
+
+
+def _qtc(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
+    w = Work()
+    rr = w.calc("RR interval = 60 / HR", f"60 / {values['hr'].number}", "s")
+    w.calc("QTc = QT / sqrt(RR)", f"{values['qt_ms'].number} / sqrt({rr})", "ms")
+    return ["Compute:\n" + "\n".join(w.lines)]
+
+
+def _meld_na(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
+    w = Work()
+    scr = _creatinine(w, values)
+    bili = values["bilirubin"]
+    if bili.unit == "umol/L":
+        bili_mg = w.calc("bilirubin in mg/dL", f"{bili.number} / 17.1", "mg/dL")
+    else:
+        w.say(f"bilirubin {bili.number} mg/dL (no conversion)")
+        bili_mg = bili.number
+    units = "\n".join(w.lines)
+    b = Work()
+    if f.has("dialysis_twice_last_week"):
+        b.say("dialysed twice in the past week: creatinine counts as 4.0")
+        cr = "4"
+    else:
+        cr = b.calc("creatinine bounded to 1-4", f"min(max({scr}, 1), 4)")
+    bl = b.calc("bilirubin floored at 1", f"max({bili_mg}, 1)")
+    inr = b.calc("INR floored at 1", f"max({values['inr'].number}, 1)")
+    na = b.calc("sodium bounded to 125-137", f"min(max({values['sodium'].number}, 125), 137)")
+    m = Work()
+    raw = m.calc("MELD(i) raw", f"0.957 * ln({cr}) + 0.378 * ln({bl}) + 1.120 * ln({inr}) + 0.643")
+    meld_i = m.calc("MELD(i) = raw rounded to tenths x 10", f"round({raw}, 1) * 10")
+    if float(meld_i) > 11:
+        score = m.calc(
+            "MELD(i) > 11, so MELD-Na = MELD(i) + 1.32 (137 - Na) - 0.033 MELD(i) (137 - Na)",
+            f"{meld_i} + 1.32 * (137 - {na}) - 0.033 * {meld_i} * (137 - {na})",
+        )
+        whole = m.calc("rounded half up", f"floor({score} + 0.5)")
+    else:
+        m.say(f"MELD(i) {meld_i} <= 11: no sodium adjustment")
+        whole = meld_i
+    m.calc("capped at 40", f"min({whole}, 40)")
+    out = [f"Units:\n{units}"] if units else []
+    return out + ["Bounds:\n" + "\n".join(b.lines), "Compute:\n" + "\n".join(m.lines)]
+
+
+FORMULAS: dict[str, Callable[[PatientFacts, dict[str, Stated]], list[str]]] = {
+    "bmi": _bmi,
+    "cockcroft_gault": _cockcroft_gault,
+    "anion_gap": _anion_gap,
+    "corrected_calcium": _corrected_calcium,
+    "qtc_bazett": _qtc,
+    "meld_na": _meld_na,
+}
