@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
 from domains.base import Family, Verdict, set_f1
+from domains.calc import annotate, evaluate
 from domains.parsing import to_str_list
 
 TYPOLOGIES = (
@@ -331,6 +332,40 @@ def _steps(
     return [
         f"Start from the subject account {members[0]} and collect {how}.",
         f"Laundering transactions in time order: {chain}.",
+        *_hop_steps([by_id[t] for t in bad]),
         f"Accounts involved: {', '.join(sorted(members))}.",
         f"The flow structure matches the {typology} typology.",
     ]
+
+
+def _hop_steps(rows: list[dict]) -> list[str]:
+    """What each intermediary received and paid on, through the calculator: the ~10% margin
+    per hop is what separates the pattern from benign traffic."""
+    lines = []
+    payers = {r["from_account"] for r in rows}
+    for acct in dict.fromkeys(r["to_account"] for r in rows if r["to_account"] in payers):
+        got = [r["amount"] for r in rows if r["to_account"] == acct]
+        paid = [r["amount"] for r in rows if r["from_account"] == acct]
+        received, forwarded = _total(got), _total(paid)
+        if not received or not forwarded:
+            continue
+        ratio = evaluate(f"{forwarded[1]} / {received[1]}")
+        lines.append(
+            f"- {acct}: received {received[0]}; paid on {forwarded[0]}; "
+            f"share forwarded {annotate(f'{forwarded[1]} / {received[1]}')}"
+            if ratio.ok
+            else f"- {acct}: received {received[0]}; paid on {forwarded[0]}"
+        )
+    if not lines:
+        return []
+    return ["Amounts along the pattern (each hop keeps about 10%):\n" + "\n".join(lines[:4])]
+
+
+def _total(amounts: list[float]) -> tuple[str, str] | None:
+    """(text, value) of a sum through the calculator, or the single amount."""
+    if not amounts:
+        return None
+    if len(amounts) == 1:
+        return f"{amounts[0]:.2f}", f"{amounts[0]:.2f}"
+    expr = " + ".join(f"{a:.2f}" for a in amounts)
+    return annotate(expr), evaluate(expr).result or "0"

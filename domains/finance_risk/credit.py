@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from domains.base import Family, Verdict
+from domains.calc import annotate, evaluate
 from domains.errors import PonderError
 from domains.parsing import key_values, to_float
 
@@ -275,52 +276,92 @@ def _canon(key: str) -> str:
     return {"r": "R", "k": "K", "rwa": "RWA", "correlation": "R", "capital": "K"}.get(k, key)
 
 
+class _Work:
+    """Lines where every computation goes through the calculator; results are reused as
+    shown, the way a model copying them would."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def calc(self, label: str, expr: str) -> str:
+        self.lines.append(f"- {label}: {annotate(expr)}")
+        return evaluate(expr).result or ""
+
+    def say(self, line: str) -> None:
+        self.lines.append(f"- {line}")
+
+    def step(self, title: str) -> str:
+        text, self.lines = f"{title}:\n" + "\n".join(self.lines), []
+        return text
+
+
 def _steps(x: CreditInputs, a: IRBResult) -> list[str]:
-    steps = [
-        f"Inputs: PD = {x.pd:.6g} (floored at 0.0003 -> {a.pd:.6g}), LGD = {x.lgd:g}, "
-        f"M = {x.maturity:g} years (clamped to [1, 5] -> {a.maturity:g}), EAD = {x.ead:,.2f}."
-    ]
-    steps.append(_corr_step(x, a.pd, a.R))
+    w = _Work()
+    w.say(f"asset class {x.asset_class.replace('_', ' ')}")
+    w.say(f"PD {x.pd * 100:.4g}% = {x.pd:.6g}; LGD {x.lgd * 100:.4g}% = {x.lgd:g}")
+    w.say(f"EAD {x.ead:.2f}; maturity {x.maturity:g} years")
+    if x.sales_m is not None:
+        w.say(f"annual sales EUR {x.sales_m:g} million")
+    steps = [w.step("Read the exposure")]
+    pd = "1" if a.defaulted else w.calc("PD floored at 0.0003", f"max({x.pd:.6g}, 0.0003)")
+    if a.defaulted:
+        w.say("PD = 100%: the exposure is in default (Basel II para 272)")
+    m = "1"
+    if x.asset_class not in RETAIL:
+        m = w.calc("maturity clamped to 1-5 years", f"min(max({x.maturity:g}, 1), 5)")
+    steps.append(w.step("Floors and clamps"))
+    r = _correlation(w, x, pd)
+    steps.append(w.step("Asset correlation"))
     if a.defaulted:
         elbe = x.lgd if x.elbe is None else x.elbe
-        steps.append(
-            "PD = 100%: the exposure is in default, so the formula does not apply (Basel II "
-            f"para 272): K = max(0, LGD - best-estimate EL) = max(0, {x.lgd:g} - {elbe:g}) = "
-            f"{a.K:.6f}{' (no separate best estimate: it equals LGD)' if x.elbe is None else ''}"
-            f"; expected loss = LGD x EAD = {a.EL:,.2f}."
-        )
-        steps.append(f"RWA = 12.5 x K x EAD = 12.5 x {a.K:.6f} x {x.ead:,.2f} = {a.RWA:,.2f}.")
-        return steps
-    steps.append(
-        "Conditional PD at 99.9%: N((G(PD) + sqrt(R) x G(0.999)) / sqrt(1 - R)) = "
-        f"{a.conditional_pd:.6f}."
-    )
-    if a.b:
-        steps.append(
-            f"Maturity adjustment: b = (0.11852 - 0.05478 x ln(PD))^2 = {a.b:.6f}; "
-            f"(1 + (M - 2.5) x b) / (1 - 1.5 x b) = {a.maturity_factor:.6f}."
-        )
+        why = " (no separate best estimate given: it equals LGD)" if x.elbe is None else ""
+        k = w.calc(f"K = max(0, LGD - best-estimate EL){why}", f"max(0, {x.lgd:g} - {elbe:g})")
+        w.calc("expected loss = LGD x EAD", f"{x.lgd:g} * {x.ead:.2f}")
     else:
-        steps.append("Retail exposure: no maturity adjustment.")
-    steps.append(
-        f"K = (LGD x {a.conditional_pd:.6f} - PD x LGD) x {a.maturity_factor:.6f} = {a.K:.6f}."
-    )
-    steps.append(f"RWA = 12.5 x K x EAD = 12.5 x {a.K:.6f} x {x.ead:,.2f} = {a.RWA:,.2f}.")
-    return steps
+        k = _capital(w, x, pd, r, m)
+    w.calc("RWA = 12.5 x K x EAD", f"12.5 * {k} * {x.ead:.2f}")
+    return [*steps, w.step("Capital and RWA")]
 
 
-def _corr_step(x: CreditInputs, pd: float, r: float) -> str:
-    if x.asset_class in ("residential_mortgage", "qualifying_revolving"):
-        return f"Correlation for {x.asset_class.replace('_', ' ')} is fixed: R = {r:.4f}."
+def _correlation(w: _Work, x: CreditInputs, pd: str) -> str:
+    if x.asset_class == "residential_mortgage":
+        w.say("residential mortgage: R = 0.15 (fixed)")
+        return "0.15"
+    if x.asset_class == "qualifying_revolving":
+        w.say("qualifying revolving retail: R = 0.04 (fixed)")
+        return "0.04"
     if x.asset_class == "other_retail":
-        return (
-            f"Other retail: w = (1 - e^(-35 PD)) / (1 - e^(-35)); R = 0.03 w + 0.16 (1 - w)"
-            f" = {r:.6f}."
+        wt = w.calc(
+            "w = (1 - e^(-35 PD)) / (1 - e^(-35))", f"(1 - exp(-35 * {pd})) / (1 - exp(-35))"
         )
-    text = (
-        f"Corporate: w = (1 - e^(-50 PD)) / (1 - e^(-50)) = "
-        f"{(1 - math.exp(-50 * pd)) / (1 - math.exp(-50)):.6f}; R = 0.12 w + 0.24 (1 - w)"
+        return w.calc("R = 0.03 w + 0.16 (1 - w)", f"0.03 * {wt} + 0.16 * (1 - {wt})")
+    wt = w.calc("w = (1 - e^(-50 PD)) / (1 - e^(-50))", f"(1 - exp(-50 * {pd})) / (1 - exp(-50))")
+    r = w.calc("R = 0.12 w + 0.24 (1 - w)", f"0.12 * {wt} + 0.24 * (1 - {wt})")
+    if x.asset_class != "sme_corporate" or x.sales_m is None:
+        return r
+    sales = w.calc("SME: sales S bounded to 5-50", f"min(max({x.sales_m:g}, 5), 50)")
+    return w.calc(
+        "R less the firm-size adjustment 0.04 (1 - (S - 5) / 45)",
+        f"{r} - 0.04 * (1 - ({sales} - 5) / 45)",
     )
-    if x.asset_class == "sme_corporate":
-        text += f" - 0.04 (1 - (S - 5) / 45) with S = {min(max(x.sales_m or 50, 5), 50):g}"
-    return f"{text} = {r:.6f}."
+
+
+def _capital(w: _Work, x: CreditInputs, pd: str, r: str, m: str) -> str:
+    cond = w.calc(
+        "conditional PD = N((G(PD) + sqrt(R) G(0.999)) / sqrt(1 - R))",
+        f"norm_cdf((norm_ppf({pd}) + sqrt({r}) * norm_ppf(0.999)) / sqrt(1 - {r}))",
+    )
+    if x.asset_class in RETAIL:
+        w.say("retail: no maturity adjustment")
+        return w.calc(
+            "K = LGD x conditional PD - PD x LGD", f"{x.lgd:g} * {cond} - {pd} * {x.lgd:g}"
+        )
+    b = w.calc("b = (0.11852 - 0.05478 ln(PD))^2", f"(0.11852 - 0.05478 * ln({pd})) ** 2")
+    adj = w.calc(
+        "maturity factor = (1 + (M - 2.5) b) / (1 - 1.5 b)",
+        f"(1 + ({m} - 2.5) * {b}) / (1 - 1.5 * {b})",
+    )
+    return w.calc(
+        "K = (LGD x conditional PD - PD x LGD) x maturity factor",
+        f"({x.lgd:g} * {cond} - {pd} * {x.lgd:g}) * {adj}",
+    )

@@ -34,6 +34,7 @@ import holidays
 from pydantic import BaseModel, Field, field_validator
 
 from domains.base import Family, Verdict
+from domains.calc import annotate
 from domains.parsing import to_bool, to_decimal, to_str_list
 
 CTR_LIMIT = Decimal("10000.00")
@@ -365,39 +366,94 @@ def _amount(rng: random.Random, mode: str, difficulty: int) -> Decimal:
     return Decimal(f"{value:.2f}") if cents else Decimal(int(value // 100) * 100).quantize(CENT)
 
 
+def _sum_line(label: str, amounts: list[Decimal]) -> str:
+    """``label <<a + b>> = total`` through the calculator, or the single amount."""
+    if not amounts:
+        return f"{label} 0.00"
+    if len(amounts) == 1:
+        return f"{label} {amounts[0]:.2f}"
+    return f"{label} {annotate(' + '.join(f'{v:.2f}' for v in amounts))}"
+
+
 def _steps(x: StructuringInputs, a: StructuringAnswer) -> list[str]:
     kept = [
         t
         for t in x.transactions
         if t.customer_id == x.customer_id and t.kind in (*CASH_IN, "cash_out")
     ]
-    dropped = len(x.transactions) - len(kept)
-    steps = [
-        f"Keep cash transactions for {x.customer_id}: {len(kept)} kept, {dropped} excluded "
-        "(non-cash or other customers); weekend and bank-holiday items move to the next "
-        "business day; cash paid for money orders is cash in."
+    moved = [t for t in kept if business_day(t.date) != t.date]
+    head = [
+        f"{len(kept)} kept, {len(x.transactions) - len(kept)} excluded (wires, cheques or "
+        "other customers)",
+        "money orders bought with cash count as cash in",
     ]
+    head += [
+        f"{t.txn_id} on {t.date} {_weekday(t.date)} belongs to {business_day(t.date)}"
+        for t in moved
+    ]
+    head += [] if moved else ["no weekend or holiday items"]
+    steps = [f"Keep cash transactions for {x.customer_id}:\n- " + "\n- ".join(head)]
+    lines = []
     for day, tot in a.daily_totals.items():
         items = [t for t in kept if business_day(t.date).isoformat() == day]
-        ins = " + ".join(f"{t.amount:,.2f}" for t in items if t.kind in CASH_IN) or "0.00"
-        steps.append(
-            f"Business day {day}: cash in {ins} = {tot.cash_in:,.2f}; cash out {tot.cash_out:,.2f}."
+        ins = [t.amount for t in items if t.kind in CASH_IN]
+        outs = [t.amount for t in items if t.kind == "cash_out"]
+        over = [k for k, v in (("in", tot.cash_in), ("out", tot.cash_out)) if v > CTR_LIMIT]
+        lines.append(
+            f"- {day}: {_sum_line('cash in', ins)}; {_sum_line('cash out', outs)}; "
+            f"over 10000.00? {'yes (' + ', '.join(over) + ')' if over else 'no'}"
         )
-    days = ", ".join(a.ctr_days) or "none"
+    for k in range(0, len(lines), 3):
+        steps.append(
+            f"Daily totals ({k // 3 + 1}/{(len(lines) + 2) // 3}):\n" + "\n".join(lines[k : k + 3])
+        )
     steps.append(
-        f"Days over $10,000.00 in either direction: {days}; CTR due: "
-        f"{'yes' if a.ctr_due else 'no'}."
+        f"CTR days: {', '.join(a.ctr_days) or 'none'}, so CTR due: {'yes' if a.ctr_due else 'no'}."
     )
+    steps.append(_structuring_step(x, kept, a))
+    why = "structuring is indicated and" if a.structuring else "no structuring, so not met whatever"
     steps.append(
-        "Structuring ((a) >= 2 cash-in within 3 business days totalling > $10,000 with no "
-        "CTR day, or (b) >= 2 cash money orders within 3 business days totalling >= $3,000 "
-        f"with no day at $3,000): {'indicated' if a.structuring else 'not indicated'}; "
-        f"structured amount {a.structured_amount:,.2f}."
-    )
-    why = "structuring and" if a.structuring else "no structuring, so not met even if"
-    steps.append(
-        f"SAR threshold: {why} {a.structured_amount:,.2f} "
-        f"{'>=' if a.structured_amount >= SAR_LIMIT else '<'} 5,000.00: "
+        f"SAR threshold: {why} the structured amount {a.structured_amount:.2f} "
+        f"{'>=' if a.structured_amount >= SAR_LIMIT else '<'} 5000.00: "
         f"{'met' if a.sar_threshold_met else 'not met'}."
     )
     return steps
+
+
+def _structuring_step(x: StructuringInputs, kept: list[CashTxn], a: StructuringAnswer) -> str:
+    by_day: dict[dt.date, list[CashTxn]] = {}
+    for t in kept:
+        by_day.setdefault(business_day(t.date), []).append(t)
+    ctr = {dt.date.fromisoformat(d) for d in a.ctr_days}
+    mi_days = {d for d, ts in by_day.items() if _sum(ts, ("money_order",)) >= MI_LIMIT}
+    lines: list[str] = []
+    hits: dict[int, CashTxn] = {}
+    for rule, kinds, blocked, limit, cmp in (
+        ("(a) cash in", CASH_IN, ctr, CTR_LIMIT, ">"),
+        ("(b) money orders", ("money_order",), mi_days, MI_LIMIT, ">="),
+    ):
+        for window in windows(min(by_day), max(by_day)) if by_day else []:
+            txns = [t for d in window for t in by_day.get(d, []) if t.kind in kinds]
+            if len(txns) < 2 or blocked & set(window):
+                continue
+            total = sum((t.amount for t in txns), Decimal(0))
+            if (total > limit) if cmp == ">" else (total >= limit):
+                hits.update({id(t): t for t in txns})
+                lines.append(
+                    f"- {rule}, {window[0]} to {window[2]}: "
+                    f"{_sum_line('total', [t.amount for t in txns])} {cmp} {limit:.2f}, no "
+                    "blocking day: qualifies"
+                )
+    if not lines:
+        return (
+            "Structuring: no 3-business-day window has two or more cash-in items over "
+            "10000.00 without a CTR day, nor money orders of 3000.00 or more without a "
+            "3000.00 day: not indicated; structured amount 0.00."
+        )
+    return (
+        "Structuring windows:\n"
+        + "\n".join(lines[:6])
+        + ("\n- (more windows)" if len(lines) > 6 else "")
+        + "\n- "
+        + _sum_line("structured amount (each transaction once):", [t.amount for t in hits.values()])
+    )
