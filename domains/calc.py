@@ -17,11 +17,13 @@ from __future__ import annotations
 import ast
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from statistics import NormalDist
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from domains.errors import PonderError
 
 OPEN, CLOSE = "<<", ">>"
 _N = NormalDist()
@@ -219,6 +221,14 @@ def open_call(text: str) -> str | None:
     return text[start + len(OPEN) : -len(CLOSE)]
 
 
+def check_tools(names: Sequence[str]) -> list[str]:
+    """Validate tool names against ``TOOLS``; an unknown one lists the valid ones."""
+    unknown = sorted(set(names) - set(TOOLS))
+    if unknown:
+        raise PonderError("tools", f"unknown tool(s) {unknown}", f"use a subset of {sorted(TOOLS)}")
+    return list(dict.fromkeys(names))
+
+
 def prompt_paragraph() -> str:
     """The one-paragraph explanation every prompt carries when the calculator is on."""
     return (
@@ -227,3 +237,7 @@ def prompt_paragraph() -> str:
         "log10, exp, abs, min, max, round, floor, ceil, norm_cdf, norm_ppf. Do not compute "
         "in your head."
     )
+
+
+# Tools a domain can turn on, with the paragraph its prompts carry (one registry, by name).
+TOOLS: dict[str, Callable[[], str]] = {"calc": prompt_paragraph}

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from domains.calc import CalcCall
 from domains.errors import PonderError
 from models.loading import ModelSpec, resolve_model_dir
 from models.settings import get_settings
@@ -71,6 +72,20 @@ class Completion(BaseModel):
     finish_reason: FinishReason = Field(description="'stop' (EOS or stop string) or 'length'.")
     cumulative_logprob: float = Field(description="Sum of the generated tokens' logprobs.")
     logprobs: list[float] | None = Field(default=None, description="Per-token logprobs.")
+    calls: list[CalcCall] = Field(
+        default_factory=list, description="Calculator calls executed inside this completion."
+    )
+    n_inserted: int = Field(
+        default=0, description="Token ids inserted by tools (results), not generated."
+    )
+    stop_reason: str | None = Field(
+        default=None, description="Why a tool loop stopped it early (e.g. a call limit)."
+    )
+
+    @property
+    def n_generated(self) -> int:
+        """Tokens the model generated (inserted tool results excluded)."""
+        return len(self.token_ids) - self.n_inserted
 
 
 class GenerationOutput(BaseModel):
@@ -85,7 +100,7 @@ class GenerationOutput(BaseModel):
 
     @property
     def n_generated_tokens(self) -> int:
-        return sum(len(c.token_ids) for c in self.completions)
+        return sum(c.n_generated for c in self.completions)
 
 
 def sampling_config(**kwargs: Any) -> SamplingConfig:
