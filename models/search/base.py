@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domains.calc import LIMITS
 from models.engine import Generator, SamplingConfig
 from models.search.tree import Node, ThoughtTree
 
@@ -167,10 +168,11 @@ def expand(
         )
         prompts = [trees[picks[j][0]].token_ids(picks[j][1]) for j in idxs]
         results = generator.generate(prompts, sampling(cfg, k, cap, per_step))
+        per_path = getattr(generator, "limits", LIMITS).per_path
         for j, res in zip(idxs, results, strict=True):
             i, parent, _ = picks[j]
             out[j] = _add_children(
-                trees[i], parent, res.completions, cfg, problems[i].answer_of, per_step
+                trees[i], parent, res.completions, cfg, problems[i].answer_of, per_step, per_path
             )
     return out
 
@@ -182,9 +184,11 @@ def _add_children(
     cfg: SearchConfig,
     answer_of: Callable[[str], str | None],
     per_step: bool,
+    per_path: int = LIMITS.per_path,
 ) -> list[Node]:
     seen: set[tuple[int, ...]] = set()
     kids = []
+    before = sum(len(n.calls) for n in tree.path(parent))
     for c in completions:
         key = tuple(c.token_ids)
         if key in seen or not c.token_ids:
@@ -192,7 +196,11 @@ def _add_children(
         seen.add(key)
         text = tree.text(parent) + c.text
         ended = not (per_step and c.finish_reason == "stop" and c.text.endswith(STEP_STOP))
-        terminal = ended or "Answer:" in c.text or parent.depth + 1 >= cfg.max_depth
+        over = before + len(c.calls) > per_path
+        stop_reason = "calculator call limit (path)" if over else c.stop_reason
+        terminal = (
+            ended or over or bool(c.stop_reason) or "Answer:" in c.text
+        ) or parent.depth + 1 >= cfg.max_depth
         kids.append(
             tree.add(
                 parent,
@@ -203,6 +211,9 @@ def _add_children(
                 logprob=c.cumulative_logprob,
                 terminal=terminal,
                 answer=answer_of(text) if terminal else None,
+                calls=c.calls,
+                n_inserted=c.n_inserted,
+                stop_reason=stop_reason,
             )
         )
     return kids

@@ -11,6 +11,8 @@ import math
 
 from pydantic import BaseModel, Field, PrivateAttr
 
+from domains.calc import CalcCall
+
 
 class Node(BaseModel):
     """One step in the tree (DESIGN.md section 2)."""
@@ -29,6 +31,14 @@ class Node(BaseModel):
     prior: float | None = Field(default=None, description="PUCT prior.")
     terminal: bool = Field(default=False, description="Ends the reasoning.")
     answer: str | None = Field(default=None, description="Parsed answer key if terminal.")
+    calls: list[CalcCall] = Field(
+        default_factory=list,
+        description="Calculator calls in this step (expression, result, error).",
+    )
+    n_inserted: int = Field(default=0, description="Of n_tokens, those a tool inserted.")
+    stop_reason: str | None = Field(
+        default=None, description="Why the step was stopped early (call limit, token cap)."
+    )
 
 
 class ThoughtTree(BaseModel):

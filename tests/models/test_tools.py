@@ -110,3 +110,25 @@ def test_no_tools_leaves_the_generator_alone(tok) -> None:
         with_tools(inner, ["python"])
     out = inner.generate(["Q1:"], SamplingConfig(max_tokens=200))[0].completions[0]
     assert out.text == AG and not out.calls
+
+
+@pytest.mark.parametrize("strategy", ["best_of_n", "beam", "mcts"])
+def test_search_trees_record_calls_with_one_inner_call_per_round(tok, strategy: str) -> None:
+    from models.search import SearchConfig, run_search
+    from models.search.base import Problem
+    from models.search.scorers import LogprobScorer
+
+    scripts = {f"Q{i}:": AG if i % 2 else CRCL for i in range(3)}
+    tools, inner = _engine(tok, scripts)
+    problems = [
+        Problem(id=p, prompt=tok.encode(p), answer_of=lambda t: t.rsplit(":", 1)[-1].strip())
+        for p in scripts
+    ]
+    cfg = SearchConfig(width=2, branch=2, max_tokens=300, step_tokens=100, simulations=3)
+    results = run_search(strategy, problems, cfg, tools, LogprobScorer())
+    for r in results:
+        calls = [c for n in r.tree.nodes for c in n.calls]
+        assert calls and all(c.expression for c in calls)
+        assert all(n.n_inserted <= n.n_tokens for n in r.tree.nodes)
+    # every Generator call the strategy makes costs at most 1 + (calls in a row) inner rounds
+    assert inner.calls <= results[0].generator_calls * 3
