@@ -20,8 +20,9 @@ import re
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from statistics import NormalDist
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from domains.errors import PonderError
 
@@ -210,6 +211,15 @@ def calls_in(text: str, limits: CalcLimits = LIMITS) -> list[CalcCall]:
     return [evaluate(m.group(1), limits) for m in CALL.finditer(text)]
 
 
+_ANNOTATED = re.compile(re.escape(OPEN) + r"(.*?)" + re.escape(CLOSE) + r"(?= = )", re.DOTALL)
+
+
+def strip_calls(text: str) -> str:
+    """The same text without the notation (``<<a + b>> = c`` becomes ``a + b = c``): the
+    reference a model trained without the calculator sees."""
+    return _ANNOTATED.sub(lambda m: m.group(1), text)
+
+
 def open_call(text: str) -> str | None:
     """The expression of a call the text has just closed (it ends with the closing marker
     and the last opening marker has no closing marker before it), else None."""
@@ -241,3 +251,18 @@ def prompt_paragraph() -> str:
 
 # Tools a domain can turn on, with the paragraph its prompts carry (one registry, by name).
 TOOLS: dict[str, Callable[[], str]] = {"calc": prompt_paragraph}
+
+
+def _valid_tools(value: list[str] | None) -> list[str] | None:
+    return None if value is None else check_tools(value)
+
+
+# The tools knob of every stage that generates (infer, evaluate, finetune), declared once.
+ToolNames = Annotated[
+    list[str] | None,
+    AfterValidator(_valid_tools),
+    Field(
+        description="Tools executed during generation: None = the domain's (calc), "
+        "[] = none (--no-tools), to compare the two on the same cases."
+    ),
+]

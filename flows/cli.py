@@ -267,6 +267,9 @@ def infer_cmd(
     scorer: Annotated[
         str, typer.Option(help="policy_logprob, learned (RM champions) or oracle (eval only).")
     ] = "policy_logprob",
+    no_tools: Annotated[
+        bool, typer.Option("--no-tools", help="Generate without the calculator (to compare).")
+    ] = False,
 ) -> None:
     """Run batch deep-reasoning inference once (the `infer` flow)."""
     from flows.infer import InferParams, infer
@@ -283,6 +286,7 @@ def infer_cmd(
         max_tokens=max_tokens,
         shard_size=shard_size,
         scorer=scorer,
+        tools=[] if no_tools else None,
     )
     out = infer(params)
     console.print(out)
@@ -351,6 +355,9 @@ def finetune_cmd(
     batch_size: Annotated[int, typer.Option(help="Completions per step.")] = 8,
     max_completion_length: Annotated[int, typer.Option(help="Tokens per completion.")] = 256,
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint.")] = True,
+    no_tools: Annotated[
+        bool, typer.Option("--no-tools", help="Generate without the calculator (to compare).")
+    ] = False,
 ) -> None:
     """SFT + GRPO on the train split; registers ponder-<domain>-policy@challenger (finetune)."""
     from flows.finetune import FinetuneParams, finetune
@@ -365,6 +372,7 @@ def finetune_cmd(
         prm=prm,
         prm_aggregate=prm_aggregate,
         resume=resume,
+        tools=[] if no_tools else None,
         train={
             "sft": sft_steps != 0,
             "sft_max_steps": sft_steps if sft_steps > 0 else -1,
@@ -396,6 +404,9 @@ def evaluate_cmd(
     max_cost_ratio: Annotated[float, typer.Option(help="Tokens/case ceiling (x).")] = 1.5,
     floor: Annotated[float, typer.Option(help="Accuracy a first champion needs.")] = 0.05,
     promote: Annotated[bool, typer.Option(help="Move aliases when the gate passes.")] = True,
+    no_tools: Annotated[
+        bool, typer.Option("--no-tools", help="Generate without the calculator (to compare).")
+    ] = False,
 ) -> None:
     """Challenger vs champion on a frozen eval set; promote on evidence (evaluate_promote)."""
     from flows.evaluate_promote import EvaluateParams, evaluate_promote
@@ -410,6 +421,7 @@ def evaluate_cmd(
         width=width,
         max_tokens=max_tokens,
         promote=promote,
+        tools=[] if no_tools else None,
         gate={
             "margin": margin,
             "family_tolerance": family_tolerance,

@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.transactions import Transaction, get_transaction, transaction
 from pydantic import BaseModel, Field
 
+from domains.calc import ToolNames
 from domains.errors import PonderError
 from flows.infer import InferParams, infer
 from models.engine import scoped_generators
@@ -61,6 +62,7 @@ class EvaluateParams(BaseModel):
     max_tokens: int = Field(default=512, ge=16, description="Generated-token cap per case.")
     temperature: float = Field(default=0.8, ge=0, le=2, description="Sampling temperature.")
     seed: int = Field(default=0, description="Sampling seed (same for both sides).")
+    tools: ToolNames = None
     gate: ev.GateConfig = Field(default_factory=ev.GateConfig, description="Promotion rules.")
     promote: bool = Field(default=True, description="Move the aliases when the gate passes.")
 
@@ -163,6 +165,7 @@ def _predict(params: EvaluateParams, dataset: str, uri: str) -> pl.DataFrame:
                 temperature=params.temperature,
                 seed=params.seed,
                 log_traces=0,
+                tools=params.tools,
             )
         )
     if not out.get("version"):

@@ -25,6 +25,7 @@ from prefect.artifacts import (
 from pydantic import BaseModel, Field
 
 from domains.base import get_domain
+from domains.calc import ToolNames
 from domains.errors import PonderError
 from models.engine import get_generator, release_generator
 from models.isolation import run_isolated
@@ -43,6 +44,7 @@ from models.redaction import redacted_copy
 from models.registry import connect, ensure_experiment, model_name, register_hf_dir
 from models.runs import tracked_run
 from models.settings import get_settings
+from models.tools import with_tools
 from tasks import finetune as ft
 from tasks.artifacts import markdown_artifact
 from tasks.events import POLICY_CHALLENGER, announce
@@ -92,6 +94,7 @@ class FinetuneParams(BaseModel):
     max_rows: int = Field(default=256, ge=1, description="Most prompts considered.")
     resume: bool = Field(default=True, description="Continue from the latest checkpoint.")
     max_model_len: int = Field(default=4096, ge=256, description="Engine context length.")
+    tools: ToolNames = None
 
 
 @flow(name="finetune")
@@ -102,8 +105,14 @@ def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
     settings = get_settings()
     connect()  # fail fast (with retries) before any training if MLflow is unreachable
     domain = get_domain(params.domain)
+    tools = domain.active_tools(params.tools)
     rows, version = ft.training_rows(
-        Lake(settings.lake_root), domain, params.dataset_version, params.family, params.difficulties
+        Lake(settings.lake_root),
+        domain,
+        params.dataset_version,
+        params.family,
+        params.difficulties,
+        tools,
     )
     learn_identifiers(params.domain, [r["prompt"] for r in rows])
     if not rows:
@@ -127,7 +136,7 @@ def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     build = functools.cache(rewards.build)  # load learned RMs once, and only if used
-    rows, report = _curriculum(params, rows, base, domain, rewards, build)
+    rows, report = _curriculum(params, rows, base, domain, rewards, build, tools)
     ensure_experiment()
     with tracked_run(f"finetune-{params.domain}", run_id=_run_id(work)) as run:
         (work / "mlflow_run_id").write_text(run.info.run_id)
@@ -144,7 +153,7 @@ def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
         )
         mlflow.log_dict(report, "curriculum.json")
         mlflow.log_metric("zero_variance_groups", report["zero_variance_groups"])
-        final, history = _train(params, rows, base, work, rewards, build, run.info.run_id)
+        final, history = _train(params, rows, base, work, rewards, build, run.info.run_id, tools)
         _log_outputs(work, history, rewards.names, params.domain)
         tags = {
             "ponder.dataset": f"{params.domain}/cases@{version}",
@@ -184,6 +193,7 @@ def _curriculum(
     domain: Any,
     rewards: RewardSpec,
     build: Callable[[], list],
+    tools: list[str],
 ) -> tuple[list, dict[str, Any]]:
     rows = rows[: params.max_rows]
     if not params.curriculum:
@@ -197,7 +207,7 @@ def _curriculum(
     spec = ModelSpec(model=str(base), max_model_len=params.max_model_len)
     kept, report = ft.curriculum(
         rows,
-        get_generator(spec),
+        with_tools(get_generator(spec), tools),
         domain,
         build(),
         rewards.weight_values,
@@ -257,6 +267,7 @@ def _train(
     rewards: RewardSpec,
     build: Callable[[], list],
     run_id: str,
+    tools: list[str],
 ) -> tuple[Path, list[dict[str, Any]]]:
     """SFT (unless already done) then GRPO; in a fresh subprocess when ``train.isolate``
     is on (the default on GPU), in this process otherwise."""
@@ -271,7 +282,14 @@ def _train(
     if not isolate:
         callback = _progress_callback(progress, cfg.grpo_max_steps)
         return train_grpo(
-            rows, start, work, build(), rewards.weight_values, cfg, callbacks=[callback]
+            rows,
+            start,
+            work,
+            build(),
+            rewards.weight_values,
+            cfg,
+            callbacks=[callback],
+            tools=tools,
         )
     step_file = work / "progress"
 
@@ -281,7 +299,16 @@ def _train(
             update_progress_artifact(progress, progress=100.0 * done / cfg.grpo_max_steps)
 
     return run_isolated(
-        grpo_job, rows, start, work, rewards, cfg, progress_file=step_file, env=env, on_wait=report
+        grpo_job,
+        rows,
+        start,
+        work,
+        rewards,
+        cfg,
+        progress_file=step_file,
+        tools=tools,
+        env=env,
+        on_wait=report,
     )
 
 

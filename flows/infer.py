@@ -21,6 +21,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from domains.base import get_domain
+from domains.calc import ToolNames
 from domains.faults import failpoint
 from models.engine import get_generator
 from models.loading import ModelSpec
@@ -29,6 +30,7 @@ from models.redaction import learn as learn_identifiers
 from models.search import SearchConfig, get_strategy
 from models.search.scorers import LogprobScorer, OracleScorer
 from models.settings import get_settings
+from models.tools import with_tools
 from tasks.artifacts import table_artifact
 from tasks.infer import (
     commit_predictions,
@@ -73,6 +75,7 @@ class InferParams(BaseModel):
     )
     log_traces: int = Field(default=5, ge=0, description="Cases logged as MLflow traces.")
     seed: int = Field(default=0, description="Sampling seed.")
+    tools: ToolNames = None
 
     def search_config(self) -> SearchConfig:
         return SearchConfig(
@@ -109,9 +112,12 @@ def infer(params: InferParams | None = None) -> dict:
     uri, exact, local = resolve_model(params.domain, params.model)
     cfg = params.search_config()
     spec = ModelSpec(model=str(local), max_model_len=params.max_model_len, dtype=params.dtype)
-    generator = get_generator(spec)
     domain = get_domain(params.domain)
-    too_long = [c for c in cases if not fits(generator, domain, c, cfg, params.max_model_len)]
+    tools = domain.active_tools(params.tools)
+    generator = with_tools(get_generator(spec), tools)
+    too_long = [
+        c for c in cases if not fits(generator, domain, c, cfg, params.max_model_len, tools)
+    ]
     cases = [c for c in cases if c not in too_long]
     skipped = [
         {"row": None, "source": c.id, "reason": "prompt longer than the model context", "raw": c.id}
@@ -119,7 +125,7 @@ def infer(params: InferParams | None = None) -> dict:
     ]
     if skipped:
         lake.quarantine(params.domain, "predictions", pl.DataFrame(skipped), f"{run_id}-long")
-    key = run_key(label, exact, params.strategy, cfg)
+    key = run_key(label, exact, params.strategy, cfg, tools)
     out_dir = lake.dataset_dir(params.domain, "predictions") / "_runs" / key
     out_dir.mkdir(parents=True, exist_ok=True)
     scorer = _scorer(params, domain, cases)
@@ -130,7 +136,7 @@ def infer(params: InferParams | None = None) -> dict:
     )
     for n, shard in enumerate(shards):
         search_shard(
-            n, shard, params.domain, params.strategy, cfg, generator, scorer, out_dir, meta
+            n, shard, params.domain, params.strategy, cfg, generator, scorer, out_dir, meta, tools
         )
         update_progress_artifact(progress, progress=100.0 * (n + 1) / len(shards))
         failpoint("infer.shard")

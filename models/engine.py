@@ -78,6 +78,9 @@ class Completion(BaseModel):
     n_inserted: int = Field(
         default=0, description="Token ids inserted by tools (results), not generated."
     )
+    tool_mask: list[int] | None = Field(
+        default=None, description="Per token id: 1 = generated, 0 = inserted by a tool."
+    )
     stop_reason: str | None = Field(
         default=None, description="Why a tool loop stopped it early (e.g. a call limit)."
     )
@@ -209,6 +212,17 @@ class VLLMGenerator(Generator):
         )
         self.backend = "vllm-cpu" if on_cpu else "vllm-gpu"
 
+    @classmethod
+    def live(cls, llm: Any, tokenizer: Any) -> VLLMGenerator:
+        """Generate with a ``vllm.LLM`` someone else started (TRL's colocated rollout
+        engine on GPU); ``close`` leaves it running."""
+        self = cls.__new__(cls)
+        self.spec, self.model_dir = None, None  # type: ignore[assignment]
+        self.llm, self.tokenizer = llm, tokenizer
+        self.backend = "vllm-colocate"
+        self.close = lambda: None  # type: ignore[method-assign]
+        return self
+
     def _generate(
         self, prompt_ids: list[list[int]], sampling: SamplingConfig, progress: bool
     ) -> list[GenerationOutput]:
@@ -288,6 +302,20 @@ class HFGenerator(Generator):
             use_safetensors=True,
         ).to(device_kind())
         self.model.eval()
+        self._pad_left()
+
+    @classmethod
+    def live(cls, model: Any, tokenizer: Any) -> HFGenerator:
+        """Generate with a model already in memory (GRPO rollouts from the policy being
+        trained); the caller owns the model, so ``close`` leaves it alone."""
+        self = cls.__new__(cls)
+        self.spec, self.model_dir = None, None  # type: ignore[assignment]
+        self.model, self.tokenizer = model, tokenizer
+        self._pad_left()
+        self.close = lambda: None  # type: ignore[method-assign]
+        return self
+
+    def _pad_left(self) -> None:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -256,10 +256,13 @@ def train_grpo(
     cfg: PolicyTrainConfig,
     callbacks: Sequence[Any] = (),
     report_to: Sequence[str] = ("mlflow",),
+    tools: Sequence[str] = (),
 ) -> tuple[Path, list[dict[str, Any]]]:
     """GRPO over rows with ``prompt`` (messages) and ``case`` (JSON). Checkpoints every
     ``save_steps``; when ``out_dir`` already has one, training resumes from it. With
-    ``report_to=("mlflow",)`` call it inside an active MLflow run: TRL logs into that run."""
+    ``report_to=("mlflow",)`` call it inside an active MLflow run: TRL logs into that run.
+    With ``tools`` (["calc"]) rollouts execute calculator calls as inference does
+    (``models.rollout``); inserted results are masked out of the loss."""
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
@@ -309,10 +312,23 @@ def train_grpo(
         processing_class=tokenizer,
         peft_config=_peft(cfg),
         callbacks=[*callbacks, _failpoint_on_save()],
+        rollout_func=_rollout(tools, cfg),
     )
     resume = latest_checkpoint(ckpt_dir)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return save_merged(trainer.model, tokenizer, out_dir / "grpo"), trainer.state.log_history
+
+
+def _rollout(tools: Sequence[str], cfg: PolicyTrainConfig) -> Any:
+    """The calculator-executing rollout function when "calc" is on, else TRL's own."""
+    if "calc" not in tools:
+        return None
+    import os
+
+    from models.rollout import make_rollout
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental
+    return make_rollout(cfg.max_completion_length, cfg.temperature)
 
 
 def grpo_job(
@@ -323,6 +339,7 @@ def grpo_job(
     cfg: PolicyTrainConfig,
     report_to: Sequence[str] = ("mlflow",),
     progress_file: Path | None = None,
+    tools: Sequence[str] = (),
 ) -> tuple[Path, list[dict[str, Any]]]:
     """``train_grpo`` from plain data (picklable: runs in ``run_isolated``). With
     ``progress_file`` the global step is written there after every step, for the parent
@@ -337,6 +354,7 @@ def grpo_job(
         cfg,
         callbacks=callbacks,
         report_to=report_to,
+        tools=tools,
     )
 
 

@@ -31,6 +31,7 @@ class _Seq(BaseModel):
 
     prompt: list[int]
     ids: list[int] = Field(default_factory=list)
+    mask: list[int] = Field(default_factory=list)  # 1 = the model's token, 0 = inserted
     logprobs: list[float] = Field(default_factory=list)
     text: str = ""
     logprob: float = 0.0
@@ -98,6 +99,7 @@ class ToolGenerator(Generator):
         ids = self._clean_ids(c)
         lps = list(c.logprobs or [0.0] * len(c.token_ids))
         s.ids += ids
+        s.mask += [1] * len(ids)
         s.logprobs += (lps + [0.0] * len(ids))[: len(ids)]
         s.text += c.text
         s.logprob += c.cumulative_logprob
@@ -136,6 +138,7 @@ class ToolGenerator(Generator):
         s.calls.append(call)
         ins = self.tokenizer.encode(call.inserted, add_special_tokens=False)
         s.ids += ins
+        s.mask += [0] * len(ins)
         s.logprobs += [0.0] * len(ins)
         s.inserted += len(ins)
         s.text += call.inserted
@@ -174,6 +177,7 @@ def _completion(s: _Seq, want_logprobs: bool) -> Completion:
         logprobs=s.logprobs if want_logprobs else None,
         calls=s.calls,
         n_inserted=s.inserted,
+        tool_mask=s.mask,
         stop_reason=s.stop_reason,
     )
 

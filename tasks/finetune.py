@@ -36,6 +36,7 @@ def training_rows(
     version: str | None,
     family: str | None,
     difficulties: list[int] | None,
+    tools: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """Train-split cases as GRPO/SFT rows (prompt, case JSON, reference), and the version
     label ``vNNNNN:<content hash>`` (the work folder and lineage tags key on content)."""
@@ -53,14 +54,16 @@ def training_rows(
         frame = frame.filter(pl.col("difficulty").is_in(difficulties))
     cases = [_row_case(r) for r in frame.sort("id").collect().iter_rows(named=True)]
     label = f"{info.version}:{info.manifest['content_hash'][:12]}"
-    return [row_of(domain, c) for c in cases if c.reference], label
+    return [row_of(domain, c, tools) for c in cases if c.reference], label
 
 
-def row_of(domain: Domain, case: Case) -> dict[str, Any]:
+def row_of(domain: Domain, case: Case, tools: Sequence[str] | None = None) -> dict[str, Any]:
+    """One training row; the prompt and reference follow the tools in use (the notation is
+    stripped from the reference without the calculator)."""
     return {
-        "prompt": domain.prompt(case),
+        "prompt": domain.prompt(case, tools),
         "case": case.model_dump_json(),
-        "reference": case.reference,
+        "reference": domain.reference(case, tools),
         "family": case.family,
         "difficulty": case.difficulty,
     }

@@ -125,8 +125,16 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def run_key(input_label: str, model_version: str, strategy: str, cfg: SearchConfig) -> str:
-    blob = json.dumps([input_label, model_version, strategy, cfg.model_dump()], sort_keys=True)
+def run_key(
+    input_label: str,
+    model_version: str,
+    strategy: str,
+    cfg: SearchConfig,
+    tools: list[str] | None = None,
+) -> str:
+    """Resume key of one run: a different model, input, search or tool set is a new run."""
+    parts = [input_label, model_version, strategy, cfg.model_dump()] + ([tools] if tools else [])
+    blob = json.dumps(parts, sort_keys=True)
     return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
 
@@ -137,9 +145,16 @@ def answer_key(domain: Domain, case: Case, text: str) -> str | None:
     return json.dumps(parsed.model_dump(mode="json"), sort_keys=True)
 
 
-def fits(generator: Generator, domain: Domain, case: Case, cfg: SearchConfig, max_len: int) -> bool:
+def fits(
+    generator: Generator,
+    domain: Domain,
+    case: Case,
+    cfg: SearchConfig,
+    max_len: int,
+    tools: list[str] | None = None,
+) -> bool:
     """Whether the prompt plus one step still fits the model's context."""
-    return len(generator.encode(domain.prompt(case))) + cfg.step_tokens <= max_len
+    return len(generator.encode(domain.prompt(case, tools))) + cfg.step_tokens <= max_len
 
 
 @task(cache_policy=NO_CACHE)  # engine and scorer are not hashable inputs
@@ -153,6 +168,7 @@ def search_shard(
     scorer: Scorer,
     out_dir: Path,
     meta: dict[str, str],
+    tools: list[str] | None = None,
 ) -> Path:
     """Search one shard and write its predictions + trees atomically; skip if already done."""
     target = out_dir / f"shard-{index:05d}.parquet"
@@ -160,7 +176,9 @@ def search_shard(
         return target
     d = get_domain(domain)
     problems = [
-        Problem(id=c.id, prompt=d.prompt(c), answer_of=lambda text, c=c: answer_key(d, c, text))
+        Problem(
+            id=c.id, prompt=d.prompt(c, tools), answer_of=lambda text, c=c: answer_key(d, c, text)
+        )
         for c in cases
     ]
     start = time.perf_counter()

@@ -123,3 +123,18 @@ def test_bad_configs_are_refused(tiny_model: Path, tiny_reward_model: Path, tmp_
         train_grpo(ROWS, tiny_model, tmp_path, [lambda **k: []], [1.0, 2.0], CFG)
     with pytest.raises(PonderError, match="no GRPO rows"):
         train_grpo([], tiny_model, tmp_path, [lambda **k: []], [1.0], CFG)
+
+
+def test_grpo_with_the_calculator_uses_the_tool_rollout(tiny_model: Path, tmp_path: Path) -> None:
+    # the rollout_func path (models.rollout) runs on the live tiny model: every completion's
+    # calculator calls reach the reward functions as a column (a random model makes none)
+    seen: list[dict] = []
+
+    def probe(prompts, completions, **kwargs):
+        seen.append(kwargs)
+        return [0.0] * len(completions)
+
+    one = CFG.model_copy(update={"grpo_max_steps": 1})
+    train_grpo(ROWS, tiny_model, tmp_path, [probe], [1.0], one, report_to=(), tools=["calc"])
+    assert seen and "calc_calls" in seen[0]
+    assert len(seen[0]["calc_calls"]) == len(seen[0]["case"])
