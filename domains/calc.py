@@ -182,9 +182,12 @@ def _call(node: ast.Call, limits: CalcLimits, depth: int) -> float:
 
 
 def format_number(value: float) -> str:
-    """The inserted text: whole numbers without a point, others to 10 significant digits."""
+    """The inserted text: whole numbers without a point; others to 6 decimal places (10
+    significant digits below 0.01), since every digit is a token a model must copy."""
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
+    if abs(value) >= 0.01:
+        value = round(value, 6)
     text = format(Decimal(f"{value:.10g}"), "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
 

@@ -54,6 +54,7 @@ class ToolGenerator(Generator):
         self.tokenizer = inner.tokenizer
         self.backend = f"{inner.backend}+calc"
         self.rounds = 0  # inner Generator calls made (for the batching tests and benchmark)
+        self.resume_cache = {"queries": 0, "hits": 0}  # prefix-cache tokens, resumed prompts
 
     def encode(self, prompt: Prompt) -> list[int]:
         return self.inner.encode(prompt)
@@ -77,7 +78,9 @@ class ToolGenerator(Generator):
                 break
             left = max(sampling.max_tokens - (len(s.ids) - s.inserted) for s in resume)
             params = sampling.model_copy(update={"n": 1, "stop": stops, "max_tokens": left})
+            before = self.inner.prefix_cache_stats()
             outs = self._call([s.prompt + s.ids for s in resume], params, False)
+            self._count_cache(before)
             for s, out in zip(resume, outs, strict=True):
                 self._absorb(s, self._cap(s, out.completions[0], sampling), user_stops)
         return [
@@ -93,6 +96,12 @@ class ToolGenerator(Generator):
     ) -> list[GenerationOutput]:
         self.rounds += 1
         return self.inner.generate(prompts, sampling, progress)
+
+    def _count_cache(self, before: dict[str, int] | None) -> None:
+        after = self.inner.prefix_cache_stats()
+        if before is not None and after is not None:
+            for k in self.resume_cache:
+                self.resume_cache[k] += after[k] - before[k]
 
     def _absorb(self, s: _Seq, c: Completion, user_stops: Sequence[str]) -> _Seq:
         """Append one inner completion; decide whether it waits on a call."""

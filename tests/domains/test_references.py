@@ -29,8 +29,10 @@ def test_every_reference_call_succeeds(domain: str, family: str, difficulty: int
 @pytest.mark.parametrize("difficulty", [1, 3, 5])
 def test_credit_reference_ends_on_the_rwa(difficulty: int) -> None:
     for case in get_domain("finance_risk").generate(60, 4, "credit_capital", difficulty):
+        # intermediates are shown to 6 decimals (fewer tokens to copy): the chain ends within
+        # 1e-4 of the exact RWA, ten times inside the grader's 1e-3
         last = calls_in(case.reference)[-1]
-        assert last.value == pytest.approx(case.truth["RWA"], rel=1e-8, abs=1e-6), case.id
+        assert last.value == pytest.approx(case.truth["RWA"], rel=1e-4, abs=1e-6), case.id
 
 
 def test_structuring_daily_sums_are_the_totals() -> None:

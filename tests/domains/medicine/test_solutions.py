@@ -20,7 +20,9 @@ def test_every_call_succeeds_and_the_last_one_is_the_answer(difficulty: int) -> 
         if calls and (
             spec.unit != "points" or case.inputs["calculator"] == "meld_na" or len(met) > 1
         ):
-            assert spec.rounded(calls[-1].value) == pytest.approx(case.truth["value"]), case.id
+            # 6-decimal intermediates: within 1e-5 of the truth (the grader allows 5%)
+            want = case.truth["value"]
+            assert spec.rounded(calls[-1].value) == pytest.approx(want, rel=1e-5), case.id
 
 
 def test_criteria_lines_say_why() -> None:
