@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRA  ?= cpu
 
-.PHONY: install browser demo test e2e reliability bench bench-quality bench-reward bench-rl lint clean
+.PHONY: install browser demo test e2e reliability bench bench-quality bench-reward bench-rl bench-compute lint clean
 
 install: $(STAMP)
 
@@ -67,6 +67,11 @@ bench-reward: install
 # ~45 minutes on a 2-core CPU: SFT then GRPO on medicine anion gap, held-out curve.
 bench-rl: install
 	$(PY) -m bench.rl
+
+# ~75 minutes on a 2-core CPU: SFT with the calculator vs without on every family, then
+# beam/MCTS throughput with calls vs without.
+bench-compute: install
+	$(PY) -m bench.compute
 
 lint: install
 	$(VENV)/bin/ruff check --fix .

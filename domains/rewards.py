@@ -6,7 +6,8 @@ applicable" (no truth or no reference for that row). Parts:
 - correctness: the verifier's graded score (partial credit from set-F1 / relative error);
 - format: `## Step k:` headers numbered 1..k plus a parseable Answer line;
 - brevity: steps and length measured against the reference solution;
-- efficiency: correctness per unit of length relative to the reference.
+- efficiency: correctness per unit of length relative to the reference, discounted for
+  failed or redundant calculator calls (the same expression computed twice).
 """
 
 from __future__ import annotations
@@ -57,6 +58,29 @@ def brevity_score(text: str, reference: str) -> float:
     return 0.5 * min(1.0, ref_steps / steps) + 0.5 * min(1.0, _length(reference) / _length(text))
 
 
+def call_quality(text: str) -> float:
+    """1 minus the share of calculator calls that failed or repeated an earlier expression
+    (1 when the text makes no calls)."""
+    from domains.calc import calls_in
+
+    calls = calls_in(text)
+    if not calls:
+        return 1.0
+    seen: set[str] = set()
+    bad = 0
+    for call in calls:
+        key = "".join(call.expression.split())
+        bad += (not call.ok) or key in seen
+        seen.add(key)
+    return 1.0 - bad / len(calls)
+
+
+def efficiency_score(text: str, reference: str, correctness: float) -> float:
+    """Correctness, scaled down for length beyond 1.5x the reference and for bad calls."""
+    ratio = min(1.0, 1.5 * _length(reference) / _length(text))
+    return correctness * ratio * call_quality(text)
+
+
 def reward_functions(domain: Domain) -> dict[str, RewardFn]:
     """The four parts bound to a domain, keyed and ``__name__``-d by part."""
 
@@ -87,8 +111,7 @@ def reward_functions(domain: Domain) -> dict[str, RewardFn]:
             if c.truth is None or not c.reference:
                 out.append(None)
                 continue
-            ratio = min(1.0, 1.5 * _length(c.reference) / _length(text))
-            out.append(domain.check(text, c).score * ratio)
+            out.append(efficiency_score(text, c.reference, domain.check(text, c).score))
         return out
 
     return {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,8 @@ details{margin-left:18px;border-left:2px solid #ddd;padding-left:8px}
 summary{cursor:pointer;font-size:13px}.chosen>summary{background:#fff3c4;font-weight:600}
 pre{white-space:pre-wrap;margin:4px 0 8px 0;font-size:12px;background:#fafafa;padding:6px}
 .meta{color:#666;font-size:12px}
+.calc{font-size:12px;margin:2px 0 8px 0}.calc code{background:#e8f0fe;padding:1px 4px}
+mark.exact{background:#e6f4ea}
 """
 
 
@@ -54,13 +57,43 @@ def _node_html(tree: ThoughtTree, node: Node, chosen: set[int], red: Redact = _p
         f"&middot; visits {node.visits} &middot; {node.n_tokens} tok"
         + (f" &middot; answer {answer}" if node.terminal else "")
         + (" &middot; cut at length" if node.finish_reason == "length" else "")
+        + (f" &middot; {len(node.calls)} computed" if node.calls else "")
+        + (f" &middot; {html.escape(node.stop_reason)}" if node.stop_reason else "")
     )
     cls = ' class="chosen"' if node.id in chosen else ""
     opened = " open" if node.id in chosen else ""
     return (
         f"<details{cls}{opened}><summary>{label}</summary>"
-        f"<pre>{html.escape(red(node.text))}</pre>{kids}</details>"
+        f"<pre>{_marked(red(node.text))}</pre>{_calls_html(node, red)}{kids}</details>"
     )
+
+
+_EXACT = re.compile(r"&lt;&lt;(.*?)&gt;&gt; = ((?:error: [^\n]*)|[-0-9.]+)")
+
+
+def _marked(text: str) -> str:
+    """Escaped step text with every calculator result marked as computed (green): the rest
+    is the model's own claim."""
+    return _EXACT.sub(
+        lambda m: f"<mark class='exact' title='computed by the calculator'>{m.group(0)}</mark>",
+        html.escape(text),
+    )
+
+
+def _calls_html(node: Node, red: Redact) -> str:
+    if not node.calls:
+        return ""
+    items = "".join(
+        f"<li><code>{html.escape(red(c.expression))}</code> = "
+        + (
+            f"<b>{html.escape(c.result or '')}</b> <span class='ok'>computed</span>"
+            if c.ok
+            else f"<span class='bad'>error: {html.escape(c.error or '')}</span>"
+        )
+        + "</li>"
+        for c in node.calls
+    )
+    return f"<ul class='calc'>{items}</ul>"
 
 
 def render(

@@ -108,6 +108,18 @@ def log_inference_run(
     return {"metrics": metrics, "table": table, "report": str(report)}
 
 
+def _call_spans(node: Any, red: Any) -> None:
+    """One TOOL span per calculator call in the step, so a reviewer sees which numbers are
+    computed (exact) and which are the model's own claims."""
+    import mlflow
+    from mlflow.entities import SpanType
+
+    for call in node.calls:
+        with mlflow.start_span(name="calc", span_type=SpanType.TOOL) as span:
+            span.set_inputs({"expression": red.text(call.expression)})
+            span.set_outputs({"result": call.result, "error": call.error, "computed": True})
+
+
 def log_traces(domain: str, cases: list[Case], trees: dict, texts: dict[str, str]) -> list[str]:
     """One trace per case, one child span per step of the chosen path."""
     import mlflow
@@ -134,8 +146,10 @@ def log_traces(domain: str, cases: list[Case], trees: dict, texts: dict[str, str
                             "prm_score": node.prm_score or 0.0,
                             "visits": node.visits,
                             "n_tokens": node.n_tokens,
+                            "computed_calls": len(node.calls),
                         }
                     )
+                    _call_spans(node, red)
             # redact before cutting: a cut can drop the label ("Dr.") that marks a name
             root.set_outputs({"answer": red.text(texts.get(case.id, ""))[-500:]})
             mlflow.update_current_trace(tags={"ponder.case_id": case.id, "ponder.domain": domain})

@@ -62,3 +62,16 @@ def test_weights_validated() -> None:
     assert combined_weights(d, ["correctness", "format"]) == [1.0, 0.1]
     with pytest.raises(PonderError, match="no weight"):
         combined_weights(d, ["correctness", "orm"])
+
+
+def test_efficiency_discounts_failed_and_redundant_calls() -> None:
+    from domains.rewards import call_quality, efficiency_score
+
+    clean = "AG = <<140 - (100 + 24)>> = 16"
+    assert call_quality(clean) == 1.0 and call_quality("no calls at all") == 1.0
+    assert call_quality(clean + " then <<1/0>> = error: division by zero") == 0.5
+    assert call_quality(clean + " and again <<140-(100+24)>> = 16") == 0.5
+    ref = clean + " mmol/L"
+    assert efficiency_score(clean, ref, 1.0) == 1.0
+    assert efficiency_score(clean + " <<1/0>>", ref, 1.0) < 1.0
+    assert efficiency_score(clean, ref, 0.0) == 0.0  # correctness still dominates

@@ -110,3 +110,32 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
         timeout=120,
     ).stdout
     assert dom.count("<details") == 4 and "test batch" in dom
+
+
+def test_calculator_steps_are_marked_as_computed() -> None:
+    from domains.calc import evaluate
+
+    tree = ThoughtTree(prompt_token_ids=[1])
+    calls = [evaluate("140 - (100 + 24)"), evaluate("1 / 0")]
+    tree.add(
+        tree.root,
+        text="AG = <<140 - (100 + 24)>> = 16, then <<1 / 0>> = error: division by zero\n\n",
+        token_ids=[2, 3],
+        n_tokens=2,
+        calls=calls,
+    )
+    preds = pl.DataFrame(
+        {
+            "case_id": ["c1"],
+            "family": ["clinical_calc"],
+            "difficulty": [1],
+            "answer": ["16"],
+            "confidence": [1.0],
+            "correct": [True],
+            "tokens": [2],
+        }
+    )
+    page = render("calc", preds, {"c1": tree}, {"c1": ""}, {})
+    assert "2 computed" in page and page.count("<mark class='exact'") == 2
+    assert "<b>16</b> <span class='ok'>computed</span>" in page
+    assert "error: division by zero</span>" in page
