@@ -196,6 +196,80 @@ def throughput(model: Path, held: list, args) -> list[dict[str, Any]]:
     return out
 
 
+MARKER_CONTEXTS = [
+    "AG = <<140 - (100 + 24)>> = 16 mmol/L.",
+    "- K: <<(0.6 * 0.207291 - 0.0246 * 0.6) * 1.183466>> = 0.129725\n",
+    "(<<3 * 4>>)",
+    "total <<9818.56 + 229.96>>; next",
+    "x <<1 + 2>>.",
+]
+
+
+def marker_tokens(model: Path) -> list[dict[str, Any]]:
+    """How the example tokenizer splits the markers in context: the closing marker should
+    be a token of its own, so a stop at it never cuts a token (ToolGenerator repairs the
+    ids when it does)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    rows = []
+    for text in MARKER_CONTEXTS:
+        pieces = [tok.decode([i]) for i in tok.encode(text, add_special_tokens=False)]
+        rows.append({"text": text, "pieces": pieces, "close_alone": ">>" in pieces})
+    return rows
+
+
+def example_tree(model: Path, held: list, args) -> str:
+    """One real thought tree (beam, width 2) from the calculator model on a held-out clinical
+    case, as text: each step with its computed calls, the chosen path marked."""
+    from models.search import SearchConfig, run_search
+    from models.search.scorers import LogprobScorer
+
+    case = next(cs[0] for cell, cs in held if cell[3] == args.tree_calculator and cs)
+    spec = ModelSpec(model=str(model), max_model_len=args.max_model_len)
+    generator = with_tools(get_generator(spec, "vllm"), ["calc"])
+    cfg = SearchConfig(
+        width=2,
+        branch=2,
+        max_tokens=args.max_tokens,
+        step_tokens=200,
+        max_depth=8,
+        temperature=0.7,
+        seed=1,
+    )
+    result = run_search("beam", [_problem(case)], cfg, generator, LogprobScorer())[0]
+    close_generators()
+    verdict = get_domain(case.domain).check(result.text, case)
+    lines = [
+        f"case {case.id} ({args.tree_calculator}, difficulty {case.difficulty}); truth "
+        f"{case.truth}; chosen answer {'correct' if verdict.correct else 'wrong'}: "
+        f"{verdict.detail}"
+    ]
+    lines += _tree_lines(result.tree, result.text)
+    return "\n".join(lines)
+
+
+def _tree_lines(tree: Any, chosen_text: str) -> list[str]:
+    from tasks.report import chosen_path
+
+    chosen = chosen_path(tree, chosen_text)
+    out = []
+
+    def walk(node: Any, indent: int) -> None:
+        for kid in tree.children(node):
+            mark = "*" if kid.id in chosen else "-"
+            first = kid.text.strip().splitlines()[0][:90] if kid.text.strip() else "(empty)"
+            score = f"{kid.prm_score:.2f}" if kid.prm_score is not None else "-"
+            out.append(f"{'  ' * indent}{mark} step {kid.depth} [score {score}] {first}")
+            for call in kid.calls:
+                shown = call.result if call.ok else f"error: {call.error}"
+                out.append(f"{'  ' * indent}    computed: {call.expression} = {shown}")
+            walk(kid, indent + 1)
+
+    walk(tree.root, 0)
+    return out
+
+
 def _problem(case: Case) -> Any:
     from models.search.base import Problem
     from tasks.infer import answer_key
@@ -274,7 +348,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=768)
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--search-cases", type=int, default=12)
-    parser.add_argument("--parts", nargs="+", default=["accuracy", "throughput"])
+    parser.add_argument("--tree-calculator", default="cockcroft_gault")
+    parser.add_argument("--parts", nargs="+", default=["tokens", "accuracy", "throughput"])
     parser.add_argument("--out", type=Path, default=Path(".ponder/bench/compute"))
     args = parser.parse_args()
     base = Path(args.model) if args.model else _example()
@@ -286,6 +361,10 @@ def main() -> None:
         f"({args.eval_per_cell} per cell), greedy, max_tokens {args.max_tokens}"
     )
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    if "tokens" in args.parts:
+        results["marker_tokens"] = marker_tokens(base)
+        for r in results["marker_tokens"]:
+            print(f"{'ok ' if r['close_alone'] else 'CUT'} {r['pieces']}")
     acc: dict[str, list] = {}
     if "accuracy" in args.parts:
         for arm, tools in ARMS.items():
@@ -296,11 +375,16 @@ def main() -> None:
             print(f"[{arm}] evaluated: {acc[arm][-1]}", flush=True)
             (args.out / f"accuracy-{arm}.json").write_text(json.dumps(acc[arm], indent=1))
         results["accuracy"] = acc
+    if "tree" in args.parts:
+        text = example_tree(args.out / "calc" / "sft", held, args)
+        (args.out / "tree.txt").write_text(text)
+        print(text)
     speed: list[dict] = []
     if "throughput" in args.parts:
         speed = throughput(args.out / "calc" / "sft", held, args)
         results["throughput"] = speed
-    (args.out / "compute.json").write_text(json.dumps(results, indent=1, default=str))
+    name = "compute.json" if "accuracy" in args.parts else f"compute-{'-'.join(args.parts)}.json"
+    (args.out / name).write_text(json.dumps(results, indent=1, default=str))
     if acc:
         print_tables(acc, speed)
         write_html(acc, speed, args.out / "compute.html")

@@ -39,8 +39,12 @@ def test_worked_example_pd_1_5_lgd_40_m_3() -> None:
         maturity=3,
     )
     answer = irb_inputs(x)
-    # K = (0.4 x 0.16870 - 0.015 x 0.4) x (1 + 0.5 b) / (1 - 1.5 b) = 0.061480 x 1.297167
-    assert pytest.approx(0.079750, rel=2e-3) == answer.K
+    # by hand: conditional PD 0.168507; maturity factor (1 + 0.5 b) / (1 - 1.5 b) =
+    # 1.060754 / 0.817738 = 1.297180; K = (0.4 x 0.168507 - 0.015 x 0.4) x 1.297180
+    # = 0.061403 x 1.297180 = 0.079650 (the old 0.079750 came from the design's 0.16870)
+    assert answer.conditional_pd == pytest.approx(0.168507, rel=1e-5)
+    assert answer.maturity_factor == pytest.approx(1.297180, rel=1e-5)
+    assert pytest.approx(0.0796503, rel=1e-5) == answer.K
     assert pytest.approx(12.5 * answer.K * 1_000_000) == answer.RWA
 
 
