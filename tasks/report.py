@@ -103,8 +103,11 @@ def render(
     texts: dict[str, str],
     meta: dict[str, Any],
     redact: Redact | None = None,
+    inputs: dict[str, tuple[str, str | None]] | None = None,
 ) -> str:
-    """The whole page as a string; ``redact`` masks identifiers in every text shown."""
+    """The whole page as a string; ``redact`` masks identifiers in every text shown.
+    ``inputs`` maps a case id to (the case as the model read it, the expected answer), shown
+    above its tree so a reviewer can judge each step."""
     red = redact or _plain
     rows = []
     for r in predictions.sort("case_id").iter_rows(named=True):
@@ -127,6 +130,7 @@ def render(
         body = "".join(_node_html(tree, k, chosen, red) for k in tree.children(tree.root))
         sections.append(
             f"<h3 id='{html.escape(case_id)}'>{html.escape(case_id)}</h3>"
+            f"{_case_html((inputs or {}).get(case_id), red)}"
             f"<div class='meta'>{len(tree.nodes) - 1} steps in the tree, "
             f"{tree.tokens_generated} tokens</div>{body}"
         )
@@ -140,6 +144,17 @@ def render(
         "<h2>Cases</h2><table><tr><th>case</th><th>family</th><th>difficulty</th>"
         "<th>answer</th><th>confidence</th><th>verdict</th><th>tokens</th></tr>"
         f"{''.join(rows)}</table><h2>Thought trees</h2>{''.join(sections)}</body></html>"
+    )
+
+
+def _case_html(case: tuple[str, str | None] | None, red: Redact) -> str:
+    if case is None:
+        return ""
+    shown, expected = case
+    return (
+        f"<details><summary>input</summary><pre>{html.escape(red(shown))}</pre></details>"
+        f"<div class='meta'>expected answer: <code>{html.escape(red(expected or 'unknown'))}"
+        "</code></div>"
     )
 
 

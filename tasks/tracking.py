@@ -82,6 +82,7 @@ def log_inference_run(
             **{k: round(v, 4) for k, v in metrics.items()},
         },
         redact=redactor(domain).text,
+        inputs=case_inputs(domain, cases),
     )
     reports = lake.dataset_dir(domain, "predictions") / "_reports"
     reports.mkdir(parents=True, exist_ok=True)
@@ -106,6 +107,21 @@ def log_inference_run(
         )
     log_traces(domain, cases[:n_traces], trees, texts)
     return {"metrics": metrics, "table": table, "report": str(report)}
+
+
+def case_inputs(domain: str, cases: list[Case]) -> dict[str, tuple[str, str | None]]:
+    """(the case as the model reads it, the expected answer JSON) per case id."""
+    import json
+
+    from domains.base import get_domain
+
+    d = get_domain(domain)
+    out = {}
+    for c in cases:
+        fam = d.family(c.family)
+        shown = fam.render(fam.Inputs.model_validate(c.inputs))
+        out[c.id] = (shown, json.dumps(c.truth) if c.truth is not None else None)
+    return out
 
 
 def _call_spans(node: Any, red: Any) -> None:

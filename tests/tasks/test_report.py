@@ -135,7 +135,10 @@ def test_calculator_steps_are_marked_as_computed() -> None:
             "tokens": [2],
         }
     )
-    page = render("calc", preds, {"c1": tree}, {"c1": ""}, {})
+    page = render(
+        "calc", preds, {"c1": tree}, {"c1": ""}, {}, inputs={"c1": ("Na 140 <b>", '{"value": 16}')}
+    )
+    assert "Na 140 &lt;b&gt;" in page and "expected answer: <code>{&quot;value&quot;: 16}" in page
     assert "2 computed" in page and page.count("<mark class='exact'") == 2
     assert "<b>16</b> <span class='ok'>computed</span>" in page
     assert "error: division by zero</span>" in page
