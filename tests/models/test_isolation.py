@@ -23,3 +23,11 @@ def test_a_dead_child_is_a_clear_error() -> None:
     with pytest.raises(PonderError, match="died") as err:
         run_isolated(os._exit, 3, on_wait=lambda: waits.append(1), poll_s=0.05)
     assert "resume=True" in str(err.value)
+
+
+def test_the_parent_reports_while_it_waits() -> None:
+    import time
+
+    waits: list[int] = []
+    run_isolated(time.sleep, 1.0, on_wait=lambda: waits.append(1), poll_s=0.05)
+    assert len(waits) >= 3, "on_wait runs every poll while the child works"
