@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -74,6 +74,14 @@ class StructuringInputs(BaseModel):
     transactions: list[CashTxn] = Field(min_length=1, description="Activity log.")
 
 
+def cents(value: Any) -> Decimal:
+    """An amount to the cent; one too large to hold in cents is a validation error."""
+    try:
+        return to_decimal(value).quantize(CENT)
+    except InvalidOperation:
+        raise ValueError(f"amount {value!r} is out of range") from None
+
+
 class DayTotal(BaseModel):
     cash_in: Decimal = Field(ge=0, description="Cash-in total for the business day.")
     cash_out: Decimal = Field(ge=0, description="Cash-out total for the business day.")
@@ -81,7 +89,7 @@ class DayTotal(BaseModel):
     @field_validator("cash_in", "cash_out", mode="before")
     @classmethod
     def _money(cls, value: Any) -> Decimal:
-        return to_decimal(value).quantize(CENT)
+        return cents(value)
 
 
 class StructuringAnswer(BaseModel):
@@ -104,7 +112,7 @@ class StructuringAnswer(BaseModel):
     @field_validator("structured_amount", mode="before")
     @classmethod
     def _amount(cls, value: Any) -> Decimal:
-        return to_decimal(value).quantize(CENT)
+        return cents(value)
 
     @field_validator("ctr_days", mode="before")
     @classmethod

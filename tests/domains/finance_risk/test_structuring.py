@@ -208,3 +208,18 @@ def test_generated_cases_cover_both_sides_of_the_sar_line() -> None:
     below = [t for t in truths if t["structuring"] and not t["sar_threshold_met"]]
     above = [t for t in truths if t["structuring"] and t["sar_threshold_met"]]
     assert below and above
+
+
+def test_an_amount_too_large_for_cents_is_a_parse_failure() -> None:
+    # found by the fuzz test: 1e+26 made Decimal.quantize raise InvalidOperation
+    from domains.base import ParseFailure, get_domain
+
+    d = get_domain("finance_risk")
+    case = d.generate(1, 0, "structuring", 1)[0]
+    for field in ('"structured_amount": 1e+26', '"structured_amount": "0", "x": 0'):
+        text = (
+            'Answer: {"ctr_due": true, "ctr_days": [], "structuring": false, '
+            f'{field}, "sar_threshold_met": false, "daily_totals": '
+            '{"2026-01-26": {"cash_in": 1e+30, "cash_out": "0.00"}}}'
+        )
+        assert isinstance(d.parse(text, case), ParseFailure)
