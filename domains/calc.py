@@ -201,6 +201,33 @@ def annotate(expression: str, limits: CalcLimits = LIMITS) -> str:
     return f"{OPEN}{expression}{CLOSE}{call.inserted}"
 
 
+class Work:
+    """Lines of a reference step where every computation goes through the calculator. Each
+    result comes back as shown, so later lines reuse the number the way a model copying it
+    would (references in every domain write their steps with this)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def calc(self, label: str, expr: str, unit: str = "") -> str:
+        """Add ``- label: <<expr>> = result unit`` and return the result text."""
+        call = evaluate(expr)
+        if not call.ok:
+            raise ValueError(f"reference expression {expr!r} failed: {call.error}")
+        self.lines.append(
+            f"- {label}: {OPEN}{expr}{CLOSE}{call.inserted}{' ' + unit if unit else ''}"
+        )
+        return call.result or ""
+
+    def say(self, line: str) -> None:
+        self.lines.append(f"- {line}")
+
+    def step(self, title: str) -> str:
+        """The lines so far as one step titled ``title``; starts a fresh step."""
+        text, self.lines = f"{title}:\n" + "\n".join(self.lines), []
+        return text
+
+
 def value_of(expression: str) -> float:
     """The exact value of an expression a reference computes (raises if it fails)."""
     call = evaluate(expression)

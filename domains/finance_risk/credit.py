@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from domains.base import Family, Verdict
-from domains.calc import annotate, evaluate
+from domains.calc import Work
 from domains.errors import PonderError
 from domains.parsing import key_values, to_float
 
@@ -276,27 +276,8 @@ def _canon(key: str) -> str:
     return {"r": "R", "k": "K", "rwa": "RWA", "correlation": "R", "capital": "K"}.get(k, key)
 
 
-class _Work:
-    """Lines where every computation goes through the calculator; results are reused as
-    shown, the way a model copying them would."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def calc(self, label: str, expr: str) -> str:
-        self.lines.append(f"- {label}: {annotate(expr)}")
-        return evaluate(expr).result or ""
-
-    def say(self, line: str) -> None:
-        self.lines.append(f"- {line}")
-
-    def step(self, title: str) -> str:
-        text, self.lines = f"{title}:\n" + "\n".join(self.lines), []
-        return text
-
-
 def _steps(x: CreditInputs, a: IRBResult) -> list[str]:
-    w = _Work()
+    w = Work()
     w.say(f"asset class {x.asset_class.replace('_', ' ')}")
     w.say(f"PD {x.pd * 100:.4g}% = {x.pd:.6g}; LGD {x.lgd * 100:.4g}% = {x.lgd:g}")
     w.say(f"EAD {x.ead:.2f}; maturity {x.maturity:g} years")
@@ -323,7 +304,7 @@ def _steps(x: CreditInputs, a: IRBResult) -> list[str]:
     return [*steps, w.step("Capital and RWA")]
 
 
-def _correlation(w: _Work, x: CreditInputs, pd: str) -> str:
+def _correlation(w: Work, x: CreditInputs, pd: str) -> str:
     if x.asset_class == "residential_mortgage":
         w.say("residential mortgage: R = 0.15 (fixed)")
         return "0.15"
@@ -346,7 +327,7 @@ def _correlation(w: _Work, x: CreditInputs, pd: str) -> str:
     )
 
 
-def _capital(w: _Work, x: CreditInputs, pd: str, r: str, m: str) -> str:
+def _capital(w: Work, x: CreditInputs, pd: str, r: str, m: str) -> str:
     cond = w.calc(
         "conditional PD = N((G(PD) + sqrt(R) G(0.999)) / sqrt(1 - R))",
         f"norm_cdf((norm_ppf({pd}) + sqrt({r}) * norm_ppf(0.999)) / sqrt(1 - {r}))",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from domains.calc import annotate, evaluate
+from domains.calc import Work, annotate
 from domains.medicine.calculators import (
     CALCULATORS,
     NEAR_MISSES,
@@ -21,22 +21,6 @@ from domains.medicine.calculators import (
     PointsResult,
 )
 from domains.medicine.notes import LB, PHRASES, Stated, stated
-
-
-class Work:
-    """Lines of a step, where every computation goes through the calculator."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def calc(self, label: str, expr: str, unit: str = "") -> str:
-        """Add ``label: <<expr>> = result unit`` and return the result text, so later
-        lines use the number as shown (as a model copying it would)."""
-        self.lines.append(f"- {label}: {annotate(expr)}{' ' + unit if unit else ''}")
-        return evaluate(expr).result or ""
-
-    def say(self, line: str) -> None:
-        self.lines.append(f"- {line}")
 
 
 def solution(calc: str, f: PatientFacts, units: dict, note: str) -> list[str]:
