@@ -120,6 +120,7 @@ def _cell_row(cell: tuple, cases: list[Case], by_id: dict) -> dict[str, Any]:
         "n": len(cases),
         "accuracy": _mean(hits),
         "ci": bootstrap_ci(hits),
+        "hits": hits,
         "calls_per_case": calls / max(len(cases), 1),
         "failed_calls": failed,
     }
@@ -294,6 +295,10 @@ def print_tables(acc: dict[str, list], speed: list[dict]) -> None:
             f"{a['family']:24s} {a['difficulty']:2d} {a['n']:3d} "
             f"{_fmt(a['accuracy'], a['ci']):>24s} {_fmt(b['accuracy'], b['ci']):>24s}{extra}"
         )
+    for arm, rows in acc.items():
+        pooled = [h for r in rows for h in r.get("hits", [])]
+        if pooled:
+            print(f"overall {arm:5s} {_fmt(_mean(pooled), bootstrap_ci(pooled))} on {len(pooled)}")
     for s in speed:
         hit = s["resume_cache_hit_rate"]
         print(
@@ -350,6 +355,13 @@ def main() -> None:
     parser.add_argument("--search-cases", type=int, default=12)
     parser.add_argument("--tree-calculator", default="cockcroft_gault")
     parser.add_argument("--parts", nargs="+", default=["tokens", "accuracy", "throughput"])
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        choices=sorted(ARMS),
+        default=sorted(ARMS),
+        help="Accuracy arms to run now; a finished arm's saved figures are read back",
+    )
     parser.add_argument("--out", type=Path, default=Path(".ponder/bench/compute"))
     args = parser.parse_args()
     base = Path(args.model) if args.model else _example()
@@ -368,6 +380,12 @@ def main() -> None:
     acc: dict[str, list] = {}
     if "accuracy" in args.parts:
         for arm, tools in ARMS.items():
+            saved = args.out / f"accuracy-{arm}.json"
+            if arm not in args.arms and saved.is_file():
+                acc[arm] = json.loads(saved.read_text())
+                continue
+            if arm not in args.arms:
+                continue
             t0 = time.perf_counter()
             model = train_arm(base, args.out / arm, train, tools, args)
             print(f"[{arm}] SFT done in {time.perf_counter() - t0:.0f}s -> {model}", flush=True)
@@ -385,7 +403,7 @@ def main() -> None:
         results["throughput"] = speed
     name = "compute.json" if "accuracy" in args.parts else f"compute-{'-'.join(args.parts)}.json"
     (args.out / name).write_text(json.dumps(results, indent=1, default=str))
-    if acc:
+    if set(acc) == set(ARMS):
         print_tables(acc, speed)
         write_html(acc, speed, args.out / "compute.html")
         print(f"wrote {args.out / 'compute.html'}")
