@@ -14,7 +14,7 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from domains.faults import failpoint
 from models.redaction import install as install_redaction
@@ -42,6 +42,8 @@ Source = Literal["generator", "files", "sql", "mlflow_feedback"]
 
 class CollectParams(BaseModel):
     """Parameters of one collect run (rendered as a form in the Prefect UI)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     domain: str = Field(default="finance_risk", description="Registered domain name.")
     sources: list[Source] = Field(

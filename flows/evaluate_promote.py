@@ -21,7 +21,7 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import Transaction, get_transaction, transaction
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from domains.calc import ToolNames
 from domains.errors import PonderError
@@ -48,6 +48,8 @@ from tasks.lake import Lake
 
 class EvaluateParams(BaseModel):
     """Parameters of one evaluation (a form in the Prefect UI)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     domain: str = Field(default="medicine", description="Registered domain name.")
     dataset_version: str | None = Field(

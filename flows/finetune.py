@@ -22,7 +22,7 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from domains.base import get_domain
 from domains.calc import ToolNames
@@ -54,6 +54,8 @@ from tasks.lake import Lake
 
 class FinetuneParams(BaseModel):
     """Parameters of one fine-tuning run (a form in the Prefect UI)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     domain: str = Field(default="medicine", description="Registered domain name.")
     dataset_version: str | None = Field(default=None, description="cases version; None = latest.")

@@ -18,7 +18,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.runtime import flow_run
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from domains.base import get_domain
 from domains.calc import ToolNames
@@ -47,6 +47,8 @@ from tasks.tracking import log_inference_run
 
 class InferParams(BaseModel):
     """Parameters of one batch-inference run (a form in the Prefect UI)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     domain: str = Field(default="finance_risk", description="Registered domain name.")
     input: str = Field(

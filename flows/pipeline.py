@@ -21,7 +21,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.context import hydrated_context, serialize_context
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows.collect import CollectParams
 from flows.evaluate_promote import EvaluateParams
@@ -52,6 +52,8 @@ def _rollouts() -> InferParams:
 class PipelineParams(BaseModel):
     """The loop's stages with their own parameters; a stage set to None is skipped. The
     pipeline's ``domain`` is given to every stage (a stage naming another one is refused)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     domain: str = Field(default="medicine", description="Registered domain name, all stages.")
     collect: CollectParams | None = Field(

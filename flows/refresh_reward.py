@@ -16,7 +16,7 @@ from typing import Any, Literal
 import mlflow
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from domains.base import Domain, get_domain
 from models.engine import SamplingConfig, get_generator, scoped_generators
@@ -38,6 +38,8 @@ from tasks.lake import Lake
 
 class RefreshParams(BaseModel):
     """Parameters of one reward refresh (a form in the Prefect UI)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     domain: str = Field(default="medicine", description="Registered domain name.")
     policy: str | None = Field(

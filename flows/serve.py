@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from domains.errors import PonderError
 from models.settings import get_settings
@@ -34,6 +34,8 @@ PREFECT_FILE = Path(__file__).resolve().parent.parent / "deployments" / "prefect
 
 class ServeConfig(BaseModel):
     """What ``ponder serve`` starts, and where."""
+
+    model_config = ConfigDict(extra="forbid")
 
     host: str = Field(default="127.0.0.1", description="Address both servers listen on.")
     prefect_port: int = Field(default=4200, ge=1, le=65535, description="Prefect API/UI port.")

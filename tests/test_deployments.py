@@ -69,3 +69,33 @@ def test_the_loop_runs_on_a_schedule() -> None:
     for domain in DOMAINS:
         for stage in ("collect", "refresh-reward", "infer"):
             assert DEPLOYMENTS[f"{stage}-{domain.replace('_', '-')}"]["schedules"][0]["cron"]
+
+
+DEMO = Path(__file__).parents[1] / "deployments" / "demo.yaml"
+
+
+def test_demo_config_validates_as_pipeline_params() -> None:
+    """`make demo` passes demo.yaml to `ponder pipeline --config`: every section must be a
+    known stage with known knobs (the params models forbid unknown keys)."""
+    from flows.pipeline import STAGES, PipelineParams
+
+    values = yaml.safe_load(DEMO.read_text())
+    params = PipelineParams(**values)
+    assert set(values) - {"domain", "isolate"} <= set(STAGES)
+    for stage in STAGES:
+        section = values.get(stage, "absent")
+        if section is None:
+            assert getattr(params, stage) is None
+        elif isinstance(section, dict):
+            assert getattr(params, stage).domain == params.domain
+
+
+def test_demo_config_with_an_unknown_knob_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from flows.pipeline import PipelineParams
+
+    values = yaml.safe_load(DEMO.read_text())
+    values["collect"]["per_cel"] = 4
+    with pytest.raises(ValidationError, match="per_cel"):
+        PipelineParams(**values)

@@ -220,7 +220,11 @@ def _add_children(
 
 
 def vote(answers: list[str | None], scores: list[float], how: str) -> tuple[int, float]:
-    """Index of the chosen completion and its confidence under naive/weighted/majority."""
+    """Index of the chosen completion and its confidence under naive/weighted/majority.
+
+    naive: the highest score. weighted/majority: the answer with the most score mass (or
+    votes), ties broken by that answer's best score; ``None`` answers carry no vote but count
+    in the mass. All-``None`` falls back to the highest score with confidence 0."""
     if not answers:
         return -1, 0.0
     if how == "naive":
@@ -234,7 +238,8 @@ def vote(answers: list[str | None], scores: list[float], how: str) -> tuple[int,
     if not totals:
         best = max(range(len(scores)), key=lambda i: scores[i])
         return best, 0.0
-    winner = max(totals, key=lambda a: totals[a])
+    top = {a: max(s for b, s in zip(answers, scores, strict=True) if b == a) for a in totals}
+    winner = max(totals, key=lambda a: (totals[a], top[a]))  # a tie goes to the best path
     mass = sum(weights) or 1.0
     best = max((i for i, a in enumerate(answers) if a == winner), key=lambda i: scores[i])
     return best, float(min(totals[winner] / mass, 1.0))

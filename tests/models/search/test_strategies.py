@@ -104,3 +104,73 @@ def test_bad_strategy_and_width(vllm_engine) -> None:
     with pytest.raises(ValidationError, match="width"):
         SearchConfig(width=0)
     assert run_search("beam", [], CFG, vllm_engine, LogprobScorer()) == []
+
+
+def _crc_score(pid: str, text: str) -> float:
+    """A deterministic oracle with (almost surely) distinct scores per text."""
+    import zlib
+
+    return (zlib.crc32(f"{pid}|{text}".encode()) % 10_007) / 10_007
+
+
+def test_best_of_n_chooses_the_highest_oracle_score(vllm_engine) -> None:
+    for r, p in zip(
+        run_search("best_of_n", _problems(2), CFG, vllm_engine, OracleScorer(_crc_score)),
+        _problems(2),
+        strict=True,
+    ):
+        texts = [c.text for c in r.tree.children(r.tree.root)]
+        assert len(texts) == CFG.width
+        assert r.text == max(texts, key=lambda t: _crc_score(p.id, t))
+
+
+VOTERS = [("weighted_best_of_n", "weighted"), ("self_consistency", "majority")]
+
+
+@pytest.mark.parametrize(("name", "how"), VOTERS)
+def test_voting_strategies_choose_the_heaviest_answer(name: str, how: str, vllm_engine) -> None:
+    problems = _problems(3)
+    results = run_search(name, problems, CFG, vllm_engine, OracleScorer(_crc_score))
+    for r, p in zip(results, problems, strict=True):
+        kids = r.tree.children(r.tree.root)
+        mass: dict[str, float] = {}
+        for c in kids:
+            if c.answer is not None:
+                weight = 1.0 if how == "majority" else _crc_score(p.id, c.text)
+                mass[c.answer] = mass.get(c.answer, 0.0) + weight
+        top = max(mass.values())
+        assert mass[r.answer] == top  # the chosen answer carries the most mass (or votes)
+        same = [c for c in kids if c.answer == r.answer]
+        assert r.text == max(same, key=lambda c: _crc_score(p.id, c.text)).text
+
+
+def test_beam_chooses_the_best_finished_path(vllm_engine) -> None:
+    cfg = CFG.model_copy(update={"answer_agg": "naive", "score_agg": "last"})
+    problems = _problems(2)
+    for r, p in zip(
+        run_search("beam", problems, cfg, vllm_engine, OracleScorer(_crc_score)),
+        problems,
+        strict=True,
+    ):
+        ends = [n for n in r.tree.nodes if n.terminal]
+        assert ends, "depth-capped paths are terminal"
+        best = max(ends, key=lambda n: _crc_score(p.id, r.tree.text(n)))
+        assert r.text == r.tree.text(best)
+
+
+@pytest.mark.parametrize("select_by", ["visits", "value"])
+def test_mcts_follows_the_best_child_at_every_level(select_by: str, vllm_engine) -> None:
+    cfg = CFG.model_copy(update={"select_by": select_by})
+    for r in run_search("mcts", _problems(2), cfg, vllm_engine, OracleScorer(_crc_score)):
+        tree = r.tree
+        (leaf,) = [n for n in tree.nodes if not tree.children(n) and tree.text(n) == r.text]
+        path = tree.path(leaf)
+        assert path[0].parent == tree.root.id
+        for node in path:
+            siblings = tree.children(tree.nodes[node.parent])
+            key = (
+                (lambda k: (k.visits, k.value))
+                if select_by == "visits"
+                else (lambda k: (k.value, k.visits))
+            )
+            assert key(node) == max(key(s) for s in siblings)
