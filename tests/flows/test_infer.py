@@ -98,24 +98,45 @@ def test_infer_end_to_end(fresh_lake: Path, tiny_model: Path, vllm_engine) -> No
     assert all(cid in target.read_text() for cid in preds["case_id"])
 
 
+def _shard_files(lake: Lake) -> dict[str, tuple[int, str]]:
+    """Each finished shard file's mtime_ns and content hash."""
+    import hashlib
+
+    runs = lake.root / "medicine" / "predictions" / "_runs"
+    return {
+        str(p.relative_to(runs)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(runs.glob("*/shard-*.parquet"))
+    }
+
+
 def test_resume_after_crash_between_shards(fresh_lake, tiny_model, vllm_engine, monkeypatch):
     src = _cases_file(fresh_lake / "c.csv", n=3)
-    real = infer_tasks.search_shard.fn
-    calls: list[int] = []
+    real, searched = infer_tasks.run_search, []
+    crashed = []
 
-    def flaky(index, *args, **kwargs):
-        calls.append(index)
-        if index == 1 and calls.count(1) == 1:
+    def flaky(strategy, problems, *args, **kwargs):  # the search itself, below the skip
+        if len(searched) == 1 and not crashed:
+            crashed.append(True)
             raise KeyboardInterrupt("killed between shards")
-        return real(index, *args, **kwargs)
+        searched.append([p.id for p in problems])
+        return real(strategy, problems, *args, **kwargs)
 
-    monkeypatch.setattr(infer_tasks.search_shard, "fn", flaky)
+    monkeypatch.setattr(infer_tasks, "run_search", flaky)
     with pytest.raises(BaseException, match="killed"):
         infer(_params(tiny_model, src, strategy="best_of_n"))
     lake = Lake(fresh_lake / "lake")
     assert lake.latest("medicine", "predictions") is None, "no partial version is visible"
+    before = _shard_files(lake)
+    (shard0,) = before  # only shard 0 finished before the crash
+    assert shard0.endswith("/shard-00000.parquet")
     out = infer(_params(tiny_model, src, strategy="best_of_n"))
-    assert calls == [0, 1, 0, 1], "shard 0 is skipped on resume (written), shard 1 reruns"
+    after = _shard_files(lake)
+    assert len(after) == 2 and after[shard0] == before[shard0], (
+        "the same run resumes and reuses shard 0's file, not a recomputed one"
+    )
+    assert len(searched) == 2 and len(searched[0]) == 2 and len(searched[1]) == 1, (
+        "the resume searches shard 1 only"
+    )
     preds = lake.scan("medicine", "predictions").collect()
     assert preds.height == 3 and preds["case_id"].n_unique() == 3 and out["cases"] == 3
 
