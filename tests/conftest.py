@@ -98,7 +98,8 @@ RESULTS: list[dict] = []
 
 @pytest.fixture
 def record() -> Callable[..., None]:
-    """``record(fault, runs, survived, rows_lost)`` after a fault test's checks ran."""
+    """``record(fault, runs, survived, rows_lost)``, called last, after the test's assertions,
+    with every figure computed from what the test observed (never a literal)."""
 
     def add(fault: str, runs: int, survived: int, rows_lost: int) -> None:
         RESULTS.append({"fault": fault, "runs": runs, "survived": survived, "rows_lost": rows_lost})

@@ -101,13 +101,13 @@ def test_kill_during_infer_resumes_without_duplicates(fresh_lake, tiny_model, re
     rerun = _flow("flows.infer:infer", params, lake.root)
     got = lake.scan(DOMAIN, "predictions").collect() if rerun.returncode == 0 else pl.DataFrame()
     lost = len(set(ids) - set(got["case_id"])) if got.height else len(ids)
-    record("kill -9 during infer (after shard 2 of 4)", 1, int(rerun.returncode == 0), lost)
     assert killed.returncode == KILLED and nothing_committed
     _ok(rerun)
     assert sorted(done_before) == ["shard-00000.parquet", "shard-00001.parquet"]
     again = {p.name: p.stat().st_mtime_ns for p in runs.glob("shard-*.parquet")}
     assert all(again[k] == v for k, v in done_before.items()), "finished shards are reused"
     assert got.height == len(ids) == got["case_id"].n_unique() and lost == 0
+    record("kill -9 during infer (after shard 2 of 4)", 1, int(rerun.returncode == 0), lost)
 
 
 def _inbox(home: Path, feedback_rows: int) -> None:
@@ -144,13 +144,13 @@ def test_kill_during_collect_loses_and_repeats_nothing(fresh_lake, point, record
     rerun = _flow("flows.collect:collect", params, lake.root)
     cases, feedback = (lake.scan(DOMAIN, d).collect() for d in ("cases", "feedback"))
     lost = (5 - cases["id"].n_unique()) + (12 - feedback["feedback_id"].n_unique())
-    record(f"kill -9 during collect ({point})", 1, int(rerun.returncode == 0), lost)
     assert killed.returncode == KILLED
     _ok(rerun)
     assert lake.versions(DOMAIN, "cases") == lake.versions(DOMAIN, "feedback") == ["v00001"]
     assert cases.height == 5 and feedback.height == 12 and lost == 0  # no duplicates either
     assert not list((lake.root / DOMAIN).rglob(".tmp-*")), "staging folders are swept"
     assert not list((fresh_lake / "inbox" / "cases").glob("*.csv")), "inbox files processed"
+    record(f"kill -9 during collect ({point})", 1, int(rerun.returncode == 0), lost)
 
 
 def _versions(name: str) -> list[Any]:
@@ -187,7 +187,6 @@ def test_kill_during_finetune_resumes_the_same_run(fresh_lake, tiny_model, recor
     killed = _flow("flows.finetune:finetune", params, lake.root, "finetune.checkpoint=kill@1")
     rerun = _flow("flows.finetune:finetune", params, lake.root)
     new = [v for v in _versions(name) if v.version not in before]
-    record("kill -9 during finetune (after checkpoint 1)", 1, int(rerun.returncode == 0), 0)
     assert killed.returncode == KILLED
     _ok(rerun)
     assert len(new) == 1 and new[0].tags[REGISTRATION_TAG] == "complete"
@@ -197,6 +196,8 @@ def test_kill_during_finetune_resumes_the_same_run(fresh_lake, tiny_model, recor
     assert "ponder.killed" in parent.data.tags  # closed FAILED, then reopened and finished
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(parent.info.run_id, "loss")]
     assert max(steps) == 2
+    lost = 2 - max(steps)  # training steps the resumed run did not reach
+    record("kill -9 during finetune (after checkpoint 1)", 1, int(rerun.returncode == 0), lost)
 
 
 def test_kill_mid_registration_leaves_no_half_registered_model(
@@ -230,7 +231,6 @@ def test_kill_mid_registration_leaves_no_half_registered_model(
     pending = [v for v in _versions(name) if v.version not in before]
     rerun = _flow("flows.refresh_reward:refresh_reward", params, lake.root)
     new = [v for v in _versions(name) if v.version not in before]
-    record("kill -9 during refresh_reward (mid-registration)", 1, int(rerun.returncode == 0), 0)
     assert killed.returncode == KILLED
     assert [v.tags[REGISTRATION_TAG] for v in pending] == ["pending"]
     _ok(rerun)
@@ -247,3 +247,5 @@ def test_kill_mid_registration_leaves_no_half_registered_model(
     latest, killed_run = runs
     assert killed_run.info.status == "FAILED" and "ponder.killed" in killed_run.data.tags
     assert latest.data.tags["ponder.resumes"] == killed_run.info.run_id
+    half = sum(v.tags.get(REGISTRATION_TAG) != "complete" for v in new)
+    record("kill -9 during refresh_reward (mid-registration)", 1, int(rerun.returncode == 0), half)
