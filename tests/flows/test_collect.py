@@ -63,8 +63,14 @@ def _assert_recorded(result: dict) -> None:
         filter_string="tags.`ponder.stage` = 'collect'",
         order_by=["attributes.start_time DESC"],
     )
-    names = [d.dataset.name for d in runs[0].inputs.dataset_inputs]
-    assert f"medicine/cases@{result['cases']['version']}" in names
+    # this run's own version: the input's source is this test's lake path, not an earlier one
+    ours = [
+        d.dataset.name
+        for r in runs
+        for d in r.inputs.dataset_inputs
+        if result["cases"]["path"] in d.dataset.source
+    ]
+    assert ours == [f"medicine/cases@{result['cases']['version']}"], ours
     table = Artifact.get("collect-medicine")
     assert table is not None and result["cases"]["version"] in str(table.data)
     assert Artifact.get("quarantine-medicine") is not None
@@ -146,7 +152,12 @@ def test_sql_source(fresh_lake: Path) -> None:
     assert row["thumbs"] is True and row["source"] == "sql"
 
 
-def test_crash_before_rename_leaves_no_version_and_rerun_completes(fresh_lake, monkeypatch):
+def test_simulated_crash_before_rename_leaves_no_version_and_rerun_completes(
+    fresh_lake, monkeypatch
+):
+    """Simulated in-process: os.rename raises KeyboardInterrupt and the staging cleanup is
+    disabled, as if the process died there (both patches are undone right after). The real
+    SIGKILL at lake.commit is tests/reliability/test_kill.py."""
     inbox = fresh_lake / "inbox"
     pl.DataFrame(
         {

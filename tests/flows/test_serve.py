@@ -39,10 +39,36 @@ def test_deploy_applies_the_project_file_through_the_prefect_cli() -> None:
 
 
 def test_stop_ends_every_process_group(tmp_path) -> None:
+    """A server's workers are grandchildren: stop() must end them too, not just the child."""
+    import time
+
+    pidfile = tmp_path / "grandchild.pid"
+    code = (
+        "import subprocess, time, pathlib; p = subprocess.Popen(['sleep', '60']); "
+        f"pathlib.Path({str(pidfile)!r}).write_text(str(p.pid)); time.sleep(60)"
+    )
     stack = Stack(config=ServeConfig(), logs=tmp_path, env={})
-    code = "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"
     stack.start("sleeper", [sys.executable, "-c", code])
-    assert not stack.dead()
+    deadline = time.monotonic() + 30
+    while not pidfile.is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(pidfile.read_text())
+    assert not stack.dead() and _alive(grandchild)
     stack.stop(timeout=5)
     assert stack.dead()["sleeper"] is not None
+    deadline = time.monotonic() + 5  # the grandchild is reaped by init, not by us
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(grandchild), "the grandchild outlived stop()"
     assert (tmp_path / "sleeper.log").is_file()
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    from pathlib import Path
+
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
