@@ -15,6 +15,7 @@ import json
 import logging
 import random
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,14 +144,58 @@ def _files_text(root: Path) -> str:
     return "\n".join(parts)
 
 
-def _prefect_text() -> tuple[str, str]:
-    from prefect.client.orchestration import get_client
+CONTROL = "Zebulon Quartermaine, MRN 99887766"  # planted unredacted on purpose below
 
+
+def _prefect_text(since) -> tuple[str, str]:
+    """This test's Prefect artifacts and API logs: every flow run started since ``since``,
+    paged through to the end (the shared server holds other tests' rows too)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import LogCreate
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterStartTime,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts()
-        logs = client.read_logs()
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since))
+        )
+        ids = [r.id for r in runs]
+        assert len(ids) >= 2, "the collect and infer flow runs"
+        control = LogCreate(
+            name="test", level=40, message=CONTROL, timestamp=since, flow_run_id=ids[0]
+        )
+        client.create_logs([control])  # positive control: the reader must find this line
+        logs = _paged(
+            lambda limit, offset: client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=limit, offset=offset
+            )
+        )
+        artifacts = _paged(
+            lambda limit, offset: client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)),
+                limit=limit,
+                offset=offset,
+            )
+        )
+    assert artifacts, "the flows' own artifacts were read"
     art = "\n".join(f"{a.key} {a.description} {json.dumps(a.data, default=str)}" for a in artifacts)
     return art, "\n".join(log.message for log in logs)
+
+
+def _paged(read, limit: int = 200) -> list:
+    rows, offset = [], 0
+    while page := read(limit, offset):
+        rows += page
+        offset += len(page)
+    return rows
 
 
 def _leaks(ids: set[str], text: str) -> list[str]:
@@ -159,6 +204,7 @@ def _leaks(ids: set[str], text: str) -> list[str]:
 
 def test_no_planted_identifier_leaves_the_lake(fresh_lake, tiny_model, monkeypatch, caplog) -> None:
     ids = _plant(fresh_lake / "inbox")
+    since = datetime.now(UTC)
     monkeypatch.setitem(engine.BACKENDS, "echo", EchoGenerator)
     monkeypatch.setattr(engine, "choose_backend", lambda requested=None: "echo")
     caplog.set_level(logging.INFO)
@@ -184,7 +230,9 @@ def test_no_planted_identifier_leaves_the_lake(fresh_lake, tiny_model, monkeypat
     assert len(_leaks(ids, "\n".join(predictions["text"]))) == 1000
     report = Path(out["report"]).read_text()
     assert "[NAME-" in report and "[MRN-" in report
-    artifacts, api_logs = _prefect_text()
+    artifacts, api_logs = _prefect_text(since)
+    assert CONTROL in api_logs, "the log reader sees this test's own runs"
+    api_logs = api_logs.replace(CONTROL, "")
     channels: dict[str, Any] = {
         "mlflow tracking store (runs, traces)": Path(settings.home, "mlflow.db")
         .read_bytes()
