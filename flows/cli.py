@@ -123,7 +123,7 @@ def generate(
     output: Annotated[Path | None, typer.Option(help="Write JSONL results here.")] = None,
 ) -> None:
     """Generate completions for prompts with the configured backend."""
-    from models.engine import close_generators, get_generator, sampling_config
+    from models.engine import get_generator, is_running, release_generator, sampling_config
     from models.loading import ModelSpec
 
     sampling = sampling_config(
@@ -131,6 +131,7 @@ def generate(
     )
     texts = _read_prompts(prompt, prompts_file)
     spec = ModelSpec(model=model, trust_remote_code=trust_remote_code)
+    ours = not is_running(spec, backend)  # an engine someone else started stays up
     try:
         with console.status("starting the generation engine"):
             engine = get_generator(spec, backend)
@@ -139,7 +140,8 @@ def generate(
         )
         _show(texts, results, engine.backend, output)
     finally:
-        close_generators()
+        if ours:
+            release_generator(spec, backend)
 
 
 def _read_prompts(prompts: list[str] | None, prompts_file: Path | None) -> list[str]:

@@ -469,6 +469,12 @@ def release_generator(spec: ModelSpec | str, backend: str | None = None) -> None
         engine.close()
 
 
+def is_running(spec: ModelSpec | str, backend: str | None = None) -> bool:
+    """Whether this process already holds an engine for ``spec`` on ``backend``."""
+    spec = spec if isinstance(spec, ModelSpec) else ModelSpec(model=spec)
+    return (spec.model_dump_json(), choose_backend(backend)) in _ENGINES
+
+
 def close_generators() -> None:
     """Shut down every engine this process started, freeing their memory."""
     while _ENGINES:

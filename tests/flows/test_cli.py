@@ -63,6 +63,20 @@ def test_generate_transformers_writes_jsonl(tiny_model: Path, tmp_path: Path) ->
     assert len(rows) == 4 and all(len(r["token_ids"]) <= 8 for r in rows)
 
 
+def test_generate_leaves_an_engine_it_did_not_start(tiny_model: Path, vllm_engine) -> None:
+    """`ponder generate` closes only its own engine, not one this process already ran."""
+    from models.engine import is_running
+    from models.loading import ModelSpec
+
+    session = ModelSpec(model=str(tiny_model), dtype="float32")
+    assert is_running(session, "vllm")
+    result = _run("generate", "--model", str(tiny_model), "--prompt", "hi", "--max-tokens", "4",
+                  "--backend", "transformers")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert is_running(session, "vllm"), "the session's engine was shut down"
+    assert not is_running(ModelSpec(model=str(tiny_model)), "transformers"), "its own is closed"
+
+
 def _pickled(tiny_model: Path, tmp_path: Path) -> str:
     bad = tmp_path / "pickled"
     shutil.copytree(tiny_model, bad)
