@@ -166,6 +166,9 @@ def _shrink(client: Any) -> None:
         client.update_deployment(dep.id, DeploymentUpdate(parameters={"params": params}))
 
 
+# Its own limit: the waits below add up to 2,160 s (server start 300, then 300 + 300 + 420 x 3
+# for the stages), more than the suite's 600 s per test.
+@pytest.mark.timeout(2700)
 def test_the_loop_runs_on_real_servers(served, tiny_model, monkeypatch) -> None:
     from prefect.client.schemas.schedules import IntervalSchedule
 
