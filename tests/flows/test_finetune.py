@@ -90,11 +90,12 @@ def test_resume_after_an_interrupt_continues_the_same_run(fresh_lake, tiny_model
         raise KeyboardInterrupt("interrupted after checkpoint-1")
 
     monkeypatch.setattr(flow_module, "train_grpo", killed_after_step_1)
+    folders = Path(get_settings().home, "runs", "finetune")
+    before = set(folders.glob("*"))
     with pytest.raises(BaseException, match="interrupted"):
         finetune(_params(tiny_model))
     monkeypatch.setattr(flow_module, "train_grpo", real)
-    runs = Path(get_settings().home).glob("runs/finetune/*")
-    work = max(runs, key=lambda p: p.stat().st_mtime)
+    (work,) = set(folders.glob("*")) - before  # this run's own folder, not the newest one
     killed_run = (work / "mlflow_run_id").read_text()
     assert [p.name for p in (work / "grpo-checkpoints").glob("checkpoint-*")] == ["checkpoint-1"]
     out = finetune(_params(tiny_model))
