@@ -79,6 +79,7 @@ def test_mlflow_down_before_registration(fresh_lake, tiny_model, tmp_path, recor
         "registry.before_register=pause",
         PONDER_TRACKING_URI=uri,
         PONDER_FAILPOINT_DIR=str(tmp_path),
+        PONDER_HOME=str(tmp_path / "home"),  # its own work folders: never resumes another run
     )
     argv = _argv("flows.finetune:finetune", _finetune_params(tiny_model))
     log = tmp_path / "finetune.log"  # a file, not a pipe: a full pipe would block the child
