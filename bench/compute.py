@@ -381,17 +381,16 @@ def main() -> None:
     if "accuracy" in args.parts:
         for arm, tools in ARMS.items():
             saved = args.out / f"accuracy-{arm}.json"
-            if arm not in args.arms and saved.is_file():
-                acc[arm] = json.loads(saved.read_text())
-                continue
-            if arm not in args.arms:
+            if arm not in args.arms:  # not run now: its figures from an earlier run, if any
+                if saved.is_file():
+                    acc[arm] = json.loads(saved.read_text())
                 continue
             t0 = time.perf_counter()
             model = train_arm(base, args.out / arm, train, tools, args)
             print(f"[{arm}] SFT done in {time.perf_counter() - t0:.0f}s -> {model}", flush=True)
             acc[arm] = evaluate_arm(model, held, tools, args)
             print(f"[{arm}] evaluated: {acc[arm][-1]}", flush=True)
-            (args.out / f"accuracy-{arm}.json").write_text(json.dumps(acc[arm], indent=1))
+            saved.write_text(json.dumps(acc[arm], indent=1))
         results["accuracy"] = acc
     if "tree" in args.parts:
         text = example_tree(args.out / "calc" / "sft", held, args)

@@ -451,28 +451,30 @@ BACKENDS: dict[str, type[Generator]] = {"vllm": VLLMGenerator, "transformers": H
 _ENGINES: dict[tuple[str, str], Generator] = {}
 
 
+def _engine_key(spec: ModelSpec | str, backend: str | None) -> tuple[ModelSpec, tuple[str, str]]:
+    """The spec as a ModelSpec, and its key in the process-wide engine table."""
+    spec = spec if isinstance(spec, ModelSpec) else ModelSpec(model=spec)
+    return spec, (spec.model_dump_json(), choose_backend(backend))
+
+
 def get_generator(spec: ModelSpec | str, backend: str | None = None) -> Generator:
     """The process-wide generator for a model and backend, started on first use."""
-    spec = spec if isinstance(spec, ModelSpec) else ModelSpec(model=spec)
-    name = choose_backend(backend)
-    key = (spec.model_dump_json(), name)
+    spec, key = _engine_key(spec, backend)
     if key not in _ENGINES:
-        _ENGINES[key] = BACKENDS[name](spec)
+        _ENGINES[key] = BACKENDS[key[1]](spec)
     return _ENGINES[key]
 
 
 def release_generator(spec: ModelSpec | str, backend: str | None = None) -> None:
     """Shut down one engine (e.g. before training in the same process) if it is running."""
-    spec = spec if isinstance(spec, ModelSpec) else ModelSpec(model=spec)
-    engine = _ENGINES.pop((spec.model_dump_json(), choose_backend(backend)), None)
+    engine = _ENGINES.pop(_engine_key(spec, backend)[1], None)
     if engine is not None:
         engine.close()
 
 
 def is_running(spec: ModelSpec | str, backend: str | None = None) -> bool:
     """Whether this process already holds an engine for ``spec`` on ``backend``."""
-    spec = spec if isinstance(spec, ModelSpec) else ModelSpec(model=spec)
-    return (spec.model_dump_json(), choose_backend(backend)) in _ENGINES
+    return _engine_key(spec, backend)[1] in _ENGINES
 
 
 def close_generators() -> None:

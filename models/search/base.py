@@ -232,13 +232,14 @@ def vote(answers: list[str | None], scores: list[float], how: str) -> tuple[int,
         return best, float(min(max(scores[best], 0.0), 1.0))
     weights = [1.0 if how == "majority" else max(s, 0.0) for s in scores]
     totals: dict[str, float] = {}
-    for a, w in zip(answers, weights, strict=True):
+    top: dict[str, float] = {}  # each answer's best path score, for ties
+    for a, w, s in zip(answers, weights, scores, strict=True):
         if a is not None:
             totals[a] = totals.get(a, 0.0) + w
+            top[a] = max(top.get(a, s), s)
     if not totals:
         best = max(range(len(scores)), key=lambda i: scores[i])
         return best, 0.0
-    top = {a: max(s for b, s in zip(answers, scores, strict=True) if b == a) for a in totals}
     winner = max(totals, key=lambda a: (totals[a], top[a]))  # a tie goes to the best path
     mass = sum(weights) or 1.0
     best = max((i for i, a in enumerate(answers) if a == winner), key=lambda i: scores[i])

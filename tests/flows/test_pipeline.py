@@ -15,6 +15,7 @@ from domains.errors import PonderError
 from flows.pipeline import PipelineParams, pipeline, run_stage
 from models.registry import connect, model_name
 from models.settings import get_settings
+from tests.aliases import clear_aliases
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 DOMAIN = "medicine"
@@ -53,23 +54,13 @@ def _params(tiny: Path, **kw) -> PipelineParams:
     return PipelineParams(**(base | kw))
 
 
-def _clear_aliases(name: str) -> None:
-    client = connect()
-    try:
-        aliases = client.get_registered_model(name).aliases
-    except Exception:  # not registered yet
-        return
-    for alias in aliases:
-        client.delete_registered_model_alias(name, alias)
-
-
 def test_pipeline_runs_every_stage_and_passes_references(
     fresh_lake, tiny_model, monkeypatch
 ) -> None:
     monkeypatch.setenv("PONDER_BACKEND", "transformers")
     get_settings.cache_clear()
     for kind in ("policy", "orm", "prm"):
-        _clear_aliases(model_name(DOMAIN, kind))
+        clear_aliases(model_name(DOMAIN, kind))
     out = pipeline(_params(tiny_model))
     refs, stages = out["references"], out["stages"]
     assert list(stages) == ["collect", "rollouts", "refresh", "finetune", "evaluate", "infer"]

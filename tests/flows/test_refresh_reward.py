@@ -23,6 +23,7 @@ from tasks.records import (
     normalize_feedback,
     split_feedback,
 )
+from tests.aliases import clear_aliases
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 DOMAIN = "medicine"
@@ -125,10 +126,8 @@ def _params(tiny_model: Path, **train) -> RefreshParams:
 
 
 def test_refresh_registers_challengers_and_gates(fresh_lake, tiny_model, vllm_engine) -> None:
-    from tests.flows.test_pipeline import _clear_aliases
-
     for kind in ("orm", "prm"):  # no champion left by another test: the floor gate applies
-        _clear_aliases(model_name(DOMAIN, kind))
+        clear_aliases(model_name(DOMAIN, kind))
     lake = _seed_lake(fresh_lake, tiny_model)
     first = refresh_reward(_params(tiny_model))
     assert first["status"] == "trained", first

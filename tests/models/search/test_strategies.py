@@ -161,6 +161,11 @@ def test_beam_chooses_the_best_finished_path(vllm_engine) -> None:
 @pytest.mark.parametrize("select_by", ["visits", "value"])
 def test_mcts_follows_the_best_child_at_every_level(select_by: str, vllm_engine) -> None:
     cfg = CFG.model_copy(update={"select_by": select_by})
+    key = (
+        (lambda k: (k.visits, k.value))
+        if select_by == "visits"
+        else (lambda k: (k.value, k.visits))
+    )
     for r in run_search("mcts", _problems(2), cfg, vllm_engine, OracleScorer(_crc_score)):
         tree = r.tree
         (leaf,) = [n for n in tree.nodes if not tree.children(n) and tree.text(n) == r.text]
@@ -168,9 +173,4 @@ def test_mcts_follows_the_best_child_at_every_level(select_by: str, vllm_engine)
         assert path[0].parent == tree.root.id
         for node in path:
             siblings = tree.children(tree.nodes[node.parent])
-            key = (
-                (lambda k: (k.visits, k.value))
-                if select_by == "visits"
-                else (lambda k: (k.value, k.visits))
-            )
             assert key(node) == max(key(s) for s in siblings)
