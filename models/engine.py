@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from domains.calc import CalcCall
 from domains.errors import PonderError
+from models.chat import safe_messages
 from models.loading import ModelSpec, resolve_model_dir
 from models.settings import get_settings
 
@@ -154,7 +155,10 @@ class Generator(ABC):
                 'pass [{"role": "user", "content": ...}] or a list of ints',
             )
         ids = self.tokenizer.apply_chat_template(
-            prompt, add_generation_prompt=True, tokenize=True, return_dict=False
+            safe_messages(self.tokenizer, prompt),  # type: ignore[arg-type]
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=False,
         )
         return list(ids)
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from domains.errors import PonderError
 from domains.faults import failpoint
+from models.chat import safe_messages
 from models.reward import save_merged, sigmoid, use_gpu
 
 
@@ -154,6 +155,19 @@ def _peft(cfg: PolicyTrainConfig) -> Any:
     )
 
 
+def sft_rows(tokenizer: Any, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Prompt/completion rows for TRL, with case text and references defused (``models.chat``)."""
+    return [
+        {
+            "prompt": safe_messages(tokenizer, r["prompt"]),
+            "completion": safe_messages(
+                tokenizer, [{"role": "assistant", "content": r["reference"]}]
+            ),
+        }
+        for r in rows
+    ]
+
+
 def train_sft(
     rows: Sequence[dict[str, Any]], base: Path, out_dir: Path, cfg: PolicyTrainConfig
 ) -> Path:
@@ -165,15 +179,8 @@ def train_sft(
 
     if not rows:
         raise PonderError("dataset", "no SFT rows", "use a dataset version with train cases")
-    data = Dataset.from_list(
-        [
-            {
-                "prompt": r["prompt"],
-                "completion": [{"role": "assistant", "content": r["reference"]}],
-            }
-            for r in rows
-        ]
-    )
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    data = Dataset.from_list(sft_rows(tokenizer, rows))
     args = SFTConfig(
         output_dir=str(out_dir / "sft-checkpoints"),
         num_train_epochs=cfg.sft_epochs,
@@ -190,7 +197,6 @@ def train_sft(
         bf16=use_gpu(),
         disable_tqdm=True,
     )
-    tokenizer = AutoTokenizer.from_pretrained(base)
     trainer = SFTTrainer(
         model=str(base),
         args=args,
@@ -308,7 +314,9 @@ def train_grpo(
         model=str(model_dir),
         reward_funcs=[_sampled(reward_funcs[0], sample), *reward_funcs[1:]],
         args=args,
-        train_dataset=Dataset.from_list([{"prompt": r["prompt"], "case": r["case"]} for r in rows]),
+        train_dataset=Dataset.from_list(
+            [{"prompt": safe_messages(tokenizer, r["prompt"]), "case": r["case"]} for r in rows]
+        ),
         processing_class=tokenizer,
         peft_config=_peft(cfg),
         callbacks=[*callbacks, _failpoint_on_save()],

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from domains.errors import PonderError
+from models.chat import defuse, safe_messages, special_strings
 
 log = logging.getLogger(__name__)
 STEP_SEP = "\n\n"
@@ -64,7 +65,9 @@ def split_steps(text: str) -> list[str]:
 
 def prompt_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
     """The chat-rendered prompt, ending with the assistant header, as token ids."""
-    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    text = tokenizer.apply_chat_template(
+        safe_messages(tokenizer, messages), add_generation_prompt=True, tokenize=False
+    )
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
@@ -78,8 +81,10 @@ def encode_segments(
     """
     ids = prompt_ids(tokenizer, messages)
     ends = []
+    specials = special_strings(tokenizer)
     for seg in segments:
-        piece = tokenizer(seg, add_special_tokens=False)["input_ids"] if seg else []
+        text = defuse(seg, specials)
+        piece = tokenizer(text, add_special_tokens=False)["input_ids"] if seg else []
         ids.extend(piece)
         ends.append(len(ids) - 1)
     return ids, ends

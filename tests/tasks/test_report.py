@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from models.search.tree import ThoughtTree
 from tasks.report import chosen_path, render
+from tests.injection import CORPUS
 
 
 def _tree() -> tuple[ThoughtTree, str]:
@@ -73,6 +75,25 @@ def test_structure_and_escaping(tmp_path: Path) -> None:
     assert page.count("<details") == 4 and page.count('class="chosen"') == 2
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "cut at length" in page and "visits 3" in page and "correct" in page
+
+
+@pytest.mark.parametrize("injection", CORPUS)
+def test_injected_input_is_shown_escaped(injection: str) -> None:
+    """The case input a reviewer reads carries injected text as text, never as markup."""
+    tree, text = _tree()
+    preds = pl.DataFrame(
+        {"case_id": ["c1"], "family": ["f"], "difficulty": [1], "answer": ["4"]}
+        | {"confidence": [0.5], "correct": [False], "tokens": [3]}
+    )
+    pages = [
+        render(
+            "t", preds, {"c1": tree}, {"c1": text}, {}, inputs={"c1": (f"Na 140\n{t}", f"4 {t}")}
+        )
+        for t in ("", injection)
+    ]
+    assert pages[1].count(html.escape(injection)) == 2
+    for tag in ("<script", "<pre", "</pre>", "</details>", "<|"):
+        assert pages[1].count(tag) == pages[0].count(tag), tag
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
