@@ -108,6 +108,7 @@ def record() -> Callable[..., None]:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+    _warn_untested(terminalreporter)
     if not RESULTS:
         return
     width = max(len(r["fault"]) for r in RESULTS)
@@ -121,3 +122,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(RESULTS, indent=2))
     tr.write_line(f"(also written to {out})")
+
+
+def _warn_untested(tr) -> None:  # noqa: ANN001
+    """A skip is never silent: each one is printed as a warning that says what went untested."""
+    skipped = tr.stats.get("skipped", [])
+    if not skipped:
+        return
+    tr.section(f"WARNING: {len(skipped)} skipped, so untested in this run", sep="!", yellow=True)
+    for rep in skipped:
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        tr.write_line(f"UNTESTED {rep.nodeid}: {reason.removeprefix('Skipped: ')}", yellow=True)

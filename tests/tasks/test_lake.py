@@ -79,7 +79,10 @@ def tiny_disk(tmp_path: Path):
         text=True,
     )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or 'not root'}")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'}): a real ENOSPC "
+            "went untested; the RLIMIT_FSIZE test below still fails a real write"
+        )
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
@@ -101,3 +104,45 @@ def test_a_really_full_disk_leaves_no_partial_version(tiny_disk: Path, record) -
     )
     assert not list((tiny_disk / "medicine" / "cases").glob(".tmp-*"))
     assert shutil.disk_usage(tiny_disk).free > 0  # the failed write's bytes were given back
+
+
+def _write_over_limit(root: str, limit: int, out: mp.Queue) -> None:
+    """In a child: a file-size limit the OS enforces (EFBIG), then a version too big for it."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing us
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    rng = pl.int_range(0, 400_000, eager=True)
+    big = pl.DataFrame({"id": rng.cast(pl.String) + "-" + rng.hash().cast(pl.String), "x": rng})
+    try:
+        Lake(Path(root)).write_version(
+            "medicine", "cases", big.with_columns(row_hash(["id", "x"])), ["s"]
+        )
+        out.put("written")
+    except Exception as err:  # noqa: BLE001 (reported to the parent)
+        out.put(f"{type(err).__name__}: {err}")
+
+
+def test_a_write_over_the_file_size_limit_leaves_no_partial_version(tmp_path: Path, record) -> None:
+    """Needs no mount, so it runs everywhere: the OS refuses the write mid-file (RLIMIT_FSIZE,
+    EFBIG), as a full disk refuses it with ENOSPC."""
+    lake = Lake(tmp_path)
+    lake.write_version("medicine", "cases", _frame("small"), ["s"])
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    child = ctx.Process(target=_write_over_limit, args=(str(tmp_path), 512 * 1024, out))
+    child.start()
+    child.join(120)
+    error = out.get(timeout=5)
+    assert child.exitcode == 0 and error != "written"
+    assert "too large" in error.lower() or "os error 27" in error.lower(), error
+    visible, rows = lake.versions("medicine", "cases"), lake.scan("medicine", "cases").collect()
+    assert visible == ["v00001"] and rows.height == 3
+    assert not list((tmp_path / "medicine" / "cases").glob(".tmp-*"))
+    record(
+        "a write refused by the OS mid-file (RLIMIT_FSIZE)",
+        1,
+        int(visible == ["v00001"]),
+        3 - rows.height,
+    )
