@@ -118,7 +118,11 @@ def scan_feedback_file(path: Path) -> tuple[pl.LazyFrame, list[dict[str, Any]]]:
     if path.suffix == ".parquet":
         return pl.scan_parquet(path), []
     if path.suffix == ".csv":
-        return pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy"), []
+        frame = pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy")
+        # a full streaming parse now (flat memory), so a ragged row rejects the file here
+        # with its reason, not later when the frame is collected
+        frame.select(pl.all().null_count()).collect(engine="streaming")
+        return frame, []
     good, bad = read_rows(path)
     rows = [{k: _as_text(v) for k, v in r.items() if k != "_row"} for r in good]
     return pl.DataFrame(rows, infer_schema_length=None).lazy(), bad

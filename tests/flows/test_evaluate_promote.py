@@ -72,6 +72,54 @@ def test_equal_challenger_is_not_promoted(fresh_lake, versions, monkeypatch) -> 
     assert "plots/compare.png" in {a.path for a in connect().list_artifacts(out["run_id"], "plots")}
 
 
+def _seed_one_answer(root: Path, value: int = 2, n: int = 4) -> None:
+    """Test cases that all have the same true value, so a fixed answer gets them right."""
+    pool = get_domain(DOMAIN).generate(200, 31, difficulty=1)
+    cases = [c for c in pool if c.truth["value"] == value][:n]
+    rows = [case_row(c, "test", 0.0, 0.0) for c in cases]
+    Lake(root / "lake").write_version(DOMAIN, "cases", cases_frame(rows), ["test"])
+
+
+def test_a_broken_challenger_is_refused_with_real_inference(
+    fresh_lake, tmp_path, monkeypatch
+) -> None:
+    """Real inference (transformers backend) on two real models: a policy whose weights
+    make it answer ``Answer: 2`` (right on every seeded case), and the same weights with
+    the LM head negated (broken: no answer line). The gate must refuse the broken one as
+    challenger, and, as a positive control, promote the good one over it."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from tests.answering_lm import build_answering_lm
+
+    monkeypatch.setenv("PONDER_BACKEND", "transformers")
+    get_settings.cache_clear()
+    _seed_one_answer(fresh_lake)
+    good = build_answering_lm(tmp_path / "good", "Answer: 2")
+    broken = build_answering_lm(tmp_path / "broken", "Answer: 2")
+    weights = load_file(broken / "model.safetensors")
+    weights["lm_head.weight"] = torch.neg(weights["lm_head.weight"])
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    vg, vb = (str(register_hf_dir(p, NAME).version) for p in (good, broken))
+    _set(champion=vg, challenger=vb)
+    out = evaluate_promote(_params(gate={"max_cost_ratio": 100.0}))  # accuracy alone decides
+    assert out["cases"] == 4 and out["accuracy_diff"] == -1.0 and not out["promoted"]
+    assert out["reasons"][0].startswith("FAIL accuracy -1.000")
+    assert _aliases() == {"champion": vg, "challenger": vb}
+    assert connect().get_model_version(NAME, vb).tags["ponder.eval.decision"] == "fail"
+    _set(champion=vb, challenger=vg)  # positive control, through the CLI: the gate says yes
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    args = ["evaluate", "--domain", DOMAIN, "--strategy", "cot", "--width", "1"]
+    done = CliRunner().invoke(app, [*args, "--max-tokens", "16"])
+    assert done.exit_code == 0, done.output
+    assert "promoted" in done.output and "not promoted" not in done.output
+    assert "PASS accuracy +1.000" in done.output
+    assert _aliases() == {"champion": vg, "challenger": vg, "previous": vb}
+
+
 def _canned(correct: dict[str, list[bool]]):
     """Stand-in for inference (named): per-model verdicts on the same four cases."""
 

@@ -184,6 +184,7 @@ def feedback_rows(draw: st.DrawFn) -> list[dict]:
     "jsonl",
     b"0",
 )
+@example([], "bytes", b"\x00\n,\x00")  # found in make test: a ragged CSV row crashed the checker
 def test_feedback_import_never_crashes_and_every_rejection_has_a_reason(rows, fmt, noise) -> None:
     inbox = _inbox()
     try:
