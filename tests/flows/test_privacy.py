@@ -4,9 +4,12 @@ The notes of 125 medicine cases carry eight identifiers each (patient, relative 
 physician names, MRN, date of birth, phone, email, SSN). Inference runs with a stand-in
 policy, ``EchoGenerator``, that repeats the note in its answer and logs the prompt the way
 a chatty engine does: the worst case for leaks, which a random tiny model cannot produce.
-Then every channel that leaves the lake is searched for every identifier: the MLflow store
-(tracking DB with its traces, and every artifact file), the HTML report, Prefect artifacts,
-and logs (Prefect's API logs and the Python log records).
+Then refresh_reward, finetune and evaluate_promote run on the same lake (reward models
+trained on the echoed answers, SFT and GRPO with TRL's completion sample, a gate that runs
+inference again). Every channel that leaves the lake is searched for every identifier: the
+MLflow store (tracking DB with runs, params, metrics and traces, and every artifact file,
+including the uploaded TRL completions), the HTML report, Prefect artifacts, and logs
+(Prefect's API logs and the Python log records).
 """
 
 from __future__ import annotations
@@ -24,11 +27,16 @@ import pytest
 
 from domains.base import get_domain
 from flows.collect import CollectParams, collect
+from flows.evaluate_promote import EvaluateParams, evaluate_promote
+from flows.finetune import FinetuneParams, finetune
 from flows.infer import InferParams, infer
+from flows.refresh_reward import RefreshParams, refresh_reward
 from models import engine
 from models.engine import Completion, GenerationOutput, Generator
+from models.registry import model_name
 from models.settings import get_settings
 from tasks.lake import Lake
+from tests.aliases import clear_aliases
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 FIRST = [
@@ -101,7 +109,12 @@ def _plant(inbox: Path) -> set[str]:
         ids |= set(p.values())
         inputs = {**case.inputs, "note": _note(p, case.inputs["note"])}
         rows.append(
-            {"family": case.family, "inputs": json.dumps(inputs), "truth": json.dumps(case.truth)}
+            {
+                "family": case.family,
+                "inputs": json.dumps(inputs),
+                "truth": json.dumps(case.truth),
+                "reference": case.reference,  # so finetune has SFT rows
+            }
         )
     (inbox / "cases" / "phi.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert len(ids) == 8 * CASES == 1000
@@ -168,7 +181,7 @@ def _prefect_text(since) -> tuple[str, str]:
             flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since))
         )
         ids = [r.id for r in runs]
-        assert len(ids) >= 2, "the collect and infer flow runs"
+        assert len(ids) >= 5, "collect, infer, refresh_reward, finetune and evaluate_promote"
         control = LogCreate(
             name="test", level=40, message=CONTROL, timestamp=since, flow_run_id=ids[0]
         )
@@ -188,6 +201,38 @@ def _prefect_text(since) -> tuple[str, str]:
     assert artifacts, "the flows' own artifacts were read"
     art = "\n".join(f"{a.key} {a.description} {json.dumps(a.data, default=str)}" for a in artifacts)
     return art, "\n".join(log.message for log in logs)
+
+
+def _later_stages(model: str) -> dict[str, Any]:
+    """refresh_reward, finetune and evaluate_promote over the planted lake, tiny budgets."""
+    for kind in ("policy", "orm", "prm"):
+        clear_aliases(model_name("medicine", kind))
+    refresh = refresh_reward(
+        RefreshParams(
+            domain="medicine",
+            policy=model,
+            mc_rollouts=1,
+            mc_paths_per_case=1,
+            mc_max_tokens=8,
+            floor=0.0,
+            train={"max_steps": 1, "batch_size": 2, "max_length": 2048},
+        )
+    )
+    train = {"sft_max_steps": 1, "grpo_max_steps": 1, "num_generations": 2, "batch_size": 2}
+    tuned = finetune(
+        FinetuneParams(
+            domain="medicine",
+            base_model=model,
+            curriculum=False,
+            max_rows=4,
+            train=train | {"max_completion_length": 8},
+        )
+    )
+    gate = {"floor": 0.0}
+    judged = evaluate_promote(
+        EvaluateParams(domain="medicine", strategy="cot", width=1, max_tokens=64, gate=gate)
+    )
+    return {"refresh": refresh, "finetune": tuned, "evaluate": judged}
 
 
 def _paged(read, limit: int = 200) -> list:
@@ -223,10 +268,14 @@ def test_no_planted_identifier_leaves_the_lake(fresh_lake, tiny_model, monkeypat
             shard_size=64,
         )
     )
+    stages = _later_stages(str(tiny_model))
+    assert stages["refresh"]["status"] == "trained" and stages["evaluate"]["cases"] > 0
     settings, lake = get_settings(), Lake(fresh_lake / "lake")
+    uploaded = [p for p in Path(settings.artifact_root).rglob("completions/*") if p.is_file()]
+    assert uploaded, "TRL's completion sample was uploaded (and is scanned below)"
     # positive controls: the raw lake holds them, and the policy's answers repeat them
     assert len(_leaks(ids, _files_text(lake.latest("medicine", "cases").path))) == 1000
-    predictions = lake.scan("medicine", "predictions").collect()
+    predictions = lake.scan("medicine", "predictions", out["version"]).collect()
     assert len(_leaks(ids, "\n".join(predictions["text"]))) == 1000
     report = Path(out["report"]).read_text()
     assert "[NAME-" in report and "[MRN-" in report
