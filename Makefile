@@ -40,7 +40,7 @@ test: install browser
 
 # Real servers and clients on loopback (vllm serve + openai, ...): minutes, a second vLLM.
 e2e: install
-	$(PY) -m pytest -q -m e2e tests/e2e
+	$(PY) -m pytest -q -m "e2e or serving" tests/e2e
 
 # The fault suite: kill -9 in collect/infer/finetune/refresh_reward, the MLflow server down
 # mid-run, a full disk, racing writers and promotions, and 10,000 fuzz inputs per loader,

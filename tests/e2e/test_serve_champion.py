@@ -1,7 +1,11 @@
 """Real-client check after a promotion: the champion loads with MLflow's own loader and
 with vLLM, serves behind `vllm serve` on loopback, and answers the `openai` client.
 
-Minutes and a second vLLM process: `make e2e` runs it (`-m e2e`), `make test` does not.
+The champion is a real model whose hand-set weights make it answer every chat prompt with
+``Answer: 2`` (``tests/answering_lm.py``), so each client's text is checked exactly, and
+MLflow's loader is checked token for token against transformers on the same directory.
+About 90 s and a second vLLM process; part of `make test` (marker `serving`) and of
+`make e2e`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import pytest
 
 from models.registry import download_model, promote, register_hf_dir
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.serving
+ANSWER = "Answer: 2"
 NAME = "ponder-medicine-policy"
 
 
@@ -42,7 +47,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 300) -> N
     raise AssertionError(f"vllm serve not healthy after {timeout_s} s")
 
 
-def test_champion_loads_with_mlflow_and_vllm_and_serves_openai(tiny_model: Path) -> None:
+def test_champion_loads_with_mlflow_and_vllm_and_serves_openai(tmp_path: Path) -> None:
     import mlflow
     import openai
 
@@ -53,17 +58,19 @@ def test_champion_loads_with_mlflow_and_vllm_and_serves_openai(tiny_model: Path)
         vllm_serve_command,
     )
     from models.loading import ModelSpec
+    from tests.answering_lm import build_answering_lm
 
-    version = str(register_hf_dir(tiny_model, NAME).version)
+    model = build_answering_lm(tmp_path / "answering", ANSWER)
+    version = str(register_hf_dir(model, NAME).version)
     promote(NAME, version, reason="e2e")
     uri = f"models:/{NAME}@champion"
     pipe = mlflow.transformers.load_model(uri)  # MLflow's own loader
-    assert pipe("Hello", max_new_tokens=4)[0]["generated_text"].startswith("Hello")
+    chat = [{"role": "user", "content": "Hello"}]
+    got = pipe(chat, max_new_tokens=8, do_sample=False)[0]["generated_text"][-1]["content"]
+    assert got == ANSWER, got
     spec = ModelSpec(model=uri, dtype="float32", max_model_len=512)
-    out = get_generator(spec, "vllm").generate(
-        [[{"role": "user", "content": "Hello"}]], SamplingConfig(max_tokens=4)
-    )
-    assert len(out[0].completions[0].token_ids) > 0
+    out = get_generator(spec, "vllm").generate([chat], SamplingConfig(max_tokens=8))
+    assert out[0].completions[0].text == ANSWER
     release_generator(spec, "vllm")
     local, port = download_model(uri), _free_port()
     extra = ["--dtype", "float32", "--max-model-len", "512", "--enforce-eager"]
@@ -73,11 +80,11 @@ def test_champion_loads_with_mlflow_and_vllm_and_serves_openai(tiny_model: Path)
     try:
         _wait_healthy(f"http://127.0.0.1:{port}/health", proc)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
-        chat = client.chat.completions.create(
+        reply = client.chat.completions.create(
             model=NAME, messages=[{"role": "user", "content": "Hi"}], max_tokens=8
         )
-        assert chat.choices[0].message.content is not None
-        assert chat.usage.completion_tokens > 0
+        assert reply.choices[0].message.content == ANSWER
+        assert reply.choices[0].finish_reason == "stop" and reply.usage.completion_tokens > 0
     finally:
         proc.terminate()
         proc.wait(timeout=60)
