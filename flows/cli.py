@@ -357,6 +357,9 @@ def finetune_cmd(
     batch_size: Annotated[int, typer.Option(help="Completions per step.")] = 8,
     max_completion_length: Annotated[int, typer.Option(help="Tokens per completion.")] = 256,
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint.")] = True,
+    curriculum: Annotated[
+        bool, typer.Option(help="Keep only prompts the policy solves sometimes (GRPO).")
+    ] = True,
     no_tools: Annotated[
         bool, typer.Option("--no-tools", help="Generate without the calculator (to compare).")
     ] = False,
@@ -374,6 +377,7 @@ def finetune_cmd(
         prm=prm,
         prm_aggregate=prm_aggregate,
         resume=resume,
+        curriculum=curriculum,
         tools=[] if no_tools else None,
         train={
             "sft": sft_steps != 0,

@@ -12,7 +12,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ValidationError
 
 from domains.errors import PonderError
-from flows.pipeline import PipelineParams, pipeline, run_stage
+from flows.pipeline import PipelineParams, run_stage
 from models.registry import connect, model_name
 from models.settings import get_settings
 from tests.aliases import clear_aliases
@@ -54,14 +54,34 @@ def _params(tiny: Path, **kw) -> PipelineParams:
     return PipelineParams(**(base | kw))
 
 
+def _through_the_cli(params: PipelineParams, tmp_path: Path, monkeypatch) -> dict:
+    """``ponder pipeline --config`` on ``params`` written as YAML: exit code 0, the summary
+    printed; returns the flow's result as the CLI received it (wrapped, not replaced)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    import flows.cli as cli
+
+    seen: list[dict] = []
+    show = cli._show_pipeline
+    monkeypatch.setattr(cli, "_show_pipeline", lambda out: (seen.append(out), show(out)))
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(params.model_dump(mode="json", exclude_unset=True)))
+    done = CliRunner().invoke(cli.app, ["pipeline", "--config", str(config)])
+    assert done.exit_code == 0, done.output
+    assert "MLflow registry after the run" in done.output and "HTML report" in done.output
+    return seen[0]
+
+
 def test_pipeline_runs_every_stage_and_passes_references(
-    fresh_lake, tiny_model, monkeypatch
+    fresh_lake, tiny_model, tmp_path, monkeypatch
 ) -> None:
+    """Through `ponder pipeline --config` (the CLI's success path for the whole loop)."""
     monkeypatch.setenv("PONDER_BACKEND", "transformers")
     get_settings.cache_clear()
     for kind in ("policy", "orm", "prm"):
         clear_aliases(model_name(DOMAIN, kind))
-    out = pipeline(_params(tiny_model))
+    out = _through_the_cli(_params(tiny_model), tmp_path, monkeypatch)
     refs, stages = out["references"], out["stages"]
     assert list(stages) == ["collect", "rollouts", "refresh", "finetune", "evaluate", "infer"]
     assert refs["cases"] == f"lake:cases@{stages['collect']['cases']['version']}"
