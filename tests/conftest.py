@@ -107,6 +107,17 @@ def record() -> Callable[..., None]:
     return add
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist, a worker hands its fault-table rows to the controller."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["ponder_results"] = json.dumps(RESULTS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # noqa: ANN001
+    RESULTS.extend(json.loads(getattr(node, "workeroutput", {}).get("ponder_results", "[]")))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
     _warn_untested(terminalreporter)
     if not RESULTS:
