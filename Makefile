@@ -34,9 +34,11 @@ browser:
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "chromium unavailable: the browser test will be skipped"
 
+# Two pytest-xdist workers, one test file each at a time (module fixtures stay whole): most
+# flow tests wait on servers and child processes, so two share the 2 cores well.
 test: install browser
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Real servers and clients on loopback (vllm serve + openai, ...): minutes, a second vLLM.
 e2e: install

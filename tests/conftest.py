@@ -13,6 +13,9 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
+# 1 GiB of KV cache per vLLM CPU engine holds ~500k tokens of the tiny model, and lets two
+# pytest-xdist workers (each with its session engine) and a test's own engine fit in RAM
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
 @pytest.fixture(autouse=True, scope="session")
