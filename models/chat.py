@@ -10,18 +10,29 @@ joiner (U+2060): the text reads the same and tokenizes as plain characters.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 JOINER = "\u2060"
 
 
+_SPECIALS: weakref.WeakKeyDictionary[Any, tuple[int, list[str]]] = weakref.WeakKeyDictionary()
+
+
 def special_strings(tokenizer: Any) -> list[str]:
-    """The tokenizer's special-token strings (named and added), longest first."""
+    """The tokenizer's special-token strings (named and added), longest first. Read once per
+    tokenizer (and again only if its vocabulary grows): encode calls this for every prompt."""
+    size = len(tokenizer)
+    cached = _SPECIALS.get(tokenizer)
+    if cached and cached[0] == size:
+        return cached[1]
     added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
     names = set(getattr(tokenizer, "all_special_tokens", []) or [])
     names |= {t.content for t in added.values() if getattr(t, "special", False)}
-    return sorted((n for n in names if len(n) > 1), key=len, reverse=True)
+    specials = sorted((n for n in names if len(n) > 1), key=len, reverse=True)
+    _SPECIALS[tokenizer] = (size, specials)
+    return specials
 
 
 def defuse(text: str, specials: Sequence[str]) -> str:
