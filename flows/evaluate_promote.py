@@ -82,7 +82,8 @@ def evaluate_promote(
         params = params.model_copy(update={"challenger": challenger})
     client = connect()  # an unreachable registry fails here, before anything runs
     name = model_name(params.domain, "policy")
-    challenger = str(_challenger(client, params, name).version)
+    version = _challenger(client, params, name)
+    challenger = str(version.version)
     champion = alias_version(client, name, "champion")
     if champion == challenger:
         raise PonderError(
@@ -92,13 +93,15 @@ def evaluate_promote(
         )
     dataset = _dataset(params)
     preds = {"challenger": _predict(params, dataset, f"models:/{name}/{challenger}")}
-    if champion is not None:
-        preds["champion"] = _predict(params, dataset, f"models:/{name}/{champion}")
-    result = _compare(preds, params.gate)
+    incumbent = f"models:/{name}/{champion}" if champion else _baseline(version, params.gate)
+    if incumbent is not None:
+        preds["champion"] = _predict(params, dataset, incumbent)
+    result = _compare(preds, params.gate, first=champion is None)
     summary = {
         "name": name,
         "challenger": challenger,
         "champion": champion,
+        "baseline": incumbent,
         "dataset": f"{params.domain}/cases@{dataset}",
         "strategy": f"{params.strategy} N={params.width} max_tokens={params.max_tokens}",
         **result["summary"],
@@ -180,7 +183,26 @@ def _predict(params: EvaluateParams, dataset: str, uri: str) -> pl.DataFrame:
     return frame.filter(pl.col("model_version") == out["model"]).collect()
 
 
-def _compare(preds: dict[str, pl.DataFrame], gate: ev.GateConfig) -> dict[str, Any]:
+def _baseline(version: Any, gate: ev.GateConfig) -> str | None:
+    """What a first challenger must beat: the base model it was fine-tuned from (its
+    ``ponder.base`` tag); None when the gate asks for the floor alone or the version has
+    no such lineage."""
+    if gate.first_baseline == "none":
+        return None
+    base = (version.tags or {}).get("ponder.base", "")
+    if base.startswith("models:/"):
+        return base
+    if base.startswith("path:"):
+        return base.removeprefix("path:")
+    return None
+
+
+def _compare(
+    preds: dict[str, pl.DataFrame], gate: ev.GateConfig, first: bool = False
+) -> dict[str, Any]:
+    """The gate on both sides' predictions. ``first``: no champion yet, so the challenger
+    must also reach the floor (and, when its base model was evaluated as the incumbent,
+    beat it like a champion)."""
     if "champion" not in preds:
         frame = preds["challenger"].filter(pl.col("correct").is_not_null())
         metrics = {"challenger": ev.side_metrics(frame)}
@@ -194,6 +216,9 @@ def _compare(preds: dict[str, pl.DataFrame], gate: ev.GateConfig) -> dict[str, A
         sides["champion"]["correct"].to_numpy(), sides["challenger"]["correct"].to_numpy(), gate
     )
     decision = ev.decide(metrics, ci, ev.by_group(sides, ["family"]), gate)
+    if first:
+        floor = ev.decide_first(metrics["challenger"], gate)
+        decision = ev.Decision(decision.promote and floor.promote, floor.reasons + decision.reasons)
     table = ev.by_group(sides, ["family", "difficulty"])
     return _result(decision, metrics, table, ci, joined.height, unmatched)
 
@@ -225,6 +250,7 @@ def _log_run(params: EvaluateParams, summary: dict[str, Any], result: dict[str, 
             {
                 "challenger": f"{summary['name']}/{summary['challenger']}",
                 "champion": summary["champion"] or "none",
+                "baseline": summary["baseline"] or "none",
                 "dataset": summary["dataset"],
                 "strategy": summary["strategy"],
                 **{f"gate.{k}": v for k, v in params.gate.model_dump().items()},

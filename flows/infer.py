@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from domains.base import get_domain
 from domains.calc import ToolNames
 from domains.faults import failpoint
+from models import progress as console_progress
 from models.engine import get_generator
 from models.loading import ModelSpec
 from models.redaction import install as install_redaction
@@ -141,6 +142,7 @@ def infer(params: InferParams | None = None) -> dict:
             n, shard, params.domain, params.strategy, cfg, generator, scorer, out_dir, meta, tools
         )
         update_progress_artifact(progress, progress=100.0 * (n + 1) / len(shards))
+        console_progress.step("cases", min(len(cases), (n + 1) * params.shard_size), len(cases))
         failpoint("infer.shard")
     version, frame = commit_predictions(lake, params.domain, out_dir, [label, exact])
     summary = log_inference_run(

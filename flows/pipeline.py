@@ -28,6 +28,7 @@ from flows.evaluate_promote import EvaluateParams
 from flows.finetune import FinetuneParams
 from flows.infer import InferParams
 from flows.refresh_reward import RefreshParams
+from models import progress as console_progress
 from models.isolation import run_isolated
 from models.redaction import install as install_redaction
 from models.registry import list_versions, model_name
@@ -112,6 +113,7 @@ def pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
         if cfg is not None:
             cfg = _wire(stage, cfg, refs)
             log.info("stage %d/%d %s", n + 1, len(STAGES), stage)
+            console_progress.stage(stage, n + 1, len(STAGES))
             isolate = params.isolate and stage in ON_ACCELERATOR
             done[stage] = run_stage(FLOWS[stage], cfg, isolate=isolate)
             refs.update(_references(stage, done[stage], params.domain))

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from domains.errors import PonderError
 from domains.faults import failpoint
+from models import progress
 from models.chat import safe_messages
 from models.reward import save_merged, sigmoid, use_gpu
 
@@ -203,6 +204,7 @@ def train_sft(
         train_dataset=data,
         processing_class=tokenizer,
         peft_config=_peft(cfg),
+        callbacks=[progress.trainer_callback("SFT steps")],
     )
     trainer.train()
     return save_merged(trainer.model, tokenizer, out_dir / "sft")
@@ -319,7 +321,7 @@ def train_grpo(
         ),
         processing_class=tokenizer,
         peft_config=_peft(cfg),
-        callbacks=[*callbacks, _failpoint_on_save()],
+        callbacks=[*callbacks, _failpoint_on_save(), progress.trainer_callback("GRPO steps")],
         rollout_func=_rollout(tools, cfg),
     )
     resume = latest_checkpoint(ckpt_dir)

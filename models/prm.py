@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from domains.errors import PonderError
+from models import progress
 from models.engine import Generator, SamplingConfig
 from models.reward import (
     RMTrainConfig,
@@ -167,6 +168,7 @@ def train_prm(
         args=args,
         train_dataset=Dataset.from_list(list(rows)),
         data_collator=_Collator(tokenizer.pad_token_id),
+        callbacks=[progress.trainer_callback("PRM steps")],
     )
     trainer.train()
     return save_merged(trainer.model, tokenizer, out_dir / "model"), trainer.state.log_history

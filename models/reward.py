@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from domains.errors import PonderError
+from models import progress
 from models.chat import defuse, safe_messages, special_strings
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ def train_orm(
         train_dataset=data,
         processing_class=tokenizer,
         peft_config=lora_config(cfg, "SEQ_CLS"),
+        callbacks=[progress.trainer_callback("ORM steps")],
     )
     trainer.train()
     return save_merged(trainer.model, tokenizer, out_dir / "model"), trainer.state.log_history

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,13 +48,27 @@ class Batch:
 
 
 @task
-def from_generator(domain: str, per_cell: int, seed: int, train: float, eval_: float) -> Batch:
-    """``per_cell`` synthetic cases per family x difficulty."""
+def from_generator(
+    domain: str,
+    per_cell: int,
+    seed: int,
+    train: float,
+    eval_: float,
+    difficulties: Sequence[int] = (1, 2, 3, 4, 5),
+    where: dict[str, list[str]] | None = None,
+) -> Batch:
+    """``per_cell`` synthetic cases per family x difficulty; with ``where``, only cases whose
+    inputs match (``Domain.generate``)."""
     d = get_domain(domain)
-    batch = Batch(sources=[f"generator:seed={seed},n={per_cell}"])
+    label = f"generator:seed={seed},n={per_cell}" + (f",where={where}" if where else "")
+    batch = Batch(sources=[label])
+    if where:
+        d.check_where(where, sorted(d.families))
     for family in sorted(d.families):
-        for level in range(1, 6):
-            for case in d.generate(per_cell, seed, family, level):
+        if where and not set(where) <= set(d.family(family).Inputs.model_fields):
+            continue  # a family without the filtered field has no matching case
+        for level in difficulties:
+            for case in d.generate(per_cell, seed, family, level, where=where):
                 batch.rows.append(case_row(case, "generator", train, eval_))
     batch.rows_in = len(batch.rows)
     return batch

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -43,6 +43,12 @@ class GateConfig(BaseModel):
     )
     floor: float = Field(
         default=0.05, ge=0, le=1, description="Accuracy a first champion (none yet) must reach."
+    )
+    first_baseline: Literal["base", "none"] = Field(
+        default="base",
+        description="What a first challenger (no champion yet) is measured against: 'base', "
+        "the base model it was fine-tuned from (the paired CI must clear the margin, as "
+        "against a champion, and the floor applies too); 'none', the floor alone.",
     )
     confidence: float = Field(
         default=0.95, gt=0.5, lt=1, description="Confidence level of the bootstrap interval."
@@ -201,6 +207,14 @@ def decide_first(metrics: dict[str, float], gate: GateConfig) -> Decision:
     )
 
 
+def incumbent(summary: dict[str, Any]) -> str:
+    """Who the challenger was measured against, in words."""
+    if summary.get("champion"):
+        return str(summary["champion"])
+    base = summary.get("baseline")
+    return f"none yet; compared with its base model {base}" if base else "none yet"
+
+
 def _mark(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -249,7 +263,7 @@ def markdown(
     verdict = "PROMOTED" if summary["promoted"] else "not promoted"
     return (
         f"# evaluate_promote {summary['name']} v{summary['challenger']}: {verdict}\n\n"
-        f"Champion: {summary['champion'] or 'none'}; eval set: {summary['dataset']} "
+        f"Champion: {incumbent(summary)}; eval set: {summary['dataset']} "
         f"({summary['cases']} matched cases, {summary['unmatched']} unmatched); "
         f"strategy {summary['strategy']}.\n\n"
         + "".join(f"- {r}\n" for r in summary["reasons"])

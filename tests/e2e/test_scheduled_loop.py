@@ -56,7 +56,7 @@ TINY = {  # deployment -> params for the tiny model
         "strategy": "cot",
         "width": 1,
         "max_tokens": 16,
-        "gate": {"floor": 0.0},
+        "gate": {"floor": 0.0, "first_baseline": "none"},  # plumbing: a random model
     },
 }
 

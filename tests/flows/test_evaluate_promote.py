@@ -4,6 +4,7 @@ and bad input that leaves the aliases untouched."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
@@ -14,6 +15,7 @@ from domains.errors import PonderError
 from flows.evaluate_promote import EvaluateParams, evaluate_promote
 from models.registry import connect, get_version, parse_models_uri, register_hf_dir
 from models.settings import get_settings
+from tasks import evaluate as ev
 from tasks.lake import Lake
 from tasks.records import case_row, cases_frame
 
@@ -118,6 +120,45 @@ def test_a_broken_challenger_is_refused_with_real_inference(
     assert "promoted" in done.output and "not promoted" not in done.output
     assert "PASS accuracy +1.000" in done.output
     assert _aliases() == {"champion": vg, "challenger": vg, "previous": vb}
+
+
+def test_a_first_challenger_must_beat_its_base_model(fresh_lake, tmp_path, monkeypatch) -> None:
+    """No champion yet: the challenger is measured against the base model it was tuned
+    from (its ``ponder.base`` tag), with the same paired CI as against a champion; the
+    floor is 0 here, so only that comparison can refuse it. Real inference on the
+    answering model (right on every case) and its broken twin (never right)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from tests.answering_lm import build_answering_lm
+
+    monkeypatch.setenv("PONDER_BACKEND", "transformers")
+    get_settings.cache_clear()
+    _seed_one_answer(fresh_lake)
+    good = build_answering_lm(tmp_path / "good", "Answer: 2")
+    broken = build_answering_lm(tmp_path / "broken", "Answer: 2")
+    weights = load_file(broken / "model.safetensors")
+    weights["lm_head.weight"] = torch.neg(weights["lm_head.weight"])
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    base_good, base_broken = (str(register_hf_dir(p, NAME).version) for p in (good, broken))
+    lineage = {"ponder.base": f"models:/{NAME}/{base_good}"}
+    worse = str(register_hf_dir(broken, NAME, tags=lineage).version)
+    _set(challenger=worse)
+    gate = {"max_cost_ratio": 100.0, "floor": 0.0}
+    out = evaluate_promote(_params(gate=gate))
+    assert not out["promoted"] and out["champion"] is None
+    assert out["baseline"] == f"models:/{NAME}/{base_good}" and out["accuracy_diff"] == -1.0
+    assert out["reasons"][0] == "PASS no champion yet: accuracy 0.000 >= floor 0.000"
+    assert out["reasons"][1].startswith("FAIL accuracy -1.000")
+    assert "champion" not in _aliases()
+    better = register_hf_dir(good, NAME, tags={"ponder.base": f"models:/{NAME}/{base_broken}"})
+    _set(challenger=str(better.version))  # positive control: it beats its base, promoted
+    out = evaluate_promote(_params(gate=gate))
+    assert out["promoted"] and out["reasons"][1].startswith("PASS accuracy +1.000")
+    assert _aliases()["champion"] == str(better.version)
+    lineage = SimpleNamespace(tags={"ponder.base": f"models:/{NAME}/{base_good}"})
+    assert ep._baseline(lineage, ev.GateConfig(first_baseline="none")) is None  # floor alone
+    assert ep._baseline(SimpleNamespace(tags={}), ev.GateConfig()) is None  # no lineage
 
 
 def _canned(correct: dict[str, list[bool]]):

@@ -47,7 +47,12 @@ def _params(tiny: Path, **kw) -> PipelineParams:
                 "max_completion_length": 8,
             },
         },
-        "evaluate": {"strategy": "cot", "width": 1, "max_tokens": 16, "gate": {"floor": 0.0}},
+        "evaluate": {
+            "strategy": "cot",
+            "width": 1,
+            "max_tokens": 16,
+            "gate": {"floor": 0.0, "first_baseline": "none"},  # plumbing: a random model
+        },
         "infer": {"strategy": "beam", **(search | {"model": None})},
         "isolate": False,
     }

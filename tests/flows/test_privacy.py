@@ -228,7 +228,7 @@ def _later_stages(model: str) -> dict[str, Any]:
             train=train | {"max_completion_length": 8},
         )
     )
-    gate = {"floor": 0.0}
+    gate = {"floor": 0.0, "first_baseline": "none"}  # plumbing: a random model, no bar
     judged = evaluate_promote(
         EvaluateParams(domain="medicine", strategy="cot", width=1, max_tokens=64, gate=gate)
     )
