@@ -25,6 +25,7 @@ from domains.base import get_domain
 from models.engine import get_generator, release_generator
 from models.loading import ModelSpec, resolve_model_dir
 from models.policy import PolicyTrainConfig, train_grpo, train_sft
+from models.tools import with_tools
 from tasks import finetune as ft
 
 MODEL = "models:/ponder-base-policy@champion"
@@ -33,7 +34,9 @@ MODEL = "models:/ponder-base-policy@champion"
 def evaluate(path: Path, domain, rows: list[dict], max_tokens: int) -> dict[str, float]:
     spec = ModelSpec(model=str(path), max_model_len=4096)
     try:
-        return ft.accuracy(get_generator(spec), domain, rows, max_tokens)
+        return ft.accuracy(
+            with_tools(get_generator(spec), domain.active_tools()), domain, rows, max_tokens
+        )
     finally:
         release_generator(spec)
 

@@ -617,6 +617,8 @@ def _show_pipeline(out: dict[str, Any]) -> None:
         table.add_row(key, str(value or "-"))
     console.print(table)
     _registry_table(out["registry"], "MLflow registry after the run", metrics=False)
+    if out["stages"].get("evaluate"):
+        _show_decision(out["stages"]["evaluate"])
     settings = get_settings()
     report = (out["stages"].get("infer") or {}).get("report")
     if report:
@@ -629,6 +631,37 @@ def _show_pipeline(out: dict[str, Any]) -> None:
         soft_wrap=True,
     )
     console.print("Prefect UI:    `ponder serve` (a local server, pools and a worker)")
+
+
+def _show_decision(ev: dict[str, Any]) -> None:
+    """Held-out accuracy before and after, the paired CI, the decision and its reasons."""
+    from tasks.evaluate import incumbent
+
+    metrics = ev["metrics"]
+    table = Table(
+        title=f"held-out accuracy on {ev['dataset']} ({ev['cases']} cases, {ev['strategy']})"
+    )
+    for col in ("model", "accuracy", "tokens/case", "parse failures"):
+        table.add_column(col)
+    names = {"champion": f"before: {incumbent(ev)}", "challenger": f"after: v{ev['challenger']}"}
+    for side, m in metrics.items():
+        table.add_row(
+            names[side],
+            f"{m['accuracy']:.1%}",
+            f"{m['tokens_per_case']:.0f}",
+            f"{m['parse_failure_rate']:.1%}",
+        )
+    console.print(table)
+    if ev.get("ci"):
+        low, high = ev["ci"]
+        console.print(
+            f"difference (after - before): {ev['accuracy_diff']:+.1%}, 95% paired bootstrap CI "
+            f"[{low:+.1%}, {high:+.1%}]"
+        )
+    verdict = "[green]PROMOTED[/]" if ev["promoted"] else "[yellow]not promoted[/]"
+    console.print(f"decision: {verdict}")
+    for reason in ev["reasons"]:
+        console.print(f"  {reason}")
 
 
 def _validated(schema: Any, command: str, /, **kwargs: Any) -> Any:

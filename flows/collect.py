@@ -53,6 +53,9 @@ class CollectParams(BaseModel):
         default=4, ge=0, le=100_000, description="Generator: cases per family x difficulty."
     )
     seed: int = Field(default=0, description="Generator seed.")
+    families: list[str] | None = Field(
+        default=None, description="Generator: families drawn (None: every family of the domain)."
+    )
     difficulties: list[Annotated[int, Field(ge=1, le=5)]] = Field(
         default=[1, 2, 3, 4, 5],
         min_length=1,
@@ -170,6 +173,7 @@ def gather(params: CollectParams, inbox: Path) -> tuple[Batch, Batch]:
                 params.per_cell,
                 params.seed,
                 *split,
+                families=params.families,
                 difficulties=params.difficulties,
                 where=params.where,
             ),

@@ -54,6 +54,7 @@ def from_generator(
     seed: int,
     train: float,
     eval_: float,
+    families: Sequence[str] | None = None,
     difficulties: Sequence[int] = (1, 2, 3, 4, 5),
     where: dict[str, list[str]] | None = None,
 ) -> Batch:
@@ -62,9 +63,12 @@ def from_generator(
     d = get_domain(domain)
     label = f"generator:seed={seed},n={per_cell}" + (f",where={where}" if where else "")
     batch = Batch(sources=[label])
+    names = sorted(families or d.families)
+    for name in names:
+        d.family(name)  # an unknown family fails here, listing the valid ones
     if where:
-        d.check_where(where, sorted(d.families))
-    for family in sorted(d.families):
+        d.check_where(where, names)
+    for family in names:
         if where and not set(where) <= set(d.family(family).Inputs.model_fields):
             continue  # a family without the filtered field has no matching case
         for level in difficulties:

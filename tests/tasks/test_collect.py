@@ -1,0 +1,42 @@
+"""The generator source of collect: families, difficulty levels and case filters."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from domains.base import get_domain
+from domains.errors import PonderError
+from tasks.collect import from_generator
+
+
+def test_a_case_filter_keeps_only_matching_cases_at_the_asked_levels() -> None:
+    where = {"calculator": ["anion_gap", "bmi"]}
+    batch = from_generator.fn("medicine", 3, 0, 1.0, 0.0, difficulties=[1, 2], where=where)
+    assert len(batch.rows) == 6 and batch.rows_in == 6
+    assert {r["difficulty"] for r in batch.rows} == {1, 2}
+    assert {json.loads(r["inputs"])["calculator"] for r in batch.rows} <= {"anion_gap", "bmi"}
+    unfiltered = get_domain("medicine").generate(40, 0, difficulty=1)
+    assert len({c.inputs["calculator"] for c in unfiltered}) > 2  # the filter did the work
+    assert "where=" in batch.sources[0]
+
+
+def test_families_pick_a_subset_of_the_domain() -> None:
+    batch = from_generator.fn("finance_risk", 2, 0, 1.0, 0.0, families=["structuring"])
+    assert {r["family"] for r in batch.rows} == {"structuring"} and len(batch.rows) == 10
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "fix"),
+    [
+        ({"where": {"calc": ["bmi"]}}, "where", "'calculator'"),
+        ({"where": {"calculator": ["bmx"]}}, "where", "anion_gap"),
+        ({"where": {"calculator": []}}, "where", "at least one"),
+        ({"families": ["nope"]}, "family", "clinical_calc"),
+    ],
+)
+def test_bad_filters_name_the_field_and_the_valid_values(kwargs, field, fix) -> None:
+    with pytest.raises(PonderError) as err:
+        from_generator.fn("medicine", 1, 0, 1.0, 0.0, **kwargs)
+    assert err.value.field == field and fix in err.value.fix
