@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRA  ?= cpu
 
-.PHONY: install browser demo test e2e reliability bench bench-quality bench-reward bench-rl bench-compute lint clean
+.PHONY: install browser demo test e2e reliability bench bench-quality bench-reward bench-rl bench-compute bench-loop lint clean
 
 install: $(STAMP)
 
@@ -74,6 +74,13 @@ bench-rl: install
 # beam/MCTS throughput with calls vs without.
 bench-compute: install
 	$(PY) -m bench.compute
+
+# Two turns of the loop on the real flows (collect -> rollouts -> refresh_reward -> finetune
+# -> evaluate_promote -> infer), then search at N = 1, 4, 16; writes .ponder/bench/loop/.
+# SUITE=formulas runs the short-formula suite instead of the issue's.
+SUITE ?= issue
+bench-loop: install
+	$(PY) -m bench.loop --suite $(SUITE)
 
 lint: install
 	$(VENV)/bin/ruff check --fix .

@@ -44,6 +44,10 @@ class PolicyTrainConfig(BaseModel):
     max_length: int = Field(default=2048, ge=64, description="SFT token cap per example.")
     temperature: float = Field(default=1.0, gt=0, le=2, description="Rollout temperature.")
     beta: float = Field(default=0.0, ge=0, description="KL coefficient (0: no reference model).")
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field(
+        default="dapo",
+        description="TRL's GRPO loss normalisation; 'dr_grpo' is Dr. GRPO's unbiased loss.",
+    )
     save_steps: int = Field(default=10, ge=1, description="Checkpoint every K GRPO steps.")
     lora: bool | None = Field(default=None, description="LoRA adapters; None = on GPU only.")
     lora_rank: int = Field(default=16, ge=1, le=256, description="LoRA rank when LoRA is on.")
@@ -294,6 +298,7 @@ def train_grpo(
         max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature,
         beta=cfg.beta,
+        loss_type=cfg.loss_type,
         reward_weights=list(weights),
         save_strategy="steps",
         save_steps=cfg.save_steps,

@@ -90,6 +90,20 @@ def test_demo_config_validates_as_pipeline_params() -> None:
             assert getattr(params, stage).domain == params.domain
 
 
+def test_demo_config_keeps_the_production_gates() -> None:
+    """The demo promotes through the real gates: no floor, margin or tolerance of the
+    policy or reward-model gate differs from the params models' defaults."""
+    from flows.pipeline import PipelineParams
+    from flows.refresh_reward import RefreshParams
+    from tasks.evaluate import GateConfig
+
+    params = PipelineParams(**yaml.safe_load(DEMO.read_text()))
+    assert params.evaluate.gate == GateConfig()
+    production = RefreshParams()
+    for knob in ("floor", "promote_margin", "family_tolerance"):
+        assert getattr(params.refresh, knob) == getattr(production, knob), knob
+
+
 def test_demo_config_with_an_unknown_knob_is_refused() -> None:
     from pydantic import ValidationError
 

@@ -1,0 +1,629 @@
+"""``make bench-loop``: two turns of the loop on the real flows, and what each stage bought.
+
+Every stage is the real flow (collect, infer, refresh_reward, finetune, evaluate_promote),
+called in this process on a PONDER_HOME of its own, so the bench measures what a user
+runs. Per domain of the suite:
+
+1. collect the training cases (seed 1, all train split) and the held-out cases (seed 2,
+   all test split; a case equal to a training case keeps its train split, so nothing
+   evaluated was trained on);
+2. held-out accuracy of the base model (greedy cot through ``infer``);
+3. round 1: rollouts of the base model (train split) -> ``refresh_reward`` (ORM) ->
+   ``finetune`` (SFT on reference solutions, then GRPO with the domain reward parts and
+   the learned ORM) -> ``evaluate_promote`` against the base model (the real gate);
+4. round 2: the round-1 champion's rollouts on every split; simulated reviewers mark the
+   first wrong step of each sampled path by comparing its numbers with the reference
+   solution, and the labels go in through the same feedback inbox a person uses (reviewer
+   ``simulated-reviewer``); ``refresh_reward`` trains the PRM from them and Monte-Carlo
+   rollouts; GRPO again from the round-1 champion with the PRM as a reward part;
+   ``evaluate_promote`` against the round-1 champion;
+5. search with the final champion: each strategy at each N on the held-out cases.
+
+Prints every setting, each accuracy with a 95% bootstrap CI (paired differences for the
+stage gains), ORM pairwise accuracy and PRM AUROC on held-out data, ECE, wall time per
+stage; writes ``loop.json``, ``stages.png`` and ``search.png`` under --out.
+
+Run: ``python -m bench.loop`` (the issue's suite; hours on 2 CPU cores) or
+``python -m bench.loop --suite formulas`` (short formulas only, minutes to an hour).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BASE = "models:/ponder-base-policy@champion"
+REVIEWER = "simulated-reviewer"
+
+
+@dataclass(frozen=True)
+class Group:
+    """Cases of one part of a suite: a domain's families at some levels, maybe filtered."""
+
+    domain: str
+    families: tuple[str, ...] | None
+    difficulties: tuple[int, ...]
+    where: dict[str, list[str]] | None = None
+
+
+MEDICINE_FORMULAS = ["anion_gap", "corrected_calcium", "bmi", "qtc_bazett"]
+SUITES: dict[str, list[Group]] = {
+    "issue": [
+        Group("medicine", None, (3, 4, 5)),
+        Group("finance_risk", ("credit_capital",), (3, 4, 5)),
+        Group("finance_risk", ("structuring",), (2, 3)),
+        Group("finance_risk", ("aml_typology",), (1, 2)),
+    ],
+    "formulas": [Group("medicine", None, (1, 2), {"calculator": MEDICINE_FORMULAS})],
+}
+STRATEGIES = {  # strategy -> the scorer it uses
+    "cot": "policy_logprob",
+    "self_consistency": "policy_logprob",
+    "best_of_n": "policy_logprob",
+    "weighted_best_of_n": "learned",
+    "beam": "learned",
+    "mcts": "learned",
+}
+
+
+@dataclass
+class Clock:
+    """Wall time per stage, in the order the stages ran."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def run(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - start
+            print(f"[loop] {name:<28s} {self.stages[name] / 60:6.1f} min", flush=True)
+
+
+def bootstrap(xs: np.ndarray, seed: int = 0, n: int = 2000) -> tuple[float, float, float]:
+    """Mean and 95% percentile bootstrap interval (for a paired difference, pass it)."""
+    xs = np.asarray(xs, dtype=float)
+    if xs.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = rng.choice(xs, size=(n, xs.size), replace=True).mean(axis=1)
+    return float(xs.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def fmt(ci: tuple[float, float, float], signed: bool = False) -> str:
+    s = "+" if signed else ""
+    return f"{100 * ci[0]:{s}.1f}% [{100 * ci[1]:{s}.1f}, {100 * ci[2]:{s}.1f}]"
+
+
+# -- the stages, each through its real flow ------------------------------------------------
+def collect_suite(domain: str, groups: list[Group], args: argparse.Namespace) -> str:
+    """Training cases (seed 1) then held-out cases (seed 2); returns the cases version."""
+    from flows.collect import CollectParams, collect
+
+    out = None
+    for seed, per_cell, split in (
+        (1, args.train_per_cell, "train"),
+        (2, args.heldout_per_cell, "test"),
+    ):
+        shares = (
+            {"train": 1.0, "eval": 0.0, "test": 0.0}
+            if split == "train"
+            else {"train": 0.0, "eval": 0.0, "test": 1.0}
+        )
+        for g in groups:
+            out = collect(
+                CollectParams(
+                    domain=domain,
+                    sources=["generator"],
+                    per_cell=per_cell,
+                    seed=seed,
+                    families=list(g.families) if g.families else None,
+                    difficulties=list(g.difficulties),
+                    where=g.where,
+                    **shares,
+                )
+            )
+    return out["cases"]["version"]
+
+
+def held_out(domain: str, version: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Greedy cot on the test split through ``infer``: per-case correctness, tokens, ECE."""
+    import polars as pl
+
+    from flows.infer import InferParams, infer
+    from models.settings import get_settings
+    from tasks.evaluate import ece
+    from tasks.lake import Lake
+
+    out = infer(
+        InferParams(
+            domain=domain,
+            input=f"lake:cases@{version}",
+            split="test",
+            model=model,
+            strategy="cot",
+            width=1,
+            temperature=0.0,
+            max_tokens=args.max_tokens,
+            log_traces=0,
+        )
+    )
+    frame = (
+        Lake(get_settings().lake_root)
+        .scan(domain, "predictions", out["version"])
+        .filter(pl.col("model_version") == out["model"])
+        .collect()
+        .sort("case_id")
+    )
+    correct = frame["correct"].fill_null(False).cast(pl.Float64).to_numpy()
+    return {
+        "case_id": frame["case_id"].to_list(),
+        "family": frame["family"].to_list(),
+        "correct": correct.tolist(),
+        "tokens": float(frame["tokens"].mean() or 0.0),
+        "ece": ece(frame["confidence"].to_numpy(), correct),
+        "accuracy": bootstrap(correct),
+    }
+
+
+def rollouts(domain: str, version: str, model: str, split: str | None, args) -> dict[str, Any]:
+    from flows.infer import InferParams, infer
+
+    return infer(
+        InferParams(
+            domain=domain,
+            input=f"lake:cases@{version}",
+            split=split,
+            model=model,
+            strategy="self_consistency",
+            width=args.rollout_width,
+            max_tokens=args.max_tokens,
+            log_traces=0,
+        )
+    )
+
+
+def refresh(domain: str, policy: str, kinds: list[str], args) -> dict[str, Any]:
+    from flows.refresh_reward import RefreshParams, refresh_reward
+
+    return refresh_reward(
+        RefreshParams(
+            domain=domain,
+            policy=policy,
+            models=kinds,
+            mc_rollouts=args.mc_rollouts,
+            mc_paths_per_case=1,
+            mc_max_tokens=args.max_tokens,
+            train={"max_steps": args.rm_steps, "batch_size": 4, "max_length": 3072},
+        )
+    )
+
+
+def tune(domain: str, version: str, base: str, args, **kw: Any) -> dict[str, Any]:
+    from flows.finetune import FinetuneParams, finetune
+
+    sft = kw.pop("sft", True)
+    steps = kw.pop("grpo_steps")
+    return finetune(
+        FinetuneParams(
+            domain=domain,
+            dataset_version=version,
+            base_model=base,
+            curriculum=False,
+            max_rows=args.max_rows,
+            train={
+                "sft": sft,
+                "sft_max_steps": args.sft_steps,
+                "sft_learning_rate": args.sft_lr,
+                "grpo_max_steps": steps,
+                "learning_rate": args.grpo_lr,
+                "num_generations": args.generations,
+                "batch_size": args.generations * 2,
+                "max_completion_length": args.max_tokens,
+                "max_length": 3072,
+                "loss_type": args.loss_type,
+            },
+            **kw,
+        )
+    )
+
+
+def judge(domain: str, version: str, challenger: str, args) -> dict[str, Any]:
+    from flows.evaluate_promote import EvaluateParams, evaluate_promote
+
+    return evaluate_promote(
+        EvaluateParams(
+            domain=domain,
+            dataset_version=version,
+            challenger=challenger,
+            strategy="cot",
+            width=1,
+            temperature=0.0,
+            max_tokens=args.max_tokens,
+        )
+    )
+
+
+# -- simulated reviewers -------------------------------------------------------------------
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def _numbers(text: str) -> set[str]:
+    return {f"{float(n):g}" for n in NUMBER.findall(text)}
+
+
+def first_wrong_step(steps: list[str], reference: str, correct: bool) -> int:
+    """1-based index of the first step that states a number the reference solution does
+    not (0: none wrong). A correct final answer with clean steps is 0; a wrong answer
+    whose steps all look clean blames its last step."""
+    ref = _numbers(reference)
+    for k, step in enumerate(steps, start=1):
+        if _numbers(step) - ref:
+            return k
+    return 0 if correct else len(steps)
+
+
+def simulated_labels(domain: str, predictions: str, inbox: Path, cap: int) -> int:
+    """First-wrong-step labels for the stored tree paths of one predictions version,
+    written as a feedback file to the inbox (the path a person's CSV export takes);
+    returns how many."""
+    import polars as pl
+
+    from domains.base import get_domain
+    from models.settings import get_settings
+    from tasks.lake import Lake
+    from tasks.report import load_trees
+    from tasks.reward import load_cases
+
+    lake = Lake(get_settings().lake_root)
+    d = get_domain(domain)
+    cases, _ = load_cases(lake, domain)
+    path = lake.info(domain, "predictions", predictions).path / "trees.parquet"
+    rows = []
+    for case_id, tree in load_trees(pl.read_parquet(path)).items():
+        case = cases.get(case_id)
+        if case is None or not case.reference:
+            continue
+        for leaf in tree.leaves()[:2]:
+            steps = [n.text for n in tree.path(leaf)]
+            ok = d.check(tree.text(leaf), case).correct
+            rows.append(
+                {
+                    "case_id": case_id,
+                    "trace_id": f"{case_id}#{leaf.id}",
+                    "reviewer_id": REVIEWER,
+                    "kind": "first_wrong_step",
+                    "first_wrong_step": first_wrong_step(steps, case.reference, ok),
+                    "rationale": "simulated: compared with the reference solution",
+                }
+            )
+    rows = rows[:cap]
+    target = inbox / "feedback" / f"simulated-{predictions}.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(rows).write_csv(target)
+    return len(rows)
+
+
+# -- the loop ------------------------------------------------------------------------------
+def run_domain(domain: str, groups: list[Group], args, clock: Clock) -> dict[str, Any]:
+    from flows.collect import CollectParams, collect
+    from models.settings import get_settings
+
+    out: dict[str, Any] = {"groups": [g.__dict__ for g in groups]}
+    version = clock.run(f"{domain}: collect", collect_suite, domain, groups, args)
+    acc = {"base": clock.run(f"{domain}: held-out base", held_out, domain, version, BASE, args)}
+    clock.run(f"{domain}: rollouts (base)", rollouts, domain, version, BASE, None, args)
+    r1_rm = clock.run(f"{domain}: refresh ORM", refresh, domain, BASE, ["orm"], args)
+    orm = _uri(domain, "orm", r1_rm.get("orm"))
+    r1 = clock.run(
+        f"{domain}: finetune round 1",
+        tune,
+        domain,
+        version,
+        BASE,
+        args,
+        grpo_steps=args.grpo_steps,
+        orm=orm or "none",
+    )
+    acc["sft"] = clock.run(
+        f"{domain}: held-out SFT",
+        held_out,
+        domain,
+        version,
+        str(Path(r1["work_dir"]) / "sft"),
+        args,
+    )
+    r1_uri = f"models:/ponder-{domain}-policy/{r1['version']}"
+    gate1 = clock.run(f"{domain}: evaluate round 1", judge, domain, version, r1_uri, args)
+    acc["round1"] = held_out(domain, version, r1_uri, args)  # served from evaluate's cache
+    champion1 = r1_uri if gate1["promoted"] else BASE
+    preds = clock.run(
+        f"{domain}: rollouts (round 1)", rollouts, domain, version, champion1, None, args
+    )
+    inbox = Path(get_settings().home) / "inbox"
+    labels = simulated_labels(domain, preds["version"], inbox, args.review_cap)
+    clock.run(
+        f"{domain}: collect labels",
+        collect,
+        CollectParams(domain=domain, sources=["files"], per_cell=0, inbox=inbox),
+    )
+    r2_rm = clock.run(f"{domain}: refresh PRM", refresh, domain, champion1, ["prm"], args)
+    prm = _uri(domain, "prm", r2_rm.get("prm"))
+    r2 = clock.run(
+        f"{domain}: finetune round 2",
+        tune,
+        domain,
+        version,
+        champion1,
+        args,
+        sft=False,
+        grpo_steps=args.grpo_steps_round2,
+        orm=orm or "none",
+        prm=prm,
+    )
+    r2_uri = f"models:/ponder-{domain}-policy/{r2['version']}"
+    gate2 = clock.run(f"{domain}: evaluate round 2", judge, domain, version, r2_uri, args)
+    acc["round2"] = held_out(domain, version, r2_uri, args)
+    final = r2_uri if gate2["promoted"] else champion1
+    out |= {
+        "cases_version": version,
+        "accuracy": acc,
+        "orm": r1_rm.get("orm"),
+        "prm": r2_rm.get("prm"),
+        "simulated_labels": labels,
+        "gates": {"round1": _gate(gate1), "round2": _gate(gate2)},
+        "final_champion": final,
+    }
+    if not args.skip_search:
+        out["search"] = search(domain, version, final, args, clock)
+    return out
+
+
+def search(domain: str, version: str, model: str, args, clock: Clock) -> list[dict[str, Any]]:
+    """Each strategy at each N on the held-out cases with the final champion."""
+    import polars as pl
+
+    from flows.infer import InferParams, infer
+    from models.settings import get_settings
+    from tasks.lake import Lake
+
+    rows = []
+    for n in args.search_n:
+        for strategy, scorer in STRATEGIES.items():
+            if strategy == "cot" and n > 1:
+                continue
+            params = InferParams(
+                domain=domain,
+                input=f"lake:cases@{version}",
+                split="test",
+                model=model,
+                strategy=strategy,
+                width=n,
+                max_tokens=args.max_tokens,
+                scorer=scorer,
+                log_traces=0,
+            )
+            got = clock.run(f"{domain}: search {strategy} N={n}", infer, params)
+            frame = (
+                Lake(get_settings().lake_root)
+                .scan(domain, "predictions", got["version"])
+                .filter(pl.col("model_version") == got["model"])
+                .collect()
+            )
+            correct = frame["correct"].fill_null(False).cast(pl.Float64).to_numpy()
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "n": n,
+                    "accuracy": bootstrap(correct),
+                    "tokens_per_case": float(frame["tokens"].mean() or 0.0),
+                    "case_id": frame["case_id"].to_list(),
+                    "correct": correct.tolist(),
+                }
+            )
+    return rows
+
+
+def _uri(domain: str, kind: str, result: Any) -> str | None:
+    if isinstance(result, dict) and result.get("decision") == "promoted":
+        return f"models:/ponder-{domain}-{kind}/{result['version']}"
+    return None
+
+
+def _gate(summary: dict[str, Any]) -> dict[str, Any]:
+    keep = ("promoted", "reasons", "accuracy_diff", "ci", "baseline", "champion", "challenger")
+    return {k: summary.get(k) for k in keep}
+
+
+# -- the report ----------------------------------------------------------------------------
+def paired(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float, float]:
+    """b - a on the cases both answered, with a paired bootstrap CI."""
+    ia = dict(zip(a["case_id"], a["correct"], strict=True))
+    ib = dict(zip(b["case_id"], b["correct"], strict=True))
+    common = sorted(set(ia) & set(ib))
+    return bootstrap(np.array([ib[c] - ia[c] for c in common]))
+
+
+def report(results: dict[str, Any], args, clock: Clock) -> None:
+    stages = ("base", "sft", "round1", "round2")
+    print("\n[loop] held-out accuracy by stage (greedy cot; 95% bootstrap CI over cases)")
+    for domain, r in results.items():
+        acc = r["accuracy"]
+        for stage in stages:
+            a = acc[stage]
+            n = len(a["correct"])
+            print(
+                f"  {domain:<13s} {stage:<7s} {fmt(a['accuracy'])}  n={n}  "
+                f"tokens {a['tokens']:.0f}  ECE {a['ece']:.3f}"
+            )
+        for fam in sorted(set(acc["base"]["family"])):
+            line = "  ".join(f"{s} {_fam(acc[s], fam):.1%}" for s in stages)
+            print(f"    {fam:<18s} {line}")
+        gain = fmt(paired(acc["sft"], acc["round1"]), True)
+        print(f"  goal 1, GRPO over SFT (paired): {gain} (goal >= +15)")
+        final, base = fmt(acc["round2"]["accuracy"]), fmt(acc["base"]["accuracy"])
+        print(f"  goal 2, round-2 champion: {final} (goal >= 75%; base {base})")
+        turn = fmt(paired(acc["round1"], acc["round2"]), True)
+        print(f"  goal 5, round 2 - round 1 (paired): {turn} (CI not below 0)")
+        prm, orm = r.get("prm") or {}, r.get("orm") or {}
+        print(
+            f"  goal 4, PRM held-out AUROC: {prm.get('heldout_auroc')} (goal >= 0.80; "
+            f"{prm.get('heldout_examples')} held-out paths; {r['simulated_labels']} simulated "
+            "labels in all)"
+        )
+        print(
+            f"  ORM held-out pairwise accuracy: {orm.get('heldout_accuracy')} "
+            f"({orm.get('heldout_examples')} pairs)"
+        )
+        for name, g in r["gates"].items():
+            print(
+                f"  gate {name}: {'PROMOTED' if g['promoted'] else 'not promoted'}; "
+                + "; ".join(g["reasons"] or [])
+            )
+        if r.get("search"):
+            _search_report(r["search"])
+    print("\n[loop] wall time per stage")
+    for name, s in clock.stages.items():
+        print(f"  {name:<40s} {s / 60:6.1f} min")
+
+
+def _fam(stage: dict[str, Any], family: str) -> float:
+    xs = [c for c, f in zip(stage["correct"], stage["family"], strict=True) if f == family]
+    return float(np.mean(xs)) if xs else float("nan")
+
+
+def _search_report(rows: list[dict[str, Any]]) -> None:
+    print("  search with the final champion (held-out):")
+    for r in rows:
+        tokens = r["tokens_per_case"]
+        print(f"    {r['strategy']:<20s} N={r['n']:<3d} {fmt(r['accuracy'])}  tokens {tokens:.0f}")
+    by = {(r["strategy"], r["n"]): r for r in rows}
+    for n in sorted({r["n"] for r in rows if r["n"] > 1}):
+        sc = by.get(("self_consistency", n))
+        learned = [by[(s, n)] for s in ("weighted_best_of_n", "beam", "mcts") if (s, n) in by]
+        if sc and learned:
+            best = max(learned, key=lambda r: r["accuracy"][0])
+            print(
+                f"    goal 3 at N={n}: {best['strategy']} - self_consistency "
+                f"{fmt(paired(sc, best), True)} (goal >= +5, CI excluding 0)"
+            )
+
+
+def plots(results: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = ("base", "sft", "round1", "round2")
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for domain, r in results.items():
+        ys = [100 * r["accuracy"][s]["accuracy"][0] for s in stages]
+        lo = [100 * r["accuracy"][s]["accuracy"][1] for s in stages]
+        hi = [100 * r["accuracy"][s]["accuracy"][2] for s in stages]
+        ax.errorbar(
+            stages,
+            ys,
+            yerr=[np.subtract(ys, lo), np.subtract(hi, ys)],
+            marker="o",
+            capsize=3,
+            label=domain,
+        )
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_title("accuracy by stage (95% bootstrap CI)")
+    ax.legend(fontsize=8)
+    fig.savefig(out / "stages.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for domain, r in results.items():
+        for strategy in STRATEGIES:
+            pts = sorted(
+                (x["tokens_per_case"], 100 * x["accuracy"][0])
+                for x in r.get("search", [])
+                if x["strategy"] == strategy
+            )
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=f"{domain} {strategy}")
+    ax.set_xscale("log")
+    ax.set_xlabel("generated tokens per case")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.legend(fontsize=7)
+    fig.savefig(out / "search.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--suite", choices=sorted(SUITES), default="issue")
+    ap.add_argument(
+        "--train-per-cell", type=int, default=16, help="training cases per family x level"
+    )
+    ap.add_argument(
+        "--heldout-per-cell", type=int, default=14, help="held-out cases per family x level"
+    )
+    ap.add_argument("--max-tokens", type=int, default=1024, help="generated-token cap per answer")
+    ap.add_argument("--rollout-width", type=int, default=2, help="samples per case for RM data")
+    ap.add_argument(
+        "--mc-rollouts", type=int, default=2, help="Monte-Carlo completions per step prefix"
+    )
+    ap.add_argument("--rm-steps", type=int, default=40, help="ORM/PRM training steps")
+    ap.add_argument("--max-rows", type=int, default=512, help="most training prompts")
+    ap.add_argument("--sft-steps", type=int, default=64)
+    ap.add_argument("--sft-lr", type=float, default=1e-4)
+    ap.add_argument("--grpo-steps", type=int, default=8)
+    ap.add_argument("--grpo-steps-round2", type=int, default=8)
+    ap.add_argument("--grpo-lr", type=float, default=1e-5)
+    ap.add_argument("--generations", type=int, default=4, help="GRPO group size")
+    ap.add_argument("--loss-type", default="dr_grpo", help="TRL GRPO loss_type (Dr. GRPO)")
+    ap.add_argument("--review-cap", type=int, default=400, help="most simulated labels")
+    ap.add_argument("--search-n", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--skip-search", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path(".ponder/bench/loop"))
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    home = (args.out / "home").resolve()
+    os.environ["PONDER_HOME"] = str(home)
+    print(f"[settings] {vars(args)}\n[settings] PONDER_HOME={home}", flush=True)
+    _base_model(home)
+    clock = Clock()
+    results: dict[str, Any] = {}
+    suite = SUITES[args.suite]
+    for domain in dict.fromkeys(g.domain for g in suite):
+        results[domain] = run_domain(domain, [g for g in suite if g.domain == domain], args, clock)
+        (args.out / "loop.json").write_text(
+            json.dumps(
+                {
+                    "settings": {k: str(v) for k, v in vars(args).items()},
+                    "results": results,
+                    "wall_s": clock.stages,
+                },
+                indent=1,
+            )
+        )
+    report(results, args, clock)
+    plots(results, args.out)
+    print(f"[loop] wrote {args.out / 'loop.json'}, stages.png, search.png")
+
+
+def _base_model(home: Path) -> None:
+    """The example model registered in this home's registry (built once per home)."""
+    from models.example import fetch_example
+    from models.settings import get_settings
+
+    get_settings.cache_clear()
+    fetch_example()
+
+
+if __name__ == "__main__":
+    main()
