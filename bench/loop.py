@@ -332,7 +332,7 @@ def run_domain(domain: str, groups: list[Group], args, clock: Clock) -> dict[str
         BASE,
         args,
         grpo_steps=args.grpo_steps,
-        orm=orm or "none",
+        orm=orm,
     )
     acc["sft"] = clock.run(
         f"{domain}: held-out SFT",
@@ -367,7 +367,7 @@ def run_domain(domain: str, groups: list[Group], args, clock: Clock) -> dict[str
         args,
         sft=False,
         grpo_steps=args.grpo_steps_round2,
-        orm=orm or "none",
+        orm=orm,
         prm=prm,
     )
     r2_uri = f"models:/ponder-{domain}-policy/{r2['version']}"

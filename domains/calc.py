@@ -270,10 +270,12 @@ def check_tools(names: Sequence[str]) -> list[str]:
 
 
 def prompt_paragraph() -> str:
-    """The one-paragraph explanation every prompt carries when the calculator is on."""
+    """The one-paragraph explanation every prompt carries when the calculator is on. Its
+    example shares no number or shape with any domain formula: a small model copies the
+    prompt's example into its own expression (seen with an anion-gap-like example)."""
     return (
         "Calculator: write every computation as <<expression>> and stop; the exact result is "
-        "inserted after it, e.g. <<140 - (100 + 24)>> = 16. Use + - * / ** ( ) and sqrt, ln, "
+        "inserted after it, e.g. <<(7 + 5) * 3>> = 36. Use + - * / ** ( ) and sqrt, ln, "
         "log10, exp, abs, min, max, round, floor, ceil, norm_cdf, norm_ppf. Do not compute "
         "in your head."
     )

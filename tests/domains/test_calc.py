@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from domains.calc import CalcLimits, annotate, calls_in, evaluate, format_number, open_call
@@ -79,3 +81,23 @@ def test_notation_helpers() -> None:
     assert open_call("<<1>> = 1, and <<2 + 2>>") == "2 + 2"
     assert open_call("a >> b") is None and open_call("<<1>> = 1 >>") is None
     assert format_number(-3.0) == "-3" and format_number(0.5) == "0.5"
+
+
+def _shape(expr: str) -> str:
+    return re.sub(r"\d+(?:\.\d+)?", "n", expr.replace(" ", ""))
+
+
+def test_the_prompt_example_matches_no_formula_a_reference_uses() -> None:
+    """A small model copies the prompt's example into its own expression (an anion-gap
+    example made the SFT model write ``<<118 - (100 + 24)>>``): the example must share no
+    shape with any expression of any domain's reference solutions."""
+    from domains.base import domain_names, get_domain
+    from domains.calc import prompt_paragraph
+
+    *_, example = calls_in(prompt_paragraph())  # after the "<<expression>>" placeholder
+    shapes = set()
+    for name in domain_names():
+        for case in get_domain(name).generate(120, 3):
+            shapes |= {_shape(c.expression) for c in calls_in(case.reference or "")}
+    assert len(shapes) > 10  # the references were read
+    assert _shape(example.expression) not in shapes
