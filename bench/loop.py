@@ -175,7 +175,9 @@ def held_out(domain: str, version: str, model: str, args: argparse.Namespace) ->
     }
 
 
-def rollouts(domain: str, version: str, model: str, split: str | None, args) -> dict[str, Any]:
+def rollouts(
+    domain: str, version: str, model: str, split: str | None, args, max_tokens: int
+) -> dict[str, Any]:
     from flows.infer import InferParams, infer
 
     return infer(
@@ -186,7 +188,7 @@ def rollouts(domain: str, version: str, model: str, split: str | None, args) -> 
             model=model,
             strategy="self_consistency",
             width=args.rollout_width,
-            max_tokens=args.max_tokens,
+            max_tokens=max_tokens,
             log_traces=0,
         )
     )
@@ -202,7 +204,7 @@ def refresh(domain: str, policy: str, kinds: list[str], args) -> dict[str, Any]:
             models=kinds,
             mc_rollouts=args.mc_rollouts,
             mc_paths_per_case=1,
-            mc_max_tokens=args.max_tokens,
+            mc_max_tokens=args.mc_tokens,
             train={"max_steps": args.rm_steps, "batch_size": 4, "max_length": 3072},
         )
     )
@@ -321,7 +323,16 @@ def run_domain(domain: str, groups: list[Group], args, clock: Clock) -> dict[str
     out: dict[str, Any] = {"groups": [g.__dict__ for g in groups]}
     version = clock.run(f"{domain}: collect", collect_suite, domain, groups, args)
     acc = {"base": clock.run(f"{domain}: held-out base", held_out, domain, version, BASE, args)}
-    clock.run(f"{domain}: rollouts (base)", rollouts, domain, version, BASE, None, args)
+    clock.run(
+        f"{domain}: rollouts (base)",
+        rollouts,
+        domain,
+        version,
+        BASE,
+        None,
+        args,
+        args.base_rollout_tokens,
+    )
     r1_rm = clock.run(f"{domain}: refresh ORM", refresh, domain, BASE, ["orm"], args)
     orm = _uri(domain, "orm", r1_rm.get("orm"))
     r1 = clock.run(
@@ -347,7 +358,14 @@ def run_domain(domain: str, groups: list[Group], args, clock: Clock) -> dict[str
     acc["round1"] = held_out(domain, version, r1_uri, args)  # served from evaluate's cache
     champion1 = r1_uri if gate1["promoted"] else BASE
     preds = clock.run(
-        f"{domain}: rollouts (round 1)", rollouts, domain, version, champion1, None, args
+        f"{domain}: rollouts (round 1)",
+        rollouts,
+        domain,
+        version,
+        champion1,
+        None,
+        args,
+        args.max_tokens,
     )
     inbox = Path(get_settings().home) / "inbox"
     labels = simulated_labels(domain, preds["version"], inbox, args.review_cap)
@@ -574,6 +592,14 @@ def main() -> None:
     )
     ap.add_argument("--max-tokens", type=int, default=1024, help="generated-token cap per answer")
     ap.add_argument("--rollout-width", type=int, default=2, help="samples per case for RM data")
+    ap.add_argument(
+        "--base-rollout-tokens",
+        type=int,
+        default=256,
+        help="cap of the base model's rollouts (it never stops on its own; the reference "
+        "solution is the correct side of its verifier pairs)",
+    )
+    ap.add_argument("--mc-tokens", type=int, default=512, help="cap per Monte-Carlo completion")
     ap.add_argument(
         "--mc-rollouts", type=int, default=2, help="Monte-Carlo completions per step prefix"
     )
