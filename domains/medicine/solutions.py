@@ -182,8 +182,12 @@ def _cockcroft_gault(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
 def _anion_gap(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
     w = Work()
     na, cl, hco3 = (values[k].number for k in ("sodium", "chloride", "bicarbonate"))
+    # the values restated next to the call, as every other formula does: with them five
+    # lines up, the SFT model copied symbols or digits wrongly into the expression
+    for name, number in (("Na", na), ("Cl", cl), ("HCO3", hco3)):
+        w.say(f"{name} {number} mmol/L (no conversion)")
     w.calc("anion gap = Na - (Cl + HCO3)", f"{na} - ({cl} + {hco3})", "mmol/L")
-    return ["Compute:\n" + "\n".join(w.lines)]
+    return ["Units and compute:\n" + "\n".join(w.lines)]
 
 
 def _corrected_calcium(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
