@@ -111,7 +111,7 @@ def _seed_lake(root: Path, tiny_model: Path) -> Lake:
 
 
 def _params(tiny_model: Path, **train) -> RefreshParams:
-    cfg = {"max_steps": 16, "batch_size": 4, "learning_rate": 3e-3, "max_length": 2048}
+    cfg = {"max_steps": 40, "batch_size": 4, "learning_rate": 3e-3, "max_length": 2048}
     return RefreshParams(
         domain=DOMAIN,
         policy=str(tiny_model),
