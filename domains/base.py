@@ -158,6 +158,7 @@ class Domain:
     ) -> list[Case]:
         self.check_where(where, names)
         tries = max(n, 1) * WHERE_TRIES
+        allowed = {k: set(map(str, v)) for k, v in where.items()}
         out: list[Case] = []
         for i in range(tries):
             if len(out) == n:
@@ -165,7 +166,7 @@ class Domain:
             case = self._make(
                 seed, i, names[i % len(names)], difficulty or 1 + (i // len(names)) % 5
             )
-            if all(str(case.inputs.get(k)) in set(map(str, v)) for k, v in where.items()):
+            if all(str(case.inputs.get(k)) in v for k, v in allowed.items()):
                 out.append(case)
         if len(out) < n:
             raise PonderError(

@@ -82,13 +82,10 @@ def _seed_one_answer(root: Path, value: int = 2, n: int = 4) -> None:
     Lake(root / "lake").write_version(DOMAIN, "cases", cases_frame(rows), ["test"])
 
 
-def test_a_broken_challenger_is_refused_with_real_inference(
-    fresh_lake, tmp_path, monkeypatch
-) -> None:
-    """Real inference (transformers backend) on two real models: a policy whose weights
-    make it answer ``Answer: 2`` (right on every seeded case), and the same weights with
-    the LM head negated (broken: no answer line). The gate must refuse the broken one as
-    challenger, and, as a positive control, promote the good one over it."""
+def _good_and_broken(root: Path, tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """Seed cases whose answer is 2, and build two real models on the transformers
+    backend: one that always answers ``Answer: 2``, and its twin with the LM head negated
+    (never an answer line)."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -96,12 +93,23 @@ def test_a_broken_challenger_is_refused_with_real_inference(
 
     monkeypatch.setenv("PONDER_BACKEND", "transformers")
     get_settings.cache_clear()
-    _seed_one_answer(fresh_lake)
+    _seed_one_answer(root)
     good = build_answering_lm(tmp_path / "good", "Answer: 2")
     broken = build_answering_lm(tmp_path / "broken", "Answer: 2")
     weights = load_file(broken / "model.safetensors")
     weights["lm_head.weight"] = torch.neg(weights["lm_head.weight"])
     save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    return good, broken
+
+
+def test_a_broken_challenger_is_refused_with_real_inference(
+    fresh_lake, tmp_path, monkeypatch
+) -> None:
+    """Real inference (transformers backend) on two real models: a policy whose weights
+    make it answer ``Answer: 2`` (right on every seeded case), and the same weights with
+    the LM head negated (broken: no answer line). The gate must refuse the broken one as
+    challenger, and, as a positive control, promote the good one over it."""
+    good, broken = _good_and_broken(fresh_lake, tmp_path, monkeypatch)
     vg, vb = (str(register_hf_dir(p, NAME).version) for p in (good, broken))
     _set(champion=vg, challenger=vb)
     out = evaluate_promote(_params(gate={"max_cost_ratio": 100.0}))  # accuracy alone decides
@@ -127,19 +135,7 @@ def test_a_first_challenger_must_beat_its_base_model(fresh_lake, tmp_path, monke
     from (its ``ponder.base`` tag), with the same paired CI as against a champion; the
     floor is 0 here, so only that comparison can refuse it. Real inference on the
     answering model (right on every case) and its broken twin (never right)."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    from tests.answering_lm import build_answering_lm
-
-    monkeypatch.setenv("PONDER_BACKEND", "transformers")
-    get_settings.cache_clear()
-    _seed_one_answer(fresh_lake)
-    good = build_answering_lm(tmp_path / "good", "Answer: 2")
-    broken = build_answering_lm(tmp_path / "broken", "Answer: 2")
-    weights = load_file(broken / "model.safetensors")
-    weights["lm_head.weight"] = torch.neg(weights["lm_head.weight"])
-    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    good, broken = _good_and_broken(fresh_lake, tmp_path, monkeypatch)
     base_good, base_broken = (str(register_hf_dir(p, NAME).version) for p in (good, broken))
     lineage = {"ponder.base": f"models:/{NAME}/{base_good}"}
     worse = str(register_hf_dir(broken, NAME, tags=lineage).version)
