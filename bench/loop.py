@@ -39,7 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
 
+OUT = Console(markup=False, highlight=False)  # the terminal; library noise goes to the log
 BASE = "models:/ponder-base-policy@champion"
 REVIEWER = "simulated-reviewer"
 
@@ -79,14 +81,31 @@ class Clock:
     """Wall time per stage, in the order the stages ran."""
 
     stages: dict[str, float] = field(default_factory=dict)
+    verbose: bool = False
 
     def run(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from models import progress
+
+        progress.stage(name)
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
+            _free_engines()
             self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - start
-            print(f"[loop] {name:<28s} {self.stages[name] / 60:6.1f} min", flush=True)
+            if self.verbose:  # otherwise the stage display draws the line
+                OUT.print(f"[loop] {name:<28s} {self.stages[name] / 60:6.1f} min")
+
+
+def _free_engines() -> None:
+    """Shut down the stage's vLLM engines: each reserves a fifth of RAM for its KV cache on
+    CPU, and in one process they pile up across stages until the next one cannot start."""
+    import gc
+
+    from models.engine import close_generators
+
+    close_generators()
+    gc.collect()
 
 
 def bootstrap(xs: np.ndarray, seed: int = 0, n: int = 2000) -> tuple[float, float, float]:
@@ -143,6 +162,7 @@ def held_out(domain: str, version: str, model: str, args: argparse.Namespace) ->
     from models.settings import get_settings
     from tasks.evaluate import ece
     from tasks.lake import Lake
+    from tasks.reward import load_cases
 
     out = infer(
         InferParams(
@@ -165,14 +185,21 @@ def held_out(domain: str, version: str, model: str, args: argparse.Namespace) ->
         .sort("case_id")
     )
     correct = frame["correct"].fill_null(False).cast(pl.Float64).to_numpy()
+    cases, _ = load_cases(Lake(get_settings().lake_root), domain)
     return {
         "case_id": frame["case_id"].to_list(),
-        "family": frame["family"].to_list(),
+        "family": [_group(cases[c]) for c in frame["case_id"]],
         "correct": correct.tolist(),
         "tokens": float(frame["tokens"].mean() or 0.0),
         "ece": ece(frame["confidence"].to_numpy(), correct),
         "accuracy": bootstrap(correct),
     }
+
+
+def _group(case: Any) -> str:
+    """The family, and the calculator where the family has several (medicine)."""
+    calc = case.inputs.get("calculator")
+    return f"{case.family}/{calc}" if calc else case.family
 
 
 def rollouts(
@@ -355,7 +382,9 @@ def run_domain(domain: str, groups: list[Group], args, clock: Clock) -> dict[str
     )
     r1_uri = f"models:/ponder-{domain}-policy/{r1['version']}"
     gate1 = clock.run(f"{domain}: evaluate round 1", judge, domain, version, r1_uri, args)
-    acc["round1"] = held_out(domain, version, r1_uri, args)  # served from evaluate's cache
+    acc["round1"] = clock.run(
+        f"{domain}: held-out round 1", held_out, domain, version, r1_uri, args
+    )
     champion1 = r1_uri if gate1["promoted"] else BASE
     preds = clock.run(
         f"{domain}: rollouts (round 1)",
@@ -390,7 +419,9 @@ def run_domain(domain: str, groups: list[Group], args, clock: Clock) -> dict[str
     )
     r2_uri = f"models:/ponder-{domain}-policy/{r2['version']}"
     gate2 = clock.run(f"{domain}: evaluate round 2", judge, domain, version, r2_uri, args)
-    acc["round2"] = held_out(domain, version, r2_uri, args)
+    acc["round2"] = clock.run(
+        f"{domain}: held-out round 2", held_out, domain, version, r2_uri, args
+    )
     final = r2_uri if gate2["promoted"] else champion1
     out |= {
         "cases_version": version,
@@ -473,45 +504,45 @@ def paired(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float, float]:
 
 def report(results: dict[str, Any], args, clock: Clock) -> None:
     stages = ("base", "sft", "round1", "round2")
-    print("\n[loop] held-out accuracy by stage (greedy cot; 95% bootstrap CI over cases)")
+    OUT.print("\n[loop] held-out accuracy by stage (greedy cot; 95% bootstrap CI over cases)")
     for domain, r in results.items():
         acc = r["accuracy"]
         for stage in stages:
             a = acc[stage]
             n = len(a["correct"])
-            print(
+            OUT.print(
                 f"  {domain:<13s} {stage:<7s} {fmt(a['accuracy'])}  n={n}  "
                 f"tokens {a['tokens']:.0f}  ECE {a['ece']:.3f}"
             )
         for fam in sorted(set(acc["base"]["family"])):
             line = "  ".join(f"{s} {_fam(acc[s], fam):.1%}" for s in stages)
-            print(f"    {fam:<18s} {line}")
+            OUT.print(f"    {fam:<18s} {line}")
         gain = fmt(paired(acc["sft"], acc["round1"]), True)
-        print(f"  goal 1, GRPO over SFT (paired): {gain} (goal >= +15)")
+        OUT.print(f"  goal 1, GRPO over SFT (paired): {gain} (goal >= +15)")
         final, base = fmt(acc["round2"]["accuracy"]), fmt(acc["base"]["accuracy"])
-        print(f"  goal 2, round-2 champion: {final} (goal >= 75%; base {base})")
+        OUT.print(f"  goal 2, round-2 champion: {final} (goal >= 75%; base {base})")
         turn = fmt(paired(acc["round1"], acc["round2"]), True)
-        print(f"  goal 5, round 2 - round 1 (paired): {turn} (CI not below 0)")
+        OUT.print(f"  goal 5, round 2 - round 1 (paired): {turn} (CI not below 0)")
         prm, orm = r.get("prm") or {}, r.get("orm") or {}
-        print(
+        OUT.print(
             f"  goal 4, PRM held-out AUROC: {prm.get('heldout_auroc')} (goal >= 0.80; "
             f"{prm.get('heldout_examples')} held-out paths; {r['simulated_labels']} simulated "
             "labels in all)"
         )
-        print(
+        OUT.print(
             f"  ORM held-out pairwise accuracy: {orm.get('heldout_accuracy')} "
             f"({orm.get('heldout_examples')} pairs)"
         )
         for name, g in r["gates"].items():
-            print(
+            OUT.print(
                 f"  gate {name}: {'PROMOTED' if g['promoted'] else 'not promoted'}; "
                 + "; ".join(g["reasons"] or [])
             )
         if r.get("search"):
             _search_report(r["search"])
-    print("\n[loop] wall time per stage")
+    OUT.print("\n[loop] wall time per stage")
     for name, s in clock.stages.items():
-        print(f"  {name:<40s} {s / 60:6.1f} min")
+        OUT.print(f"  {name:<40s} {s / 60:6.1f} min")
 
 
 def _fam(stage: dict[str, Any], family: str) -> float:
@@ -520,17 +551,19 @@ def _fam(stage: dict[str, Any], family: str) -> float:
 
 
 def _search_report(rows: list[dict[str, Any]]) -> None:
-    print("  search with the final champion (held-out):")
+    OUT.print("  search with the final champion (held-out):")
     for r in rows:
         tokens = r["tokens_per_case"]
-        print(f"    {r['strategy']:<20s} N={r['n']:<3d} {fmt(r['accuracy'])}  tokens {tokens:.0f}")
+        OUT.print(
+            f"    {r['strategy']:<20s} N={r['n']:<3d} {fmt(r['accuracy'])}  tokens {tokens:.0f}"
+        )
     by = {(r["strategy"], r["n"]): r for r in rows}
     for n in sorted({r["n"] for r in rows if r["n"] > 1}):
         sc = by.get(("self_consistency", n))
         learned = [by[(s, n)] for s in ("weighted_best_of_n", "beam", "mcts") if (s, n) in by]
         if sc and learned:
             best = max(learned, key=lambda r: r["accuracy"][0])
-            print(
+            OUT.print(
                 f"    goal 3 at N={n}: {best['strategy']} - self_consistency "
                 f"{fmt(paired(sc, best), True)} (goal >= +5, CI excluding 0)"
             )
@@ -616,13 +649,34 @@ def main() -> None:
     ap.add_argument("--search-n", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--skip-search", action="store_true")
     ap.add_argument("--out", type=Path, default=Path(".ponder/bench/loop"))
+    ap.add_argument("--verbose", action="store_true", help="library output on the terminal")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     home = (args.out / "home").resolve()
     os.environ["PONDER_HOME"] = str(home)
-    print(f"[settings] {vars(args)}\n[settings] PONDER_HOME={home}", flush=True)
-    _base_model(home)
-    clock = Clock()
+    OUT.print(f"[settings] {vars(args)}\n[settings] PONDER_HOME={home}")
+    from flows.console import STATE, quiet
+    from models.settings import get_settings
+
+    get_settings.cache_clear()
+    STATE["verbose"] = args.verbose
+    with quiet("bench-loop", [OUT]) as log:
+        try:
+            results, clock = _loop(args)
+        except BaseException as err:
+            OUT.print(f"[loop] failed: {type(err).__name__}; the traceback is in {log}")
+            raise
+    report(results, args, clock)
+    plots(results, args.out)
+    OUT.print(f"[loop] wrote {args.out / 'loop.json'}, stages.png, search.png")
+    if log:
+        OUT.print(f"library log: {log}")
+
+
+def _loop(args: argparse.Namespace) -> tuple[dict[str, Any], Clock]:
+    """Every domain of the suite through both rounds; loop.json after each domain."""
+    clock = Clock(verbose=args.verbose)
+    clock.run("build the example model", fetch_base_model)
     results: dict[str, Any] = {}
     suite = SUITES[args.suite]
     for domain in dict.fromkeys(g.domain for g in suite):
@@ -637,17 +691,13 @@ def main() -> None:
                 indent=1,
             )
         )
-    report(results, args, clock)
-    plots(results, args.out)
-    print(f"[loop] wrote {args.out / 'loop.json'}, stages.png, search.png")
+    return results, clock
 
 
-def _base_model(home: Path) -> None:
+def fetch_base_model() -> None:
     """The example model registered in this home's registry (built once per home)."""
     from models.example import fetch_example
-    from models.settings import get_settings
 
-    get_settings.cache_clear()
     fetch_example()
 
 

@@ -182,11 +182,14 @@ def _cockcroft_gault(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
 def _anion_gap(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
     w = Work()
     na, cl, hco3 = (values[k].number for k in ("sodium", "chloride", "bicarbonate"))
-    # the values restated next to the call, as every other formula does: with them five
-    # lines up, the SFT model copied symbols or digits wrongly into the expression
-    for name, number in (("Na", na), ("Cl", cl), ("HCO3", hco3)):
+    # every number a call needs sits on the line or two just above it: with Na, Cl and
+    # HCO3 restated together, the SFT model copied Cl's value into Na's slot
+    # (<<118 - (118 + 13)>>, 6 of 11 demo cases); Na comes last, next to its call
+    for name, number in (("Cl", cl), ("HCO3", hco3)):
         w.say(f"{name} {number} mmol/L (no conversion)")
-    w.calc("anion gap = Na - (Cl + HCO3)", f"{na} - ({cl} + {hco3})", "mmol/L")
+    total = w.calc("Cl + HCO3", f"{cl} + {hco3}", "mmol/L")
+    w.say(f"Na {na} mmol/L (no conversion)")
+    w.calc("anion gap = Na - (Cl + HCO3)", f"{na} - {total}", "mmol/L")
     return ["Units and compute:\n" + "\n".join(w.lines)]
 
 
