@@ -17,14 +17,19 @@ runs. Per domain of the suite:
    ``simulated-reviewer``); ``refresh_reward`` trains the PRM from them and Monte-Carlo
    rollouts; GRPO again from the round-1 champion with the PRM as a reward part;
    ``evaluate_promote`` against the round-1 champion;
-5. search with the final champion: each strategy at each N on the held-out cases.
+5. search with the final champion: each strategy at each N on the held-out cases (at
+   N = 1 every strategy is a single path, so N = 1 runs greedy cot only).
 
 Prints every setting, each accuracy with a 95% bootstrap CI (paired differences for the
 stage gains), ORM pairwise accuracy and PRM AUROC on held-out data, ECE, wall time per
 stage; writes ``loop.json``, ``stages.png`` and ``search.png`` under --out.
 
-Run: ``python -m bench.loop`` (the issue's suite; hours on 2 CPU cores) or
-``python -m bench.loop --suite formulas`` (short formulas only, minutes to an hour).
+Run: ``python -m bench.loop`` (the issue's suite; many hours on 2 CPU cores),
+``--suite formulas-hard`` (the demo's four formulas at levels 3-5; about 1.5-2 hours) or
+``--suite formulas`` (the demo's suite). The terminal shows one line per stage; library
+output goes to ``$PONDER_HOME/logs/`` (``--verbose`` keeps it on the terminal). loop.json
+is rewritten after each domain's rounds and after its search, with ``complete`` false
+until the end; ``--report .ponder/bench/loop/loop.json`` prints and plots a saved run.
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ SUITES: dict[str, list[Group]] = {
         Group("finance_risk", ("aml_typology",), (1, 2)),
     ],
     "formulas": [Group("medicine", None, (1, 2), {"calculator": MEDICINE_FORMULAS})],
+    # the demo's four formulas at the issue's hard levels (mixed units, distractors)
+    "formulas-hard": [Group("medicine", None, (3, 4, 5), {"calculator": MEDICINE_FORMULAS})],
 }
 STRATEGIES = {  # strategy -> the scorer it uses
     "cot": "policy_logprob",
@@ -432,8 +439,6 @@ def run_domain(domain: str, groups: list[Group], args, clock: Clock) -> dict[str
         "gates": {"round1": _gate(gate1), "round2": _gate(gate2)},
         "final_champion": final,
     }
-    if not args.skip_search:
-        out["search"] = search(domain, version, final, args, clock)
     return out
 
 
@@ -448,7 +453,7 @@ def search(domain: str, version: str, model: str, args, clock: Clock) -> list[di
     rows = []
     for n in args.search_n:
         for strategy, scorer in STRATEGIES.items():
-            if strategy == "cot" and n > 1:
+            if (strategy == "cot") != (n == 1):  # at N = 1 every strategy is one path: cot
                 continue
             params = InferParams(
                 domain=domain,
@@ -616,32 +621,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--suite", choices=sorted(SUITES), default="issue")
+    ap.add_argument("--suite", choices=sorted(SUITES), default="formulas-hard")
     ap.add_argument(
         "--train-per-cell", type=int, default=16, help="training cases per family x level"
     )
     ap.add_argument(
         "--heldout-per-cell", type=int, default=14, help="held-out cases per family x level"
     )
-    ap.add_argument("--max-tokens", type=int, default=1024, help="generated-token cap per answer")
+    ap.add_argument("--max-tokens", type=int, default=320, help="generated-token cap per answer")
     ap.add_argument("--rollout-width", type=int, default=2, help="samples per case for RM data")
     ap.add_argument(
         "--base-rollout-tokens",
         type=int,
-        default=256,
+        default=128,
         help="cap of the base model's rollouts (it never stops on its own; the reference "
         "solution is the correct side of its verifier pairs)",
     )
-    ap.add_argument("--mc-tokens", type=int, default=512, help="cap per Monte-Carlo completion")
+    ap.add_argument("--mc-tokens", type=int, default=256, help="cap per Monte-Carlo completion")
     ap.add_argument(
         "--mc-rollouts", type=int, default=2, help="Monte-Carlo completions per step prefix"
     )
-    ap.add_argument("--rm-steps", type=int, default=40, help="ORM/PRM training steps")
+    ap.add_argument("--rm-steps", type=int, default=10, help="ORM/PRM training steps")
     ap.add_argument("--max-rows", type=int, default=512, help="most training prompts")
-    ap.add_argument("--sft-steps", type=int, default=64)
-    ap.add_argument("--sft-lr", type=float, default=1e-4)
-    ap.add_argument("--grpo-steps", type=int, default=8)
-    ap.add_argument("--grpo-steps-round2", type=int, default=8)
+    ap.add_argument("--sft-steps", type=int, default=32)
+    ap.add_argument("--sft-lr", type=float, default=2e-4)
+    ap.add_argument("--grpo-steps", type=int, default=3)
+    ap.add_argument("--grpo-steps-round2", type=int, default=3)
     ap.add_argument("--grpo-lr", type=float, default=1e-5)
     ap.add_argument("--generations", type=int, default=4, help="GRPO group size")
     ap.add_argument("--loss-type", default="dr_grpo", help="TRL GRPO loss_type (Dr. GRPO)")
@@ -650,7 +655,17 @@ def main() -> None:
     ap.add_argument("--skip-search", action="store_true")
     ap.add_argument("--out", type=Path, default=Path(".ponder/bench/loop"))
     ap.add_argument("--verbose", action="store_true", help="library output on the terminal")
+    ap.add_argument(
+        "--report", type=Path, help="print the report and plots of a loop.json and stop"
+    )
     args = ap.parse_args()
+    if args.report:
+        doc = json.loads(args.report.read_text())
+        if not doc.get("complete"):
+            OUT.print(f"[loop] {args.report} is partial: a stage after the last one written failed")
+        report(doc["results"], args, Clock(stages=doc["wall_s"]))
+        plots(doc["results"], args.report.parent)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     home = (args.out / "home").resolve()
     os.environ["PONDER_HOME"] = str(home)
@@ -679,19 +694,27 @@ def _loop(args: argparse.Namespace) -> tuple[dict[str, Any], Clock]:
     clock.run("build the example model", fetch_base_model)
     results: dict[str, Any] = {}
     suite = SUITES[args.suite]
-    for domain in dict.fromkeys(g.domain for g in suite):
-        results[domain] = run_domain(domain, [g for g in suite if g.domain == domain], args, clock)
-        (args.out / "loop.json").write_text(
-            json.dumps(
-                {
-                    "settings": {k: str(v) for k, v in vars(args).items()},
-                    "results": results,
-                    "wall_s": clock.stages,
-                },
-                indent=1,
-            )
-        )
+    domains = list(dict.fromkeys(g.domain for g in suite))
+    for domain in domains:
+        last = domain == domains[-1]
+        r = run_domain(domain, [g for g in suite if g.domain == domain], args, clock)
+        results[domain] = r
+        _write(args, results, clock, complete=last and args.skip_search)
+        if not args.skip_search:
+            r["search"] = search(domain, r["cases_version"], r["final_champion"], args, clock)
+            _write(args, results, clock, complete=last)
     return results, clock
+
+
+def _write(args: argparse.Namespace, results: dict[str, Any], clock: Clock, complete: bool) -> None:
+    """loop.json so far; ``complete`` is false until every stage of every domain ran."""
+    doc = {
+        "complete": complete,
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "results": results,
+        "wall_s": clock.stages,
+    }
+    (args.out / "loop.json").write_text(json.dumps(doc, indent=1))
 
 
 def fetch_base_model() -> None:
