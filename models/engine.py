@@ -199,6 +199,9 @@ class VLLMGenerator(Generator):
             os.environ.setdefault(
                 "VLLM_CPU_NUM_OF_RESERVED_CPU", str(settings.vllm_cpu_reserved_cores)
             )
+        if on_cpu:  # one step of a large batch on a busy 2-core box can pass vLLM's 300 s
+            # RPC deadline, and the engine dies mid-job (EngineDeadError; seen under load)
+            os.environ.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "1800")
         self.llm = LLM(
             model=str(self.model_dir),
             dtype=spec.dtype,
