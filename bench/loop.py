@@ -442,15 +442,24 @@ def run_domain(domain: str, groups: list[Group], args, clock: Clock) -> dict[str
     return out
 
 
-def search(domain: str, version: str, model: str, args, clock: Clock) -> list[dict[str, Any]]:
-    """Each strategy at each N on the held-out cases with the final champion."""
+def search(
+    domain: str,
+    version: str,
+    model: str,
+    args,
+    clock: Clock,
+    *,
+    rows: list[dict[str, Any]],
+    save: Any,
+) -> None:
+    """Each strategy at each N on the held-out cases with the final champion, appended to
+    ``rows``; loop.json is rewritten after each."""
     import polars as pl
 
     from flows.infer import InferParams, infer
     from models.settings import get_settings
     from tasks.lake import Lake
 
-    rows = []
     for n in args.search_n:
         for strategy, scorer in STRATEGIES.items():
             if (strategy == "cot") != (n == 1):  # at N = 1 every strategy is one path: cot
@@ -484,7 +493,7 @@ def search(domain: str, version: str, model: str, args, clock: Clock) -> list[di
                     "correct": correct.tolist(),
                 }
             )
-    return rows
+            save()
 
 
 def _uri(domain: str, kind: str, result: Any) -> str | None:
@@ -701,7 +710,16 @@ def _loop(args: argparse.Namespace) -> tuple[dict[str, Any], Clock]:
         results[domain] = r
         _write(args, results, clock, complete=last and args.skip_search)
         if not args.skip_search:
-            r["search"] = search(domain, r["cases_version"], r["final_champion"], args, clock)
+            r["search"] = []  # filled row by row, so a run stopped mid-search keeps its rows
+            search(
+                domain,
+                r["cases_version"],
+                r["final_champion"],
+                args,
+                clock,
+                rows=r["search"],
+                save=lambda: _write(args, results, clock, complete=False),
+            )
             _write(args, results, clock, complete=last)
     return results, clock
 
