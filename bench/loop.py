@@ -632,7 +632,7 @@ def main() -> None:
     )
     ap.add_argument("--suite", choices=sorted(SUITES), default="formulas-hard")
     ap.add_argument(
-        "--train-per-cell", type=int, default=16, help="training cases per family x level"
+        "--train-per-cell", type=int, default=12, help="training cases per family x level"
     )
     ap.add_argument(
         "--heldout-per-cell", type=int, default=14, help="held-out cases per family x level"
@@ -650,7 +650,7 @@ def main() -> None:
     ap.add_argument(
         "--mc-rollouts", type=int, default=2, help="Monte-Carlo completions per step prefix"
     )
-    ap.add_argument("--rm-steps", type=int, default=10, help="ORM/PRM training steps")
+    ap.add_argument("--rm-steps", type=int, default=8, help="ORM/PRM training steps")
     ap.add_argument("--max-rows", type=int, default=512, help="most training prompts")
     ap.add_argument("--sft-steps", type=int, default=32)
     ap.add_argument("--sft-lr", type=float, default=2e-4)
