@@ -458,6 +458,7 @@ def search(
 
     from flows.infer import InferParams, infer
     from models.settings import get_settings
+    from tasks.evaluate import ece
     from tasks.lake import Lake
 
     for n in args.search_n:
@@ -491,6 +492,8 @@ def search(
                     "tokens_per_case": float(frame["tokens"].mean() or 0.0),
                     "case_id": frame["case_id"].to_list(),
                     "correct": correct.tolist(),
+                    "predictions": got["version"],
+                    "ece": ece(frame["confidence"].fill_null(0.0).to_numpy(), correct),
                 }
             )
             save()
@@ -568,8 +571,10 @@ def _search_report(rows: list[dict[str, Any]]) -> None:
     OUT.print("  search with the final champion (held-out):")
     for r in rows:
         tokens = r["tokens_per_case"]
+        calib = f"ECE {r['ece']:.3f}" if r.get("ece") is not None else "ECE n/a"
         OUT.print(
-            f"    {r['strategy']:<20s} N={r['n']:<3d} {fmt(r['accuracy'])}  tokens {tokens:.0f}"
+            f"    {r['strategy']:<20s} N={r['n']:<3d} {fmt(r['accuracy'])}  "
+            f"tokens {tokens:.0f}  {calib} (confidence from {STRATEGIES[r['strategy']]})"
         )
     by = {(r["strategy"], r["n"]): r for r in rows}
     for n in sorted({r["n"] for r in rows if r["n"] > 1}):

@@ -31,3 +31,52 @@ def test_paired_difference_and_its_interval() -> None:
     mean, low, high = paired(before, after)
     assert mean == 0.75 and 0.0 <= low <= mean <= high <= 1.0
     assert bootstrap(np.ones(5)) == (1.0, 1.0, 1.0)
+
+
+def _stage(correct: list[float]) -> dict:
+    cases = [f"c{i}" for i in range(len(correct))]
+    return {
+        "case_id": cases,
+        "family": ["clinical_calc/bmi"] * len(correct),
+        "correct": correct,
+        "tokens": 100.0,
+        "ece": 0.1,
+        "accuracy": bootstrap(np.array(correct)),
+    }
+
+
+def test_the_report_states_every_goal_and_writes_both_plots(tmp_path, capsys) -> None:
+    import argparse
+
+    from bench.loop import Clock, plots, report
+
+    search = [
+        {"strategy": s, "n": 4, "accuracy": bootstrap(np.array(c)), "tokens_per_case": 400.0}
+        | {"case_id": ["c0", "c1", "c2"], "correct": c, "ece": None}
+        for s, c in (("self_consistency", [0.0, 1.0, 0.0]), ("beam", [1.0, 1.0, 0.0]))
+    ]
+    gate = {"promoted": True, "reasons": ["PASS accuracy"]}
+    results = {
+        "medicine": {
+            "accuracy": {
+                "base": _stage([0.0, 0.0, 0.0]),
+                "sft": _stage([1.0, 0.0, 0.0]),
+                "round1": _stage([1.0, 1.0, 0.0]),
+                "round2": _stage([1.0, 1.0, 1.0]),
+            },
+            "orm": {"heldout_accuracy": 0.9, "heldout_examples": 8},
+            "prm": {"heldout_auroc": 0.7, "heldout_examples": 5},
+            "simulated_labels": 12,
+            "gates": {"round1": gate, "round2": gate},
+            "search": search,
+        }
+    }
+    report(results, argparse.Namespace(), Clock(stages={"medicine: collect": 6.0}))
+    plots(results, tmp_path)
+    out = capsys.readouterr().out
+    for goal in ("goal 1", "goal 2", "goal 3 at N=4", "goal 4", "goal 5"):
+        assert goal in out
+    assert "beam - self_consistency +33.3%" in out  # paired over the same three cases
+    assert "clinical_calc/bmi" in out and "ECE n/a" in out
+    assert (tmp_path / "stages.png").stat().st_size > 0
+    assert (tmp_path / "search.png").stat().st_size > 0
