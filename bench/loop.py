@@ -132,19 +132,18 @@ def fmt(ci: tuple[float, float, float], signed: bool = False) -> str:
 
 # -- the stages, each through its real flow ------------------------------------------------
 def collect_suite(domain: str, groups: list[Group], args: argparse.Namespace) -> str:
-    """Training cases (seed 1) then held-out cases (seed 2); returns the cases version."""
+    """Training cases (seed 1, train split), held-out cases for the stages (seed 2, test
+    split) and for search (seed 3, eval split); returns the cases version. Only the train
+    split trains a policy or a reward model."""
     from flows.collect import CollectParams, collect
 
     out = None
     for seed, per_cell, split in (
         (1, args.train_per_cell, "train"),
         (2, args.heldout_per_cell, "test"),
+        (3, args.search_per_cell, "eval"),
     ):
-        shares = (
-            {"train": 1.0, "eval": 0.0, "test": 0.0}
-            if split == "train"
-            else {"train": 0.0, "eval": 0.0, "test": 1.0}
-        )
+        shares = {"train": 0.0, "eval": 0.0, "test": 0.0} | {split: 1.0}
         for g in groups:
             out = collect(
                 CollectParams(
@@ -239,7 +238,11 @@ def refresh(domain: str, policy: str, kinds: list[str], args) -> dict[str, Any]:
             mc_rollouts=args.mc_rollouts,
             mc_paths_per_case=1,
             mc_max_tokens=args.mc_tokens,
-            train={"max_steps": args.rm_steps, "batch_size": 4, "max_length": 3072},
+            train={
+                "max_steps": args.prm_steps if kinds == ["prm"] else args.rm_steps,
+                "batch_size": 4,
+                "max_length": 3072,
+            },
         )
     )
 
@@ -453,7 +456,9 @@ def search(
     save: Any,
 ) -> None:
     """Each strategy at each N on the held-out cases with the final champion, appended to
-    ``rows``; loop.json is rewritten after each."""
+    ``rows``; loop.json is rewritten after each. At one N every strategy gets the same
+    generated-token budget per case, N times the per-answer cap; each row reports the
+    tokens it actually generated."""
     import polars as pl
 
     from flows.infer import InferParams, infer
@@ -468,11 +473,13 @@ def search(
             params = InferParams(
                 domain=domain,
                 input=f"lake:cases@{version}",
-                split="test",
+                split="eval",  # the search set: held out, and smaller than the stages' set
                 model=model,
                 strategy=strategy,
                 width=n,
-                max_tokens=args.max_tokens,
+                # one budget per N for every strategy: N paths of the per-answer cap (the
+                # cap is per case, so a fixed one would give each of 16 samples 1/16 of it)
+                max_tokens=n * args.max_tokens,
                 scorer=scorer,
                 log_traces=0,
             )
@@ -642,6 +649,13 @@ def main() -> None:
     ap.add_argument(
         "--heldout-per-cell", type=int, default=14, help="held-out cases per family x level"
     )
+    ap.add_argument(
+        "--search-per-cell",
+        type=int,
+        default=10,
+        help="search cases per family x level (seed 3, eval split): every strategy at "
+        "N = 16 generates 16 paths per case, so this set is smaller than the stages' one",
+    )
     ap.add_argument("--max-tokens", type=int, default=320, help="generated-token cap per answer")
     ap.add_argument("--rollout-width", type=int, default=2, help="samples per case for RM data")
     ap.add_argument(
@@ -655,7 +669,8 @@ def main() -> None:
     ap.add_argument(
         "--mc-rollouts", type=int, default=2, help="Monte-Carlo completions per step prefix"
     )
-    ap.add_argument("--rm-steps", type=int, default=8, help="ORM/PRM training steps")
+    ap.add_argument("--rm-steps", type=int, default=8, help="ORM training steps")
+    ap.add_argument("--prm-steps", type=int, default=16, help="PRM training steps")
     ap.add_argument("--max-rows", type=int, default=512, help="most training prompts")
     ap.add_argument("--sft-steps", type=int, default=32)
     ap.add_argument("--sft-lr", type=float, default=2e-4)
