@@ -11,6 +11,7 @@ makes re-runs idempotent. Rejected rows go to ``_quarantine/`` with a reason per
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -28,6 +29,30 @@ from domains.faults import failpoint
 
 DATASETS = ("cases", "feedback", "rollouts", "predictions", "pairs", "steps")
 _VERSION = re.compile(r"^v(\d{5})$")
+# a name that becomes one path component: no separator, no leading dot, no "..", bounded
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def safe_name(field: str, value: str) -> str:
+    """``value`` if it is one plain path component, else a PonderError naming ``field``:
+    names from parameters (domain, version, run id) must never reach outside the lake."""
+    if not isinstance(value, str) or not _NAME.match(value) or ".." in value:
+        raise PonderError(
+            field,
+            f"{str(value)[:80]!r} is not a plain name",
+            "use letters, digits, '_', '-' and '.' only (no path separators, no '..', at "
+            "most 128 characters)",
+        )
+    return value
+
+
+def state_file_name(key: str) -> str:
+    """A state key as a file name: plain keys as they are, any other (e.g. one built from an
+    MLflow experiment name) as a readable slug plus a hash, so it cannot leave ``_state``."""
+    if _NAME.match(key) and ".." not in key:
+        return key
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", key)[:48].strip("_") or "key"
+    return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
 @dataclass(frozen=True)
@@ -54,7 +79,7 @@ class Lake:
     def dataset_dir(self, domain: str, dataset: str) -> Path:
         if dataset not in DATASETS:
             raise PonderError("dataset", f"unknown dataset {dataset!r}", f"use one of {DATASETS}")
-        return self.root / domain / dataset
+        return self.root / safe_name("domain", domain) / dataset
 
     def versions(self, domain: str, dataset: str) -> list[str]:
         """Committed versions, oldest first (a folder counts only with its manifest)."""
@@ -73,6 +98,12 @@ class Lake:
         return self.info(domain, dataset, versions[-1]) if versions else None
 
     def info(self, domain: str, dataset: str, version: str) -> VersionInfo:
+        if not isinstance(version, str) or not _VERSION.match(version):
+            raise PonderError(
+                "version",
+                f"{str(version)[:80]!r} is not a lake version",
+                "use vNNNNN (five digits, e.g. v00001), or leave it out for the latest",
+            )
         path = self.dataset_dir(domain, dataset) / version
         manifest_path = path / "_manifest.json"
         if not manifest_path.is_file():
@@ -158,7 +189,7 @@ class Lake:
         """A scratch Parquet path for one run's intermediate rows (never read as a version)."""
         base = self.dataset_dir(domain, dataset)
         base.mkdir(parents=True, exist_ok=True)
-        return base / f".stage-{run_id}.parquet"
+        return base / f".stage-{safe_name('run_id', run_id)}.parquet"
 
     def quarantine(
         self, domain: str, dataset: str, rejected: pl.DataFrame, run_id: str
@@ -168,20 +199,23 @@ class Lake:
             return None
         folder = self.dataset_dir(domain, dataset) / "_quarantine"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{run_id}.parquet"
+        path = folder / f"{safe_name('run_id', run_id)}.parquet"
         tmp = folder / f".{run_id}.tmp"
         rejected.write_parquet(tmp)
         os.replace(tmp, path)
         return path
 
     def state(self, domain: str, key: str) -> dict[str, Any]:
-        path = self.root / domain / "_state" / f"{key}.json"
+        path = self._state_path(domain, key)
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def save_state(self, domain: str, key: str, value: dict[str, Any]) -> None:
-        path = self.root / domain / "_state" / f"{key}.json"
+        path = self._state_path(domain, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_json(path, value)
+
+    def _state_path(self, domain: str, key: str) -> Path:
+        return self.root / safe_name("domain", domain) / "_state" / f"{state_file_name(key)}.json"
 
     @staticmethod
     def _sweep(base: Path) -> None:

@@ -146,3 +146,47 @@ def test_a_write_over_the_file_size_limit_leaves_no_partial_version(tmp_path: Pa
         int(visible == ["v00001"]),
         3 - rows.height,
     )
+
+
+HOSTILE = ["../outside", "/etc", "a/b", "..", ".hidden", "v00001/../../x", "", "x" * 200, "a\x00b"]
+
+
+def test_names_from_parameters_never_reach_outside_the_lake(tmp_path: Path, record) -> None:
+    """A domain, version or run id taken from a parameter is one plain path component; a
+    state key built from an MLflow experiment name stays inside ``_state``."""
+    from domains.errors import PonderError
+    from tasks.infer import load_cases
+
+    root = tmp_path / "lake"
+    lake = Lake(root)
+    lake.write_version("medicine", "cases", _frame("a"), ["t"])
+    (tmp_path / "secret.json").write_text("{}")
+    attempts = escapes = 0
+    for bad in HOSTILE:
+        calls = [
+            (lambda b=bad: lake.info("medicine", "cases", b), "version"),
+            (lambda b=bad: lake.scan(b, "cases"), "domain"),
+            (lambda b=bad: lake.stage("medicine", "feedback", b), "run_id"),
+        ]
+        if bad:  # "lake:cases@" with nothing after the @ means the latest version
+            src = f"lake:cases@{bad}"
+            calls.append((lambda s=src: load_cases.fn(lake, "medicine", s, None), "version"))
+        for call, field in calls:
+            attempts += 1
+            with pytest.raises(PonderError) as err:
+                call()
+            escapes += err.value.field != field
+        attempts += 1
+        lake.save_state("medicine", f"mlflow_feedback-{bad}", {"last_ms": 1})
+        escapes += lake.state("medicine", f"mlflow_feedback-{bad}") != {"last_ms": 1}
+    for absolute in (str(tmp_path / "secret"), str(root.parent / "x")):
+        attempts += 1
+        lake.save_state("medicine", f"mlflow_feedback-{absolute}", {"last_ms": 2})
+    outside = {p for p in tmp_path.rglob("*") if not p.is_relative_to(root)}
+    escapes += len(outside - {tmp_path / "lake", tmp_path / "secret.json"})
+    assert (tmp_path / "secret.json").read_text() == "{}"
+    assert escapes == 0
+    assert lake.state("medicine", "feedback-pending") == {}  # plain keys keep their names
+    lake.save_state("medicine", "feedback-pending", {"rows": 3})
+    assert (root / "medicine" / "_state" / "feedback-pending.json").is_file()
+    record("path escape (domain, version, run id, state key)", attempts, attempts - escapes, escapes)
