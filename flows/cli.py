@@ -245,12 +245,13 @@ def feedback_import(
 
     from flows.collect import collect
     from models.settings import get_settings
+    from tasks.collect import free_path
 
     if not file.is_file():
         raise PonderError("file", f"no file at {file}", "pass an existing CSV/JSONL/Parquet")
     inbox = get_settings().home / "inbox"
     (inbox / "feedback").mkdir(parents=True, exist_ok=True)
-    shutil.copy2(file, inbox / "feedback" / file.name)
+    shutil.copy2(file, free_path(inbox / "feedback" / file.name))  # a pending file stays
     params = _collect_params(
         domain=domain, sources=["files"], per_cell=0, check_traces=check_traces, inbox=inbox
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import stat
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,10 +81,35 @@ def from_generator(
 
 
 def inbox_files(inbox: Path, dataset: str) -> list[Path]:
+    """Entries of ``<inbox>/<dataset>/`` with a readable suffix, links and devices included:
+    ``refused`` tells which of them are not read."""
     folder = inbox / dataset
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in INBOX_SUFFIXES)
+    return sorted(
+        p for p in folder.iterdir() if p.suffix in INBOX_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def refused(path: Path) -> str | None:
+    """Why an inbox entry is not read, or None: a symbolic link could point anywhere (a link
+    to ``/proc/self/environ`` reports size 0 and would pass the size limit), and only a
+    regular file is data."""
+    mode = path.lstat().st_mode
+    if stat.S_ISLNK(mode):
+        return "symbolic link refused: copy the file itself into the inbox"
+    if not stat.S_ISREG(mode):
+        return "not a regular file: only plain CSV/JSONL/Parquet files are read"
+    return None
+
+
+def free_path(target: Path) -> Path:
+    """``target``, or when something is already there the same name with a UTC timestamp
+    and a random tag before the suffix: nothing in the inbox is ever overwritten."""
+    if not target.exists() and not target.is_symlink():
+        return target
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return target.with_name(f"{target.stem}-{stamp}-{uuid.uuid4().hex[:8]}{target.suffix}")
 
 
 @task
@@ -95,7 +122,7 @@ def cases_from_files(
     for path in inbox_files(inbox, "cases"):
         batch.files.append(path)
         batch.sources.append(f"file:{path.name}")
-        if _too_big(path, max_file_mb, batch):
+        if _refused(path, batch) or _too_big(path, max_file_mb, batch):
             continue
         try:
             raw, unreadable = read_rows(path)
@@ -116,7 +143,7 @@ def feedback_from_files(inbox: Path, max_file_mb: float) -> Batch:
     for path in inbox_files(inbox, "feedback"):
         batch.files.append(path)
         batch.sources.append(f"file:{path.name}")
-        if _too_big(path, max_file_mb, batch):
+        if _refused(path, batch) or _too_big(path, max_file_mb, batch):
             continue
         try:
             frame, bad_lines = scan_feedback_file(path)
@@ -318,12 +345,21 @@ def commit_feedback(
 
 @task
 def mark_processed(files: list[Path], inbox: Path, version: str | None) -> int:
-    """Move ingested files to ``<inbox>/processed/<version>/`` so none is read twice."""
+    """Move ingested files to ``<inbox>/processed/<version>/`` so none is read twice; a
+    name already there gets a timestamp, never an overwrite. A link moves as a link."""
     for path in files:
         target = inbox / "processed" / (version or "unchanged") / path.parent.name / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(path), target)
+        shutil.move(str(path), free_path(target))
     return len(files)
+
+
+def _refused(path: Path, batch: Batch) -> bool:
+    reason = refused(path)
+    if reason:
+        batch.rejected.append(_whole_file(path, reason))
+        get_run_logger().warning("skipped %s: %s", path.name, reason)
+    return reason is not None
 
 
 def _too_big(path: Path, max_file_mb: float, batch: Batch) -> bool:

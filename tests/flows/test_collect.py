@@ -351,3 +351,43 @@ def test_feedback_ready_event_after_threshold(fresh_lake: Path, monkeypatch) -> 
     assert events[0]["resource"] == {"prefect.resource.id": "ponder.feedback.medicine"}
     collect(_params(fresh_lake, per_cell=0, refresh_min_feedback=3))  # nothing new
     assert len(events) == 1
+
+
+def test_inbox_refuses_links_and_devices_and_never_overwrites(fresh_lake: Path, record) -> None:
+    """A link (to a secret, or to /proc/self/environ, which reports size 0) and a FIFO are
+    quarantined whole without being read; two runs that each drop ``same.csv`` keep both
+    files in ``processed/``."""
+    import os
+
+    fb = fresh_lake / "inbox" / "feedback"
+    secret = fresh_lake / "secret.txt"
+    secret.write_text("PONDER_REDACT_KEY=do-not-leak\n")
+    (fb / "link.csv").symlink_to(secret)
+    (fb / "environ.csv").symlink_to("/proc/self/environ")
+    os.mkfifo(fb / "pipe.csv")  # reading it would block forever
+    leaked = refused = 0
+    for run in range(2):
+        (fb / "same.csv").write_text("x" * 300_000)  # quarantined whole both times
+        result = collect(_params(fresh_lake, per_cell=0, max_file_mb=0.2))
+        bad = pl.read_parquet(result["feedback"]["quarantine_file"])
+        text = bad.write_csv()
+        leaked += "do-not-leak" in text or "PONDER" in text
+        if run == 0:
+            reasons = dict(zip(bad["source"], bad["reason"], strict=True))
+            assert "symbolic link refused" in reasons["file:link.csv"]
+            assert "symbolic link refused" in reasons["file:environ.csv"]
+            assert "not a regular file" in reasons["file:pipe.csv"]
+            refused = sum(
+                (
+                    "symbolic link" in reasons[f"file:{n}.csv"]
+                    or "not a regular" in reasons[f"file:{n}.csv"]
+                )
+                for n in ("link", "environ", "pipe")
+            )
+    processed = [p for p in (fresh_lake / "inbox" / "processed").rglob("*") if p.suffix == ".csv"]
+    kept = sum(p.name.startswith("same") for p in processed)
+    assert kept == 2, sorted(p.name for p in processed)
+    assert any(p.name == "link.csv" and p.is_symlink() for p in processed)  # moved as a link
+    assert secret.read_text().startswith("PONDER_REDACT_KEY")  # the target is untouched
+    assert leaked == 0 and refused == 3
+    record("inbox links, devices and same-name files", 5, refused + kept - leaked, 2 - kept)

@@ -40,3 +40,15 @@ def test_bad_filters_name_the_field_and_the_valid_values(kwargs, field, fix) -> 
     with pytest.raises(PonderError) as err:
         from_generator.fn("medicine", 1, 0, 1.0, 0.0, **kwargs)
     assert err.value.field == field and fix in err.value.fix
+
+
+def test_free_path_never_returns_a_taken_name(tmp_path) -> None:
+    from tasks.collect import free_path
+
+    target = tmp_path / "fb.csv"
+    assert free_path(target) == target
+    target.write_text("pending")
+    (tmp_path / "dangling.csv").symlink_to(tmp_path / "nowhere")
+    names = {free_path(target) for _ in range(50)} | {free_path(tmp_path / "dangling.csv")}
+    assert len(names) == 51 and all(not p.exists() for p in names)
+    assert all(p.suffix == ".csv" and p.name.startswith(("fb-", "dangling-")) for p in names)

@@ -189,4 +189,6 @@ def test_names_from_parameters_never_reach_outside_the_lake(tmp_path: Path, reco
     assert lake.state("medicine", "feedback-pending") == {}  # plain keys keep their names
     lake.save_state("medicine", "feedback-pending", {"rows": 3})
     assert (root / "medicine" / "_state" / "feedback-pending.json").is_file()
-    record("path escape (domain, version, run id, state key)", attempts, attempts - escapes, escapes)
+    record(
+        "path escape (domain, version, run id, state key)", attempts, attempts - escapes, escapes
+    )
