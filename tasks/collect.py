@@ -29,6 +29,7 @@ from tasks.records import (
     case_row,
     cases_frame,
     check_feedback,
+    drop_duplicate_ids,
     normalize_feedback,
     split_feedback,
     validate_cases,
@@ -270,10 +271,13 @@ def assessment_row(trace: Any, a: Any, stamp_ms: int) -> dict[str, Any]:
 
 @task
 def commit_cases(lake: Lake, domain: str, batch: Batch, run_id: str) -> dict[str, Any]:
-    """Dedup against the latest version and write a new one when anything is new."""
-    fresh = cases_frame(batch.rows).unique("content_hash", keep="first", maintain_order=True)
-    duplicates = len(batch.rows) - fresh.height
+    """Dedup against the latest version and write a new one when anything is new; a row
+    that reuses an id with other content is quarantined."""
     latest = lake.latest(domain, "cases")
+    rows, reused = drop_duplicate_ids(batch.rows, _committed(lake, latest, batch.rows))
+    batch.rejected += reused
+    fresh = cases_frame(rows).unique("content_hash", keep="first", maintain_order=True)
+    duplicates = len(rows) - fresh.height
     merged = fresh.lazy()
     if latest is not None:
         old = lake.scan(domain, "cases", latest.version)
@@ -293,6 +297,22 @@ def commit_cases(lake: Lake, domain: str, batch: Batch, run_id: str) -> dict[str
     return _summary(
         "cases", batch, info, latest, fresh.height, duplicates, quarantined, _per_family(fresh)
     )
+
+
+def _committed(
+    lake: Lake, latest: VersionInfo | None, rows: list[dict[str, Any]]
+) -> dict[str, tuple]:
+    """id -> content of the latest version's cases whose id the batch uses."""
+    if latest is None or not rows:
+        return {}
+    ids = pl.Series([r["id"] for r in rows], dtype=pl.String).unique()
+    old = (
+        lake.scan(latest.domain, "cases", latest.version)
+        .filter(pl.col("id").is_in(ids.implode()))
+        .select("id", "domain", "family", "inputs", "truth")
+        .collect()
+    )
+    return {r[0]: tuple(r[1:]) for r in old.iter_rows()}
 
 
 @task

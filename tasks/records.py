@@ -80,8 +80,48 @@ def case_row(case: Case, source: str, train: float, eval_: float) -> dict[str, A
 
 
 def cases_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    frame = pl.DataFrame(rows, schema=CASE_SCHEMA)
+    frame = pl.DataFrame([{k: r.get(k) for k in CASE_SCHEMA} for r in rows], schema=CASE_SCHEMA)
     return frame.with_columns(row_hash(["domain", "family", "inputs", "truth"]))
+
+
+def _content(row: dict[str, Any]) -> tuple:
+    return (row["domain"], row["family"], row["inputs"], row["truth"])
+
+
+def _where(row: dict[str, Any]) -> str:
+    n = row.get("row")
+    return f"row {n} of {row['source']}" if n is not None else f"a row of {row['source']}"
+
+
+def drop_duplicate_ids(
+    rows: list[dict[str, Any]], committed: dict[str, tuple]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows whose id is free or names the same content, and rejections for rows that reuse
+    an id with other content (search would score one case's answer against the other's
+    tree). The first wins: ``committed`` (id -> content of the latest version), then the
+    batch in order. A reason names both rows, never the id (it may be an MRN)."""
+    first: dict[str, dict[str, Any]] = {}
+    kept, bad = [], []
+    for row in rows:
+        earlier = first.get(row["id"])
+        if row["id"] in committed and committed[row["id"]] != _content(row):
+            seen = "a case of the latest committed version"
+        elif earlier is not None and _content(earlier) != _content(row):
+            seen = _where(earlier)
+        else:
+            first.setdefault(row["id"], row)
+            kept.append(row)
+            continue
+        bad.append(
+            {
+                "row": row.get("row"),
+                "source": row["source"],
+                "reason": f"id: {_where(row)} reuses the id of {seen} with other content; give "
+                "each case its own id",
+                "raw": None,
+            }
+        )
+    return kept, bad
 
 
 def validate_cases(
@@ -104,7 +144,7 @@ def validate_cases(
                 }
             )
             continue
-        good.append(case_row(case, source, train, eval_))
+        good.append(case_row(case, source, train, eval_) | {"row": n})
     return good, bad
 
 

@@ -391,3 +391,29 @@ def test_inbox_refuses_links_and_devices_and_never_overwrites(fresh_lake: Path, 
     assert secret.read_text().startswith("PONDER_REDACT_KEY")  # the target is untouched
     assert leaked == 0 and refused == 3
     record("inbox links, devices and same-name files", 5, refused + kept - leaked, 2 - kept)
+
+
+def test_an_id_reused_with_other_content_is_quarantined_naming_both_rows(fresh_lake: Path) -> None:
+    from domains.base import get_domain
+
+    a, b = get_domain("medicine").generate(2, 7)
+    rows = [
+        {"id": "MRN-0042", "family": c.family, "inputs": json.dumps(c.inputs), "truth": None}
+        for c in (a, b, a)  # row 2 is an exact repeat of row 0: a duplicate, not a conflict
+    ]
+    cases_dir = fresh_lake / "inbox" / "cases"
+    pl.DataFrame(rows).write_csv(cases_dir / "ids.csv")
+    first = collect(_params(fresh_lake, per_cell=0))["cases"]
+    assert first["valid"] == 1 and first["quarantined"] == 1
+    bad = pl.read_parquet(first["quarantine_file"])
+    reason = bad["reason"][0]
+    assert bad["row"][0] == 1 and "row 1 of file:ids.csv" in reason
+    assert "row 0 of file:ids.csv" in reason and "MRN-0042" not in bad.write_csv()
+    pl.DataFrame(rows[1:2]).write_csv(cases_dir / "later.csv")  # the same conflict, later
+    second = collect(_params(fresh_lake, per_cell=0))["cases"]
+    assert second["quarantined"] == 1 and second["version"] == first["version"]
+    later = pl.read_parquet(second["quarantine_file"])["reason"][0]
+    assert "latest committed version" in later
+    stored = _lake(fresh_lake).scan("medicine", "cases").collect()
+    assert stored["id"].to_list() == ["MRN-0042"]
+    assert json.loads(stored["inputs"][0]) == json.loads(rows[0]["inputs"])
