@@ -52,7 +52,7 @@ class CollectParams(BaseModel):
     per_cell: int = Field(
         default=4, ge=0, le=100_000, description="Generator: cases per family x difficulty."
     )
-    seed: int = Field(default=0, description="Generator seed.")
+    seed: int = Field(ge=0, le=2**32 - 1, default=0, description="Generator seed.")
     families: list[str] | None = Field(
         default=None, description="Generator: families drawn (None: every family of the domain)."
     )
@@ -85,11 +85,12 @@ class CollectParams(BaseModel):
     refresh_min_feedback: int = Field(
         default=100,
         ge=1,
+        le=10_000_000,
         description="Emit ponder.feedback.ready (which triggers refresh_reward) once this "
         "many new feedback rows have arrived since the last emission.",
     )
     max_file_mb: float = Field(
-        default=2048, gt=0, description="Larger inbox files are quarantined whole."
+        default=2048, gt=0, le=65_536, description="Larger inbox files are quarantined whole."
     )
 
     @model_validator(mode="after")

@@ -60,10 +60,14 @@ class EvaluateParams(BaseModel):
         default=None, description="models:/ URI; default ponder-<domain>-policy@challenger."
     )
     strategy: str = Field(default="self_consistency", description="Search strategy, both sides.")
-    width: int = Field(default=4, ge=1, description="N: samples, beams or rollouts.")
-    max_tokens: int = Field(default=512, ge=16, description="Generated-token cap per case.")
+    width: int = Field(default=4, ge=1, le=256, description="N: samples, beams or rollouts.")
+    max_tokens: int = Field(
+        default=512, ge=16, le=262_144, description="Generated-token cap per case."
+    )
     temperature: float = Field(default=0.8, ge=0, le=2, description="Sampling temperature.")
-    seed: int = Field(default=0, description="Sampling seed (same for both sides).")
+    seed: int = Field(
+        ge=0, le=2**32 - 1, default=0, description="Sampling seed (same for both sides)."
+    )
     tools: ToolNames = None
     gate: ev.GateConfig = Field(default_factory=ev.GateConfig, description="Promotion rules.")
     promote: bool = Field(default=True, description="Move the aliases when the gate passes.")

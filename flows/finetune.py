@@ -14,7 +14,7 @@ import functools
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import mlflow
 from prefect import flow, get_run_logger
@@ -22,7 +22,7 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from domains.base import get_domain
 from domains.calc import ToolNames
@@ -50,6 +50,14 @@ from tasks.artifacts import markdown_artifact
 from tasks.events import POLICY_CHALLENGER, announce
 from tasks.infer import resolve_model
 from tasks.lake import Lake
+
+Share = Annotated[float, Field(ge=0.0, le=1.0)]  # a pass rate
+
+
+def _band(band: tuple[float, float]) -> tuple[float, float]:
+    if band[0] >= band[1]:
+        raise ValueError(f"curriculum_band {band}: low must be below high, e.g. (0.2, 0.8)")
+    return band
 
 
 class FinetuneParams(BaseModel):
@@ -89,13 +97,17 @@ class FinetuneParams(BaseModel):
     curriculum: bool = Field(
         default=True, description="Pick levels by pass rate and drop zero-variance groups."
     )
-    curriculum_samples: int = Field(default=4, ge=2, description="Samples per prompt (K).")
-    curriculum_band: tuple[float, float] = Field(
-        default=(0.1, 0.9), description="Pass-rate band a difficulty level must lie in."
+    curriculum_samples: int = Field(default=4, ge=2, le=64, description="Samples per prompt (K).")
+    curriculum_band: Annotated[tuple[Share, Share], AfterValidator(_band)] = Field(
+        default=(0.1, 0.9),
+        description="Pass-rate band a difficulty level must lie in: (low, high), 0 <= low < "
+        "high <= 1.",
     )
-    max_rows: int = Field(default=256, ge=1, description="Most prompts considered.")
+    max_rows: int = Field(default=256, ge=1, le=10_000_000, description="Most prompts considered.")
     resume: bool = Field(default=True, description="Continue from the latest checkpoint.")
-    max_model_len: int = Field(default=4096, ge=256, description="Engine context length.")
+    max_model_len: int = Field(
+        default=4096, ge=256, le=131_072, description="Engine context length."
+    )
     tools: ToolNames = None
 
 

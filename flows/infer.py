@@ -18,13 +18,13 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.runtime import flow_run
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from domains.base import get_domain
 from domains.calc import ToolNames
 from domains.faults import failpoint
 from models import progress as console_progress
-from models.engine import get_generator
+from models.engine import MAX_COMPLETION, get_generator
 from models.loading import ModelSpec
 from models.redaction import install as install_redaction
 from models.redaction import learn as learn_identifiers
@@ -62,23 +62,37 @@ class InferParams(BaseModel):
         "domain policy champion, else ponder-base-policy@champion.",
     )
     strategy: str = Field(default="beam", description="A key of models.search.STRATEGIES.")
-    width: int = Field(default=4, ge=1, description="N: samples, beams or rollouts.")
-    max_tokens: int = Field(default=512, ge=16, description="Generated-token cap per case.")
-    step_tokens: int = Field(default=96, ge=8, description="Cap per reasoning step.")
-    max_depth: int = Field(default=6, ge=1, description="Most steps per path.")
+    width: int = Field(default=4, ge=1, le=256, description="N: samples, beams or rollouts.")
+    max_tokens: int = Field(
+        default=512, ge=16, le=262_144, description="Generated-token cap per case."
+    )
+    step_tokens: int = Field(default=96, ge=8, le=8192, description="Cap per reasoning step.")
+    max_depth: int = Field(default=6, ge=1, le=64, description="Most steps per path.")
     temperature: float = Field(default=0.8, ge=0, le=2, description="Sampling temperature.")
     scorer: Literal["policy_logprob", "learned", "oracle"] = Field(
         default="policy_logprob",
         description="learned = the domain's ORM/PRM champions; oracle uses labels (eval only).",
     )
-    shard_size: int = Field(default=32, ge=1, description="Cases per resumable shard.")
-    max_model_len: int = Field(default=4096, ge=256, description="Engine context length.")
+    shard_size: int = Field(default=32, ge=1, le=100_000, description="Cases per resumable shard.")
+    max_model_len: int = Field(
+        default=4096, ge=256, le=131_072, description="Engine context length."
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Weight dtype for the engine."
     )
-    log_traces: int = Field(default=5, ge=0, description="Cases logged as MLflow traces.")
-    seed: int = Field(default=0, description="Sampling seed.")
+    log_traces: int = Field(default=5, ge=0, le=1000, description="Cases logged as MLflow traces.")
+    seed: int = Field(ge=0, le=2**32 - 1, default=0, description="Sampling seed.")
     tools: ToolNames = None
+
+    @model_validator(mode="after")
+    def _per_path_cap(self) -> InferParams:
+        if self.max_tokens > MAX_COMPLETION * self.width:
+            raise ValueError(
+                f"max_tokens {self.max_tokens} gives each of the {self.width} path(s) more "
+                f"than the engine's {MAX_COMPLETION} tokens per completion; lower max_tokens "
+                f"to at most {MAX_COMPLETION * self.width} or raise width"
+            )
+        return self
 
     def search_config(self) -> SearchConfig:
         return SearchConfig(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import mlflow
 from prefect import flow, get_run_logger
@@ -35,6 +35,9 @@ from tasks.events import REWARD_PROMOTED, announce
 from tasks.infer import resolve_model
 from tasks.lake import Lake
 
+# a pair source's resampling weight: finite, not negative, and bounded
+Weight = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
+
 
 class RefreshParams(BaseModel):
     """Parameters of one reward refresh (a form in the Prefect UI)."""
@@ -52,34 +55,41 @@ class RefreshParams(BaseModel):
     models: list[Literal["orm", "prm"]] = Field(
         default=["orm", "prm"], description="Which reward models to refresh."
     )
-    source_weights: dict[str, float] = Field(
+    source_weights: dict[str, Weight] = Field(
         default={"explicit": 2.0, "rating": 1.0, "verifier": 1.0},
-        description="Resampling weight per pair source (explicit / rating / verifier).",
+        description="Resampling weight per pair source (explicit / rating / verifier), each "
+        "finite and in [0, 100].",
     )
     margin_per_point: float = Field(
-        default=0.5, ge=0, description="Bradley-Terry margin per rating point of gap."
+        default=0.5, ge=0, le=10, description="Bradley-Terry margin per rating point of gap."
     )
     verifier_pairs_per_case: int = Field(
-        default=4, ge=0, description="Most correct-vs-incorrect pairs per case."
+        default=4, ge=0, le=64, description="Most correct-vs-incorrect pairs per case."
     )
     use_reference: bool = Field(
         default=True, description="Use the reference solution when no rollout was correct."
     )
-    mc_rollouts: int = Field(default=4, ge=0, description="K completions per step prefix.")
-    mc_paths_per_case: int = Field(default=2, ge=0, description="Tree paths labelled per case.")
-    mc_max_tokens: int = Field(default=256, ge=8, description="Token cap per MC completion.")
+    mc_rollouts: int = Field(default=4, ge=0, le=64, description="K completions per step prefix.")
+    mc_paths_per_case: int = Field(
+        default=2, ge=0, le=64, description="Tree paths labelled per case."
+    )
+    mc_max_tokens: int = Field(
+        default=256, ge=8, le=32_768, description="Token cap per MC completion."
+    )
     td_lambda: float = Field(default=0.8, ge=0, le=1, description="TD(lambda); 1 = pure MC.")
     train: RMTrainConfig = Field(default_factory=RMTrainConfig, description="Training knobs.")
     promote_margin: float = Field(
-        default=0.01, ge=0, description="Held-out gain over the champion needed to promote."
+        default=0.01, ge=0, le=1, description="Held-out gain over the champion needed to promote."
     )
     family_tolerance: float = Field(
-        default=0.05, ge=0, description="Largest per-family drop allowed when promoting."
+        default=0.05, ge=0, le=1, description="Largest per-family drop allowed when promoting."
     )
     floor: float = Field(
         default=0.55, ge=0, le=1, description="Metric a first model (no champion) must reach."
     )
-    max_model_len: int = Field(default=4096, ge=256, description="Policy engine context.")
+    max_model_len: int = Field(
+        default=4096, ge=256, le=131_072, description="Policy engine context."
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Policy engine weight dtype."
     )

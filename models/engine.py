@@ -35,6 +35,9 @@ Prompt = list[Message] | list[int]
 FinishReason = Literal["stop", "length"]
 
 
+MAX_COMPLETION = 32768  # generated tokens one completion may ask for
+
+
 class SamplingConfig(BaseModel):
     """Sampling parameters shared by both backends; validated at construction."""
 
@@ -46,7 +49,7 @@ class SamplingConfig(BaseModel):
     )
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     max_tokens: int = Field(
-        default=128, ge=1, le=32768, description="Cap on generated tokens per completion."
+        default=128, ge=1, le=MAX_COMPLETION, description="Cap on generated tokens per completion."
     )
     stop: list[str] = Field(
         default_factory=list,
@@ -125,7 +128,7 @@ _SAMPLING_FIXES = {
     "n": "use 1 <= n <= 256",
     "temperature": "use 0 <= temperature <= 5 (0 = greedy)",
     "top_p": "use 0 < top_p <= 1",
-    "max_tokens": "use 1 <= max_tokens <= 32768",
+    "max_tokens": f"use 1 <= max_tokens <= {MAX_COMPLETION}",
     "stop": "pass non-empty stop strings",
 }
 

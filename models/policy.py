@@ -31,24 +31,41 @@ class PolicyTrainConfig(BaseModel):
 
     sft: bool = Field(default=True, description="Run the SFT warm start before GRPO.")
     sft_epochs: float = Field(default=1.0, gt=0, le=50, description="SFT passes over the data.")
-    sft_max_steps: int = Field(default=-1, description="Stop SFT after N steps (-1: epochs).")
-    sft_learning_rate: float = Field(default=5e-5, gt=0, le=1, description="SFT AdamW rate.")
-    grpo_max_steps: int = Field(default=50, ge=1, description="GRPO optimizer steps.")
-    learning_rate: float = Field(default=1e-5, gt=0, le=1, description="GRPO AdamW rate.")
-    num_generations: int = Field(default=4, ge=2, description="Completions per prompt (group).")
-    batch_size: int = Field(
-        default=8, ge=1, description="Completions per device per step (prompts x generations)."
+    sft_max_steps: int = Field(
+        default=-1, ge=-1, le=1_000_000, description="Stop SFT after N steps (-1: epochs)."
     )
-    gradient_accumulation_steps: int = Field(default=1, ge=1, description="Steps per update.")
-    max_completion_length: int = Field(default=256, ge=8, description="Tokens per completion.")
-    max_length: int = Field(default=2048, ge=64, description="SFT token cap per example.")
+    sft_learning_rate: float = Field(default=5e-5, gt=0, le=1, description="SFT AdamW rate.")
+    grpo_max_steps: int = Field(default=50, ge=1, le=1_000_000, description="GRPO optimizer steps.")
+    learning_rate: float = Field(default=1e-5, gt=0, le=1, description="GRPO AdamW rate.")
+    num_generations: int = Field(
+        default=4, ge=2, le=256, description="Completions per prompt (group)."
+    )
+    batch_size: int = Field(
+        default=8,
+        ge=1,
+        le=4096,
+        description="Completions per device per step (prompts x generations).",
+    )
+    gradient_accumulation_steps: int = Field(
+        default=1, ge=1, le=1024, description="Steps per update."
+    )
+    max_completion_length: int = Field(
+        default=256, ge=8, le=32_768, description="Tokens per completion."
+    )
+    max_length: int = Field(
+        default=2048, ge=64, le=131_072, description="SFT token cap per example."
+    )
     temperature: float = Field(default=1.0, gt=0, le=2, description="Rollout temperature.")
-    beta: float = Field(default=0.0, ge=0, description="KL coefficient (0: no reference model).")
+    beta: float = Field(
+        default=0.0, ge=0, le=10, description="KL coefficient (0: no reference model)."
+    )
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field(
         default="dapo",
         description="TRL's GRPO loss normalisation; 'dr_grpo' is Dr. GRPO's unbiased loss.",
     )
-    save_steps: int = Field(default=10, ge=1, description="Checkpoint every K GRPO steps.")
+    save_steps: int = Field(
+        default=10, ge=1, le=1_000_000, description="Checkpoint every K GRPO steps."
+    )
     lora: bool | None = Field(default=None, description="LoRA adapters; None = on GPU only.")
     lora_rank: int = Field(default=16, ge=1, le=256, description="LoRA rank when LoRA is on.")
     use_vllm: bool | None = Field(
@@ -59,7 +76,9 @@ class PolicyTrainConfig(BaseModel):
         description="Train in a fresh subprocess, so CUDA and vLLM memory is freed when it "
         "ends; None = on GPU only.",
     )
-    seed: int = Field(default=0, description="Seed for data order, heads and sampling.")
+    seed: int = Field(
+        ge=0, le=2**32 - 1, default=0, description="Seed for data order, heads and sampling."
+    )
 
     @model_validator(mode="after")
     def _groups_fit(self) -> PolicyTrainConfig:

@@ -35,14 +35,21 @@ class RMTrainConfig(BaseModel):
     batch_size: int = Field(default=8, ge=1, le=512, description="Examples per optimizer step.")
     learning_rate: float = Field(default=2e-5, gt=0, le=1.0, description="AdamW learning rate.")
     max_length: int = Field(
-        default=1024, ge=32, description="Token cap per sequence; longer ones are reported."
+        default=1024,
+        ge=32,
+        le=131_072,
+        description="Token cap per sequence; longer ones are reported.",
     )
     lora: bool | None = Field(
         default=None, description="LoRA adapters instead of full tuning; None = on GPU only."
     )
     lora_rank: int = Field(default=16, ge=1, le=256, description="LoRA rank when LoRA is on.")
-    seed: int = Field(default=0, description="Seed for the head init and data order.")
-    max_steps: int = Field(default=-1, description="Stop after this many steps (-1 = epochs).")
+    seed: int = Field(
+        ge=0, le=2**32 - 1, default=0, description="Seed for the head init and data order."
+    )
+    max_steps: int = Field(
+        default=-1, ge=-1, le=1_000_000, description="Stop after this many steps (-1 = epochs)."
+    )
 
 
 def use_gpu() -> bool:

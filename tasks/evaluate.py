@@ -39,7 +39,7 @@ class GateConfig(BaseModel):
         default=0.05, ge=0, le=1, description="Largest accuracy drop allowed in any family."
     )
     max_cost_ratio: float = Field(
-        default=1.5, gt=0, description="Ceiling on challenger / champion tokens per case."
+        default=1.5, gt=0, le=1000, description="Ceiling on challenger / champion tokens per case."
     )
     floor: float = Field(
         default=0.05, ge=0, le=1, description="Accuracy a first champion (none yet) must reach."
@@ -53,8 +53,10 @@ class GateConfig(BaseModel):
     confidence: float = Field(
         default=0.95, gt=0.5, lt=1, description="Confidence level of the bootstrap interval."
     )
-    resamples: int = Field(default=2000, ge=100, description="Bootstrap resamples.")
-    seed: int = Field(default=0, description="Bootstrap seed (the decision is reproducible).")
+    resamples: int = Field(default=2000, ge=100, le=100_000, description="Bootstrap resamples.")
+    seed: int = Field(
+        ge=0, le=2**32 - 1, default=0, description="Bootstrap seed (the decision is reproducible)."
+    )
 
 
 @dataclass
