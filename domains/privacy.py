@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import regex
 from pydantic import BaseModel, Field, field_validator
 
 from domains.errors import PonderError
@@ -87,13 +88,42 @@ class RedactionConfig(BaseModel):
 
     @field_validator("patterns")
     @classmethod
-    def _compiles(cls, patterns: dict[str, str]) -> dict[str, str]:
+    def _safe(cls, patterns: dict[str, str]) -> dict[str, str]:
         for kind, pattern in patterns.items():
-            try:
-                re.compile(pattern)
-            except re.error as err:
-                raise ValueError(f"pattern {kind!r} is not a valid regex: {err}") from None
+            check_pattern(kind, pattern)
         return patterns
+
+
+# texts a custom pattern must get through quickly: long runs of what identifiers are made of
+_PROBES = [c * 20_000 + "!" for c in ("a", " ", "1", "\n", "A1-", "x@", "MRN ", "Name: ")]
+PATTERN_SECONDS = 0.2  # the most one custom pattern may spend on one probe or one text
+
+
+def check_pattern(kind: str, pattern: str) -> None:
+    """Refuse a custom pattern that shadows a built-in detector, does not compile, can
+    match the empty string (it would garble the text) or takes longer than
+    ``PATTERN_SECONDS`` on a 20,000-character probe (catastrophic backtracking)."""
+    if kind in DETECTORS or kind in set(_KIND.values()):
+        raise ValueError(
+            f"pattern {kind!r} has the name of a built-in detector and would replace it; give "
+            f"it its own name (e.g. 'custom_{kind}')"
+        )
+    try:
+        rule = regex.compile(pattern)
+    except regex.error as err:
+        raise ValueError(f"pattern {kind!r} is not a valid regex: {err}") from None
+    if any(m.start() == m.end() for t in ("", "ab 12", "\n") for m in rule.finditer(t)):
+        raise ValueError(
+            f"pattern {kind!r} matches the empty string; make it match at least one character"
+        )
+    for probe in _PROBES:
+        try:
+            rule.search(probe, timeout=PATTERN_SECONDS)
+        except TimeoutError:
+            raise ValueError(
+                f"pattern {kind!r} takes over {PATTERN_SECONDS:g} s on a 20,000-character "
+                "input (nested or overlapping repeats backtrack); rewrite it without them"
+            ) from None
 
 
 _TOKEN = re.compile(r"\w+")
@@ -161,9 +191,9 @@ class Redactor:
                 "the redaction key is shorter than 16 bytes",
                 "set PONDER_REDACT_KEY to 32+ random characters",
             )
-        found = {name: DETECTORS[name] for name in self.config.detectors}
-        found.update(self.config.patterns)
-        object.__setattr__(self, "_rules", [(k, re.compile(p)) for k, p in found.items()])
+        rules = [(name, re.compile(DETECTORS[name])) for name in self.config.detectors]
+        rules += [(k, regex.compile(p)) for k, p in self.config.patterns.items()]
+        object.__setattr__(self, "_rules", rules)
 
     def mask(self, kind: str, value: str) -> str:
         kind = _KIND.get(kind, kind)
@@ -178,7 +208,13 @@ class Redactor:
 
     def _detect(self, text: str) -> str:
         for kind, rule in self._rules:  # type: ignore[attr-defined]
-            text = rule.sub(self._replacer(kind), text)
+            if isinstance(rule, re.Pattern):
+                text = rule.sub(self._replacer(kind), text)
+                continue
+            try:  # a custom pattern, with a time limit; over it, the text is withheld whole
+                text = rule.sub(self._replacer(kind), text, timeout=PATTERN_SECONDS)
+            except TimeoutError:
+                return f"[WITHHELD: pattern {kind!r} timed out on {len(text)} characters]"
         return text
 
     def learn(self, value: Any) -> None:

@@ -66,6 +66,35 @@ def test_bad_configuration_names_the_field() -> None:
         Redactor(RedactionConfig(), b"short")
 
 
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ({"email": r"(?P<id>zzz)"}, "name of a built-in detector"),  # would replace a built-in
+        ({"name": r"(?P<id>zzz)"}, "name of a built-in detector"),  # a kind built-ins map to
+        ({"badge": r"(?P<id>\d*)"}, "matches the empty string"),
+        ({"badge": r"x?"}, "matches the empty string"),
+        ({"badge": r"(a+)+$"}, "takes over"),  # exponential backtracking
+        ({"badge": r"(\w+\s?)+$"}, "takes over"),
+        ({"badge": r"(a|aa)+b"}, "takes over"),
+    ],
+)
+def test_custom_patterns_that_shadow_garble_or_stall_are_refused(pattern, message) -> None:
+    with pytest.raises(ValidationError, match=f"(?s)patterns.*{message}"):
+        RedactionConfig(patterns=pattern)
+
+
+def test_a_custom_pattern_masks_and_a_slow_one_withholds_the_text() -> None:
+    import time
+
+    badge = red(patterns={"badge": r"BADGE-(?P<id>\d{6})"}).text("staff BADGE-123456 on shift")
+    assert "123456" not in badge and "[BADGE-" in badge
+    slow = red(patterns={"slowpoke": r"(q|qq)+b"})  # passes the probes, stalls on q runs
+    start = time.perf_counter()
+    out = slow.text("Patient: Ann Lee " + "q" * 40)
+    assert time.perf_counter() - start < 2.0
+    assert out.startswith("[WITHHELD") and "Ann Lee" not in out
+
+
 FIRST = st.sampled_from(["Ann", "Bob", "Chiara", "Dmitri", "Esi", "Farid", "Gwen"])
 LAST = st.sampled_from(["Lee", "Okafor", "Nakamura", "Silva", "Kowalski", "Haddad"])
 FILLER = st.text(alphabet="abcdefghij klmnop 0123456789.,;", max_size=40)
