@@ -53,6 +53,8 @@ DETECTORS: dict[str, str] = {
     "card": r"(?<!\d)(?P<id>(?:\d{4}[ -]){3}\d{4})(?!\d)",
     "iban": r"\b(?P<id>[A-Z]{2}\d{2}[A-Z0-9]{11,30})\b",
     "account_number": r"(?i:\b(?:acct|account)(?: no\.?| number| #)?\s*[:#]?\s*)(?P<id>\d{6,17})\b",
+    # a password inside a URI (scheme://user:password@host): masked in every record
+    "url_password": r"://[^\s:/@]{1,256}:(?P<id>[^\s@/]{1,256})@",
 }
 _KIND = {"name_before_record": "name", "kyc_name": "name"}
 

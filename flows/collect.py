@@ -8,6 +8,8 @@ new version only when something changed: re-running with the same inputs is a no
 
 from __future__ import annotations
 
+import os
+import re
 import uuid
 from pathlib import Path
 from typing import Annotated, Literal
@@ -21,6 +23,7 @@ from models.redaction import install as install_redaction
 from models.settings import get_settings
 from tasks.collect import (
     Batch,
+    SqlSource,
     cases_from_files,
     commit_cases,
     commit_feedback,
@@ -73,7 +76,17 @@ class CollectParams(BaseModel):
         default=None,
         description="Inbox folder with cases/ and feedback/ subfolders; default <home>/inbox.",
     )
-    sql_uri: str | None = Field(default=None, description="Database URI for the sql source.")
+    sql_uri: str | None = Field(
+        default=None,
+        description="Database URI for the sql source, without a password (it would be stored "
+        "as a flow parameter and logged): the password comes from sql_password_secret or "
+        "PONDER_SQL_PASSWORD.",
+    )
+    sql_password_secret: str | None = Field(
+        default=None,
+        description="Name of a Prefect Secret block holding the database password; None reads "
+        "PONDER_SQL_PASSWORD from the environment (if set).",
+    )
     sql_cases_query: str | None = Field(default=None, description="SQL returning case rows.")
     sql_feedback_query: str | None = Field(default=None, description="SQL returning feedback rows.")
     mlflow_experiment: str = Field(
@@ -102,6 +115,12 @@ class CollectParams(BaseModel):
             )
         if "sql" in self.sources and not self.sql_uri:
             raise ValueError("source 'sql' needs sql_uri")
+        if self.sql_uri and _has_password(self.sql_uri):
+            raise ValueError(
+                "sql_uri carries a password, which would be stored with the run's parameters "
+                "and logged; remove it from the URI and set PONDER_SQL_PASSWORD or name a "
+                "Prefect Secret block in sql_password_secret"
+            )
         return self
 
 
@@ -183,15 +202,35 @@ def gather(params: CollectParams, inbox: Path) -> tuple[Batch, Batch]:
         _merge(cases, cases_from_files(params.domain, inbox, *split, params.max_file_mb))
         _merge(feedback, feedback_from_files(inbox, params.max_file_mb))
     if "sql" in params.sources and params.sql_uri:
+        uri = SqlSource(uri=params.sql_uri, password=sql_password(params.sql_password_secret))
         if params.sql_cases_query:
-            raw = from_sql("cases", params.sql_uri, params.sql_cases_query).to_dicts()
+            raw = from_sql("cases", uri, params.sql_cases_query).to_dicts()
             good, bad = validate_cases(get_domain(params.domain), raw, "sql", *split)
             _merge(cases, Batch(rows=good, rejected=bad, sources=["sql"], rows_in=len(raw)))
         if params.sql_feedback_query:
-            frame = from_sql("feedback", params.sql_uri, params.sql_feedback_query)
+            frame = from_sql("feedback", uri, params.sql_feedback_query)
             feedback.frames.append(normalize_feedback(frame.lazy(), "sql"))
             feedback.sources.append("sql")
     return cases, feedback
+
+
+def _has_password(uri: str) -> bool:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(uri).password is not None
+    except ArgumentError:
+        return bool(re.search(r"://[^/@\s]*:[^/@\s]*@", uri))
+
+
+def sql_password(secret: str | None) -> str | None:
+    """The database password: a Prefect Secret block's value, else PONDER_SQL_PASSWORD."""
+    if secret:
+        from prefect.blocks.system import Secret
+
+        return Secret.load(secret).get()
+    return os.environ.get("PONDER_SQL_PASSWORD") or None
 
 
 def known_traces(params: CollectParams) -> set[str]:

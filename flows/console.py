@@ -46,8 +46,10 @@ def _real_fds() -> bool:
 def log_path(command: str) -> Path:
     from models.settings import get_settings
 
-    folder = get_settings().home / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
+    settings = get_settings()
+    settings.apply_environment()  # owner-only folders and umask before the first log line
+    folder = settings.home / "logs"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     return folder / f"{command}-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
 
 

@@ -10,7 +10,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.settings import Settings
+from models.settings import Settings, loose_folders
 
 LIBRARIES = (
     "prefect",
@@ -91,6 +91,13 @@ def find_problems(settings: Settings, versions: dict[str, str | None]) -> list[P
         )
         for name in BREAKS_TRANSFORMERS
         if _version_or_none(name) is not None
+    ]
+    problems += [
+        Problem(
+            f"{path} is open to other users (mode {mode:04o}): notes and accounts live there",
+            f"chmod -R go-rwx {path}",
+        )
+        for path, mode in loose_folders(settings)
     ]
     example = Path(settings.models_dir, "smollm2-135m-instruct", "config.json")
     if not example.is_file():

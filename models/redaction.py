@@ -12,6 +12,7 @@ redactor, so they stay masked even where ``install`` was not called.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -33,11 +34,25 @@ def _key() -> bytes:
         return settings.redact_key.get_secret_value().encode()
     path = Path(settings.home) / ".redact-key"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _create_key(path)
+    return path.read_text().strip().encode()
+
+
+def _create_key(path: Path) -> None:
+    """Write a fresh key beside ``path`` and link it into place, which fails if another
+    process got there first: a reader never sees a created but still empty key file."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".redact-key.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):  # another process's key won: use it
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @functools.cache

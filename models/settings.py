@@ -112,14 +112,29 @@ class Settings(BaseSettings):
         return Path(os.environ.get("PREFECT_HOME") or self.home / "prefect")
 
     def apply_environment(self) -> None:
-        """Create folders and export PREFECT_HOME so Prefect keeps its state under home."""
+        """Create folders (owner only: patient notes and accounts live there) and export
+        PREFECT_HOME so Prefect keeps its state under home. The process's umask becomes 077,
+        so every file ponder, MLflow or Prefect writes from here on is 0600 and every folder
+        0700."""
+        os.umask(0o077)
         for path in (self.home, self.artifact_root, self.lake_root, self.models_dir):
-            Path(path).mkdir(parents=True, exist_ok=True)
+            Path(path).mkdir(mode=0o700, parents=True, exist_ok=True)
         os.environ.setdefault("PREFECT_HOME", str(self.prefect_home))
         # MLflow retries a dead server 7 times with doubling waits (minutes) by default;
         # ponder's own reachability check already retries, so keep the client's short
         for key, value in MLFLOW_HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
+
+
+PRIVATE = ("home", "lake_root", "artifact_root", "models_dir")  # folders only the owner reads
+
+
+def loose_folders(settings: Settings) -> list[tuple[Path, int]]:
+    """(folder, mode) of ponder's folders (and its logs) that others may read or enter."""
+    folders = [Path(getattr(settings, name)) for name in PRIVATE] + [settings.home / "logs"]
+    return [
+        (p, p.stat().st_mode & 0o777) for p in folders if p.is_dir() and p.stat().st_mode & 0o077
+    ]
 
 
 @lru_cache(maxsize=1)

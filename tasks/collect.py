@@ -20,6 +20,7 @@ from typing import Any
 
 import polars as pl
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from domains.base import get_domain
 from domains.loading import read_rows
@@ -182,17 +183,32 @@ def _as_text(value: Any) -> str | None:
     return json.dumps(value) if isinstance(value, dict | list | bool) else str(value)
 
 
-@task
-def from_sql(dataset: str, uri: str, query: str) -> pl.DataFrame:
+@dataclass(frozen=True)
+class SqlSource:
+    """A database URI and its password, kept apart so the password is never part of a
+    parameter, a log line or a task's cache key (its repr hides it)."""
+
+    uri: str
+    password: str | None = field(default=None, repr=False)
+
+    def url(self) -> Any:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.uri)
+        return url.set(password=self.password) if self.password else url
+
+
+@task(cache_policy=NO_CACHE)  # the password must not reach a cache key
+def from_sql(dataset: str, source: SqlSource, query: str) -> pl.DataFrame:
     """Rows from a database (SQLite path or any SQLAlchemy URI), through polars."""
-    if uri.startswith("sqlite:///"):
+    if source.uri.startswith("sqlite:///"):
         import sqlite3
 
-        with sqlite3.connect(uri.removeprefix("sqlite:///")) as conn:
+        with sqlite3.connect(source.uri.removeprefix("sqlite:///")) as conn:
             return pl.read_database(query, connection=conn, infer_schema_length=None)
     from sqlalchemy import create_engine
 
-    engine = create_engine(uri)
+    engine = create_engine(source.url())
     try:
         with engine.connect() as conn:
             return pl.read_database(query, connection=conn, infer_schema_length=None)

@@ -417,3 +417,21 @@ def test_an_id_reused_with_other_content_is_quarantined_naming_both_rows(fresh_l
     stored = _lake(fresh_lake).scan("medicine", "cases").collect()
     assert stored["id"].to_list() == ["MRN-0042"]
     assert json.loads(stored["inputs"][0]) == json.loads(rows[0]["inputs"])
+
+
+def test_a_database_password_never_travels_with_the_parameters(monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    from domains.privacy import RedactionConfig, Redactor
+    from flows.collect import sql_password
+    from tasks.collect import SqlSource
+
+    with pytest.raises(
+        ValidationError, match="(?s)sql_uri carries a password.*PONDER_SQL_PASSWORD"
+    ):
+        CollectParams(domain="medicine", sources=["sql"], sql_uri="postgresql://ann:s3cr3t@db/x")
+    monkeypatch.setenv("PONDER_SQL_PASSWORD", "s3cr3t")
+    source = SqlSource(uri="postgresql://ann@db/x", password=sql_password(None))
+    assert source.url().password == "s3cr3t" and "s3cr3t" not in repr(source)
+    line = "connecting to postgresql://ann:s3cr3t@db/x failed"
+    assert "s3cr3t" not in Redactor(RedactionConfig(), b"k" * 32).text(line)

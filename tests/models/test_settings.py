@@ -56,3 +56,30 @@ def test_apply_environment_sets_prefect_home(tmp_path: Path, monkeypatch) -> Non
 def test_every_field_is_described() -> None:
     missing = [name for name, f in Settings.model_fields.items() if not f.description]
     assert missing == []
+
+
+def test_home_lake_and_logs_are_owner_only_and_doctor_warns_when_not(tmp_path: Path) -> None:
+    """Folders 0700 and files 0600 from the first write on; looser folders are reported
+    with the chmod that fixes them."""
+    import os
+    import stat
+
+    from flows.doctor import find_problems, library_versions
+
+    old = os.umask(0o022)
+    try:
+        s = Settings(home=tmp_path / "home")
+        s.apply_environment()
+        logs = s.home / "logs"
+        logs.mkdir()
+        (s.lake_root / "note.txt").write_text("Patient: Ann Lee")
+        modes = [stat.S_IMODE(p.stat().st_mode) for p in (s.home, s.lake_root, logs)]
+        assert modes == [0o700] * 3
+        assert stat.S_IMODE((s.lake_root / "note.txt").stat().st_mode) == 0o600
+        assert not [p for p in find_problems(s, library_versions()) if "open to other" in p.what]
+        s.lake_root.chmod(0o755)
+        found = [p for p in find_problems(s, library_versions()) if "open to other" in p.what]
+        assert [p.fix for p in found] == [f"chmod -R go-rwx {s.lake_root}"]
+        assert "0755" in found[0].what
+    finally:
+        os.umask(old)
