@@ -28,7 +28,10 @@ from domains.errors import PonderError
 
 OPEN, CLOSE = "<<", ">>"
 _N = NormalDist()
-CALL = re.compile(re.escape(OPEN) + r"(.*?)" + re.escape(CLOSE), re.DOTALL)
+# a call's body never holds a marker: each start scans only up to the next one, so a text of
+# repeated openers is parsed in linear time
+_BODY = r"((?:(?!" + re.escape(OPEN) + "|" + re.escape(CLOSE) + r").)*+)"
+CALL = re.compile(re.escape(OPEN) + _BODY + re.escape(CLOSE), re.DOTALL)
 
 
 class CalcLimits(BaseModel):
@@ -241,7 +244,7 @@ def calls_in(text: str, limits: CalcLimits = LIMITS) -> list[CalcCall]:
     return [evaluate(m.group(1), limits) for m in CALL.finditer(text)]
 
 
-_ANNOTATED = re.compile(re.escape(OPEN) + r"(.*?)" + re.escape(CLOSE) + r"(?= = )", re.DOTALL)
+_ANNOTATED = re.compile(re.escape(OPEN) + _BODY + re.escape(CLOSE) + r"(?= = )", re.DOTALL)
 
 
 def strip_calls(text: str) -> str:

@@ -13,8 +13,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 MAX_TEXT = 200_000
-_ANSWER = re.compile(r"(?im)^[\s>*#_`-]*(?:final\s+)?answer\s*[:=]\**\s*")
-_STEP = re.compile(r"(?m)^\s*#{1,4}\s*Step\s+(\d+)\s*[:.)-]")
+# line-anchored patterns match only horizontal space before their keyword: a leading \s*
+# would run across every following newline from every line start (quadratic)
+_ANSWER = re.compile(r"(?im)^[ \t>*#_`-]*+(?:final[ \t]++)?answer[ \t]*+[:=]\**[ \t]*+")
+_STEP = re.compile(r"(?m)^[ \t]*+#{1,4}[ \t]*+Step[ \t]++(\d+)[ \t]*+[:.)-]")
 _NUMBER = re.compile(r"[-+−]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+−]?\.\d+")
 _KV = re.compile(
     r"([A-Za-z_][\w ]{0,40}?)\s*[=:]\s*(.+?)(?=\s*[,;]\s*[A-Za-z_][\w ]{0,40}?\s*[=:]|[;\n]|$)"
@@ -44,11 +46,16 @@ def extract_answer_payload(text: str) -> dict[str, Any] | str | None:
     return line or None
 
 
+MAX_OBJECT_STARTS = 64  # "{" positions tried, counted from the end of the text
+
+
 def last_json_object(text: str) -> dict[str, Any] | None:
-    """The last top-level JSON object in ``text`` (code fences and prose around it allowed)."""
+    """The last top-level JSON object in ``text`` (code fences and prose around it allowed)
+    that starts at one of the last ``MAX_OBJECT_STARTS`` braces: every failed start costs a
+    parse, so text full of unclosed ``{"a":[`` would otherwise take quadratic time."""
     decoder = json.JSONDecoder()
     found = None
-    pos = text.find("{")
+    pos = _nth_last(text, "{", MAX_OBJECT_STARTS)
     while pos != -1:
         try:
             obj, end = decoder.raw_decode(text, pos)
@@ -61,9 +68,26 @@ def last_json_object(text: str) -> dict[str, Any] | None:
     return found
 
 
+MAX_KV_TEXT = 2_000  # an answer line; the pattern's bounded key search is O(n * 40)
+
+
+def _nth_last(text: str, char: str, n: int) -> int:
+    """Index of the n-th last ``char`` in ``text`` (the first one if there are fewer; -1
+    if none)."""
+    pos = len(text)
+    for _ in range(n):
+        found = text.rfind(char, 0, pos)
+        if found == -1:
+            break
+        pos = found
+    return pos if pos < len(text) else -1
+
+
 def key_values(text: str) -> dict[str, str]:
-    """``R = 0.17, K: 0.05`` -> {"r": "0.17", "k": "0.05"} (keys lower-cased, spaces -> _)."""
-    return {k.strip().lower().replace(" ", "_"): v.strip() for k, v in _KV.findall(text)}
+    """``R = 0.17, K: 0.05`` -> {"r": "0.17", "k": "0.05"} (keys lower-cased, spaces -> _),
+    from the first ``MAX_KV_TEXT`` characters."""
+    pairs = _KV.findall(text[:MAX_KV_TEXT])
+    return {k.strip().lower().replace(" ", "_"): v.strip() for k, v in pairs}
 
 
 def to_decimal(value: Any) -> Decimal:

@@ -31,28 +31,78 @@ from domains.errors import PonderError
 
 _WORD = r"[A-Z][a-z][A-Za-z'\-]*"
 _NAME = rf"(?:[A-Z]\.\s?)?{_WORD}(?:\s+[A-Z]\.)?(?:\s+{_WORD}){{0,2}}"
-_TITLE = r"(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.?\s+"
-_NAME_LABELS = (
-    r"patient|pt|name|customer under review|customer|client|obligor|beneficiary|originator|"
-    r"account holder|next of kin|emergency contact|contact|daughter|son|wife|husband|mother|father|"
-    r"spouse|guardian|physician|attending|referred by|seen by|signed"
+_TITLE = r"(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.?\s++"
+
+
+def _trie(words: list[str]) -> str:
+    """An alternation as a prefix tree (``p(?:atient|hysician|t)``): at each word boundary
+    the engine follows one branch per first letter instead of trying every word, which
+    keeps the name detector within its time bound on long texts. Same matches as the
+    longest-first alternation of ``words``."""
+    groups: dict[str, list[str]] = {}
+    for w in words:
+        groups.setdefault(w[0], []).append(w[1:])
+    branches = []
+    for first, rests in sorted(groups.items()):
+        if len(rests) == 1:  # one word left on this branch: spell it out
+            branches.append(re.escape(first + rests[0]))
+            continue
+        tails = [r for r in rests if r]
+        inner = f"(?:{_trie(tails)})" if tails else ""
+        optional = "?" if tails and "" in rests else ""
+        branches.append(re.escape(first) + inner + optional)
+    return "|".join(branches)
+
+
+_NAME_LABELS = _trie(
+    [
+        "patient",
+        "pt",
+        "name",
+        "customer under review",
+        "customer",
+        "client",
+        "obligor",
+        "beneficiary",
+        "originator",
+        "account holder",
+        "next of kin",
+        "emergency contact",
+        "contact",
+        "daughter",
+        "son",
+        "wife",
+        "husband",
+        "mother",
+        "father",
+        "spouse",
+        "guardian",
+        "physician",
+        "attending",
+        "referred by",
+        "seen by",
+        "signed",
+    ]
 )
 DETECTORS: dict[str, str] = {
-    "email": r"(?P<id>[\w.+-]+@[\w-]+(?:\.[\w-]+)+)",
+    # (?<!...) and possessive repeats (*+, ++) keep every detector linear in the text's
+    # length: no start inside a run is retried, and no repeat gives back what it took
+    "email": r"(?<![\w.+-])(?P<id>[\w.+-]++@[\w-]++(?:\.[\w-]++)+)",
     "phone": r"(?<![\w-])(?P<id>(?:\+?1[ .-]?)?(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4})(?!\d)",
     "ssn": r"(?<![\d-])(?P<id>\d{3}-\d{2}-\d{4})(?![\d-])",
-    "mrn": r"(?i:\b(?:MRN|medical record(?: number| no\.?)?|chart(?: no\.?| #))\s*[:#]?\s*)"
+    "mrn": r"(?i:\b(?:MRN|medical record(?: number| no\.?)?|chart(?: no\.?| #))(?>\s*[:#]?\s*))"
     r"(?P<id>[A-Z0-9][A-Z0-9-]{4,15})\b",
-    "dob": r"(?i:\b(?:DOB|D\.O\.B\.|date of birth|born(?: on)?)\s*[:]?\s*)"
+    "dob": r"(?i:\b(?:DOB|D\.O\.B\.|date of birth|born(?: on)?)(?>\s*:?\s*))"
     r"(?P<id>\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}|[A-Z][a-z]+ \d{1,2},? \d{4})",
     # the name must not itself be a label ("name Patient: Ann Lee" names Ann Lee)
-    "name": rf"(?:\b(?i:{_NAME_LABELS})\s*[:\-]?\s+(?:{_TITLE})?|\b{_TITLE})"
+    "name": rf"(?:\b(?i:{_NAME_LABELS})(?:\s*+[:\-])?\s++(?:{_TITLE})?|\b{_TITLE})"
     rf"(?!(?i:{_NAME_LABELS})\b)(?P<id>{_NAME})",
     "name_before_record": rf"(?P<id>{_WORD}(?:\s+{_WORD}){{1,2}})(?=\s*\((?:MRN|DOB|SSN))",
     "kyc_name": r"(?:\bKYC:\s*)(?P<id>[^,\n]+)",
     "card": r"(?<!\d)(?P<id>(?:\d{4}[ -]){3}\d{4})(?!\d)",
     "iban": r"\b(?P<id>[A-Z]{2}\d{2}[A-Z0-9]{11,30})\b",
-    "account_number": r"(?i:\b(?:acct|account)(?: no\.?| number| #)?\s*[:#]?\s*)(?P<id>\d{6,17})\b",
+    "account_number": r"(?i:\b(?:acct|account)(?: no\.?| number| #)?(?>\s*[:#]?\s*))"
+    r"(?P<id>\d{6,17})\b",
     # a password inside a URI (scheme://user:password@host): masked in every record
     "url_password": r"://[^\s:/@]{1,256}:(?P<id>[^\s@/]{1,256})@",
 }

@@ -1,0 +1,109 @@
+"""Every detector and parser runs in linear time (issue 20 item 4): each gets adversarial
+100,000-character inputs (repeated whitespace, long tokens, repeated label fragments) and
+must finish each within 50 ms. The best of five runs is kept, so a busy machine does not
+fail a linear pattern; a quadratic one takes seconds at this size. The whole redactor (every
+detector in turn, each match a Python callback) must grow linearly too."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+import pytest
+
+from domains import calc, parsing
+from domains.privacy import DETECTORS, RedactionConfig, Redactor
+
+N = 100_000
+BOUND_S = 0.050
+FRAGMENTS = [
+    " ",
+    "\n",
+    "\t",
+    "a",
+    "1",
+    "A1-",
+    "a@",
+    "a.",
+    "1234 ",
+    "+44 ",
+    "{",
+    "[",
+    '{"a":[',
+    "<<",
+    "<<1",
+    "Patient: ",
+    "Patient:",
+    "Name ",
+    "MRN ",
+    "DOB ",
+    "born ",
+    "KYC: ",
+    "Answer: ",
+    "answer",
+    "## Step 1",
+    "x = 1, ",
+    "Ann Lee ",
+    "Mr. ",
+    "Dr. A",
+    "acct ",
+    "DE89",
+    "(555) ",
+]
+
+
+def _inputs() -> list[str]:
+    out = [(f * (N // len(f) + 1))[:N] for f in FRAGMENTS]
+    out += [f + " " * (N - len(f)) for f in ("Patient:", "Name", "Answer:", "<<", "MRN")]
+    return out
+
+
+def _parsers() -> dict[str, Callable[[str], object]]:
+    red = Redactor(RedactionConfig(), b"k" * 32)
+    red.known.add("Ann Lee", "[NAME-x]")
+    found: dict[str, Callable[[str], object]] = {
+        f"detector {name}": (lambda t, rx=re.compile(p): rx.sub("x", t))
+        for name, p in DETECTORS.items()
+    }
+    return found | {
+        "known identifiers": red.known.sub,
+        "parse answer": parsing.extract_answer_payload,
+        "step headers": parsing.step_headers,
+        "key values": parsing.key_values,
+        "last JSON object": parsing.last_json_object,
+        "number": lambda t: parsing._NUMBER.search(t),
+        "calculator calls": lambda t: calc.CALL.findall(t),
+        "strip calls": calc.strip_calls,
+    }
+
+
+def _best_time(fn: Callable[[str], object], text: str) -> float:
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        fn(text)
+        best = min(best, time.perf_counter() - start)
+        if best <= BOUND_S or best > 10 * BOUND_S:  # clearly linear, or clearly not
+            break
+    return best
+
+
+@pytest.mark.parametrize("name", sorted(_parsers()))
+def test_each_detector_and_parser_is_linear_on_adversarial_input(name: str) -> None:
+    fn = _parsers()[name]
+    slow = {}
+    for text in _inputs():
+        t = _best_time(fn, text)
+        if t > BOUND_S:
+            slow[repr(text[:12])] = round(t, 3)
+    assert slow == {}, f"{name} over {BOUND_S * 1000:.0f} ms on {N:,} characters: {slow}"
+
+
+def test_the_whole_redactor_grows_linearly_with_the_text() -> None:
+    """Ten times the text may take at most 25 times as long (linear: 10; quadratic: 100)."""
+    red = Redactor(RedactionConfig(), b"k" * 32)
+    for f in ("Mr. ", "Patient: ", "Name ", "a@", " ", "1234 "):
+        small = _best_time(red.text, (f * (N // 10 // len(f) + 1))[: N // 10])
+        large = _best_time(red.text, (f * (N // len(f) + 1))[:N])
+        assert large <= 25 * max(small, 1e-3), (f, small, large)
