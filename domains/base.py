@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from domains.errors import PonderError
 from domains.parsing import extract_answer_payload
 from domains.privacy import RedactionConfig
+from domains.schema import Record
 
 RewardFn = Callable[..., list[float | None]]
 WHERE_TRIES = 200  # draws per wanted case before a case filter is declared unsatisfiable
@@ -45,7 +46,7 @@ class ParseFailure(BaseModel):
     reason: str = Field(description="Why the text could not be parsed.")
 
 
-class Case(BaseModel):
+class Case(Record):
     """One problem: inputs shown to the model, plus exact truth and a reference solution."""
 
     model_config = ConfigDict(frozen=True)

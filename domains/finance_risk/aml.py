@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, field_validator
 from domains.base import Family, Verdict, set_f1
 from domains.calc import annotate, evaluate
 from domains.parsing import to_str_list
+from domains.schema import MAX_ITEMS, Record
 
 TYPOLOGIES = (
     "fan_out",
@@ -44,7 +45,7 @@ OCCUPATIONS = (
 T0 = dt.datetime(2026, 3, 2, 8, 0)
 
 
-class Txn(BaseModel):
+class Txn(Record):
     txn_id: str = Field(description="Transaction id.")
     timestamp: dt.datetime = Field(description="Booking time.")
     from_account: str = Field(description="Originator account.")
@@ -55,7 +56,7 @@ class Txn(BaseModel):
     alert_id: str | None = Field(default=None, description="Alert id if flagged by the system.")
 
 
-class KYC(BaseModel):
+class KYC(Record):
     name: str
     customer_type: Literal["individual", "business"]
     occupation: str
@@ -63,19 +64,21 @@ class KYC(BaseModel):
     expected_monthly_volume: float = Field(ge=0)
 
 
-class AMLInputs(BaseModel):
+class AMLInputs(Record):
     """Alert, subject KYC and the transaction extract."""
 
     alert_id: str = Field(description="Alert id.")
     subject_account: str = Field(description="Account the alert fired on.")
     kyc: KYC = Field(description="Subject's KYC profile.")
-    transactions: list[Txn] = Field(min_length=1, description="Transaction extract.")
+    transactions: list[Txn] = Field(
+        min_length=1, max_length=MAX_ITEMS, description="Transaction extract."
+    )
 
 
-class AMLAnswer(BaseModel):
+class AMLAnswer(Record):
     typology: Literal[TYPOLOGIES] = Field(description="AMLSim typology label.")  # type: ignore[valid-type]
-    accounts: list[str] = Field(description="Member accounts of the pattern.")
-    transactions: list[str] = Field(description="Laundering transaction ids.")
+    accounts: list[str] = Field(max_length=MAX_ITEMS, description="Member accounts of the pattern.")
+    transactions: list[str] = Field(max_length=MAX_ITEMS, description="Laundering transaction ids.")
 
     @field_validator("typology", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from domains.base import Family, Verdict
 from domains.calc import Work
 from domains.errors import PonderError
 from domains.parsing import key_values, to_float
+from domains.schema import Record
 
 AssetClass = Literal[
     "corporate", "sme_corporate", "residential_mortgage", "qualifying_revolving", "other_retail"
@@ -28,7 +29,7 @@ _N = NormalDist()
 G999 = _N.inv_cdf(0.999)
 
 
-class CreditInputs(BaseModel):
+class CreditInputs(Record):
     """One exposure as a credit officer records it."""
 
     exposure_id: str = Field(description="Facility reference.")
@@ -58,7 +59,7 @@ class CreditInputs(BaseModel):
         return self
 
 
-class CreditAnswer(BaseModel):
+class CreditAnswer(Record):
     """IRB results."""
 
     R: float = Field(description="Asset correlation.")

@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field, field_validator
 from domains.base import Family, Verdict
 from domains.calc import annotate
 from domains.parsing import to_bool, to_decimal, to_str_list
+from domains.schema import MAX_ITEMS, Record
 
 CTR_LIMIT = Decimal("10000.00")
 SAR_LIMIT = Decimal("5000.00")
@@ -53,7 +54,7 @@ BRANCHES = ["Main St", "Harbor Rd", "Airport Plaza", "Elm Park", "Riverside", "D
 PEOPLE = ["Dana Whitfield", "Luis Ortega", "Priya Raman", "Tom Becker", "Grace Okafor"]
 
 
-class CashTxn(BaseModel):
+class CashTxn(Record):
     """One teller or ATM transaction."""
 
     txn_id: str = Field(description="Transaction reference.")
@@ -66,12 +67,14 @@ class CashTxn(BaseModel):
     amount: Decimal = Field(gt=0, decimal_places=2, description="Amount in USD (positive).")
 
 
-class StructuringInputs(BaseModel):
+class StructuringInputs(Record):
     """One customer's recent activity as a BSA analyst sees it."""
 
     customer_id: str = Field(description="Customer under review.")
     customer_name: str = Field(description="Customer name.")
-    transactions: list[CashTxn] = Field(min_length=1, description="Activity log.")
+    transactions: list[CashTxn] = Field(
+        min_length=1, max_length=MAX_ITEMS, description="Activity log."
+    )
 
 
 def cents(value: Any) -> Decimal:
@@ -82,7 +85,7 @@ def cents(value: Any) -> Decimal:
         raise ValueError(f"amount {value!r} is out of range") from None
 
 
-class DayTotal(BaseModel):
+class DayTotal(Record):
     cash_in: Decimal = Field(ge=0, description="Cash-in total for the business day.")
     cash_out: Decimal = Field(ge=0, description="Cash-out total for the business day.")
 
@@ -92,7 +95,7 @@ class DayTotal(BaseModel):
         return cents(value)
 
 
-class StructuringAnswer(BaseModel):
+class StructuringAnswer(Record):
     """Filing decisions and the aggregated amounts."""
 
     ctr_due: bool = Field(description="Whether at least one CTR is due.")

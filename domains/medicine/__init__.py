@@ -13,6 +13,7 @@ from domains.medicine.calculators import CALCULATORS, PatientFacts
 from domains.medicine.notes import draw_facts, render_note
 from domains.medicine.solutions import solution
 from domains.parsing import key_values, to_float, to_str_list
+from domains.schema import Record
 
 CalcName = Literal[tuple(CALCULATORS)]  # type: ignore[valid-type]
 CONVERSIONS = (
@@ -22,7 +23,7 @@ CONVERSIONS = (
 )
 
 
-class ClinicalInputs(BaseModel):
+class ClinicalInputs(Record):
     """A patient note and the calculator to apply; facts are the structured truth source."""
 
     calculator: CalcName = Field(description="Calculator key, e.g. cha2ds2_vasc.")
@@ -30,7 +31,7 @@ class ClinicalInputs(BaseModel):
     facts: PatientFacts | None = Field(default=None, description="Structured facts, if known.")
 
 
-class ClinicalAnswer(BaseModel):
+class ClinicalAnswer(Record):
     value: float = Field(description="Score or computed value.")
     criteria: list[str] = Field(default_factory=list, description="Criteria met (scores).")
 

@@ -20,12 +20,13 @@ from typing import Any, Literal, NamedTuple
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from domains.errors import PonderError
+from domains.schema import MAX_ITEMS, Record
 
 Sex = Literal["M", "F"]
 DISTRACTORS = ("asthma", "hypothyroidism", "gerd", "osteoarthritis", "migraine", "depression")
 
 
-class PatientFacts(BaseModel):
+class PatientFacts(Record):
     """Structured facts behind a note, in canonical units, with plausibility ranges."""
 
     age: int = Field(ge=0, le=120, description="Years.")
@@ -58,7 +59,9 @@ class PatientFacts(BaseModel):
     qt_ms: float | None = Field(default=None, ge=200, le=800, description="QT interval, ms.")
     alcohol_per_week: int = Field(default=0, ge=0, le=200, description="Drinks per week.")
     conditions: list[str] = Field(
-        default_factory=list, description="Findings present (closed vocabulary: CONDITIONS)."
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="Findings present (closed vocabulary: CONDITIONS).",
     )
 
     @field_validator("conditions")

@@ -107,3 +107,29 @@ def test_the_whole_redactor_grows_linearly_with_the_text() -> None:
         small = _best_time(red.text, (f * (N // 10 // len(f) + 1))[: N // 10])
         large = _best_time(red.text, (f * (N // len(f) + 1))[:N])
         assert large <= 25 * max(small, 1e-3), (f, small, large)
+
+
+@pytest.mark.parametrize(
+    ("domain", "field"),
+    [("medicine", "note"), ("finance_risk", "name"), ("finance_risk", "reference")],
+)
+def test_a_free_text_field_over_the_cap_is_refused_naming_it(domain: str, field: str) -> None:
+    """One 10 MB field in a case row would reach every stage: the row is refused instead."""
+    import json
+
+    from domains.base import get_domain
+    from domains.loading import row_to_case
+    from domains.schema import MAX_TEXT_CHARS
+
+    d = get_domain(domain)
+    case = d.generate(1, 3, family=None if domain == "medicine" else "aml_typology")[0]
+    inputs = json.loads(json.dumps(case.inputs))
+    row = {"family": case.family, "inputs": inputs, "truth": case.truth}
+    if field == "note":
+        inputs["note"] = "x" * (MAX_TEXT_CHARS + 1)
+    elif field == "name":
+        inputs["kyc"]["name"] = "x" * (MAX_TEXT_CHARS + 1)
+    else:
+        row["reference"] = "## Step 1: " + "x" * MAX_TEXT_CHARS
+    with pytest.raises(Exception, match=f"(?s){field}.*at most \\d+ characters"):
+        row_to_case(d, row)
