@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from domains.errors import PonderError
+from domains.errors import PonderError, SafeReason, reason_of
 
 if TYPE_CHECKING:
     from domains.base import Case, Domain, LoadResult
@@ -98,30 +98,42 @@ def row_to_case(domain: Domain, row: dict[str, Any]) -> Case:
 
     missing = [c for c in REQUIRED if row.get(c) in (None, "")]
     if missing:
-        raise ValueError(f"missing column(s) {missing}")
+        raise SafeReason(f"missing column(s) {missing}")
     fam = domain.family(str(row["family"]))
     inputs = _validate(fam.Inputs, row["inputs"], "inputs")
     truth = row.get("truth")
     truth = None if truth in (None, "") else _validate(fam.Answer, truth, "truth")
-    difficulty = int(row.get("difficulty") or 3)
+    given = row.get("id")
     return Case(
-        id=str(row.get("id") or case_id(domain.name, fam.name, inputs)),
+        id=case_id(domain.name, fam.name, inputs) if given in (None, "") else str(given),
         domain=domain.name,
         family=fam.name,
-        difficulty=difficulty,
+        difficulty=_difficulty(row.get("difficulty")),
         inputs=inputs,
         truth=truth,
         reference=row.get("reference") or None,
     )
 
 
+def _difficulty(value: Any) -> int:
+    """A level 1-5 as given; missing means 3. Never rounded or replaced: 0, 2.7 or "hard"
+    are refused."""
+    if value in (None, ""):
+        return 3
+    try:
+        number = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not (number.is_integer() and 1 <= number <= 5):
+        raise SafeReason("difficulty: must be a whole number from 1 to 5 (or empty for 3)")
+    return int(number)
+
+
 def _validate(model: type, value: Any, field: str) -> dict[str, Any]:
     try:
         return model.model_validate(_json(value, field)).model_dump(mode="json")
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in (field, *first["loc"]))
-        raise ValueError(f"{where}: {first['msg']}") from None
+        raise SafeReason(reason_of(err, prefix=field)) from None
 
 
 def _json(value: Any, field: str) -> Any:
@@ -129,18 +141,12 @@ def _json(value: Any, field: str) -> Any:
         try:
             return json.loads(value)
         except ValueError as err:
-            raise ValueError(f"{field} is not valid JSON ({str(err)[:80]})") from None
+            raise SafeReason(f"{field} is not valid JSON ({str(err)[:80]})") from None
     return value
 
 
 def _reason(err: Exception) -> str:
-    if isinstance(err, ValidationError):
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        return f"{where}: {first['msg']}" if where else first["msg"]
-    if isinstance(err, PonderError):
-        return f"{err.field}: {err.problem}"
-    return str(err)[:300]
+    return reason_of(err)
 
 
 def _raw(row: dict[str, Any]) -> str:

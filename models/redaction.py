@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 import secrets
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +85,10 @@ def install() -> None:
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = base(*args, **kwargs)
         try:
-            red = redactor()
-            record.msg = red.text(record.getMessage())
-            record.args = None
+            _redact_record(record, redactor())
         except Exception:  # noqa: BLE001 (a log call must never fail)
             record.msg, record.args = "[log message withheld: redaction failed]", None
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
         return record
 
     logging.setLogRecordFactory(factory)
@@ -96,15 +96,37 @@ def install() -> None:
     _installed["done"] = True
 
 
-def _install_tracing() -> None:
-    import mlflow
+def _redact_record(record: logging.LogRecord, red: Any) -> None:
+    """The message, and a traceback or stack as text, masked now: a formatter would render
+    ``exc_info`` later, after this hook, with the raw values in the exception's message."""
+    record.msg, record.args = red.text(record.getMessage()), None
+    if record.exc_info:
+        trace = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        record.exc_text, record.exc_info = red.text(trace), None
+    if record.stack_info:
+        record.stack_info = red.text(record.stack_info)
 
-    def redact_span(span: Any) -> None:
+
+WITHHELD = "[withheld: redaction failed]"
+
+
+def redact_span(span: Any) -> None:
+    """Mask a span before export; if masking fails, the span leaves with its inputs and
+    outputs withheld (fail closed: MLflow would export it raw), and the failure is logged."""
+    try:
         red = redactor()
         if span.inputs is not None:
             span.set_inputs(red.value(span.inputs))
         if span.outputs is not None:
             span.set_outputs(red.value(span.outputs))
+    except Exception:  # noqa: BLE001
+        span.set_inputs(WITHHELD)
+        span.set_outputs(WITHHELD)
+        logging.getLogger(__name__).error("span withheld: its redaction failed")
+
+
+def _install_tracing() -> None:
+    import mlflow
 
     mlflow.tracing.configure(span_processors=[redact_span])
 

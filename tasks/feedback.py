@@ -1,7 +1,9 @@
 """Writing reviewer feedback onto MLflow traces, the same way the MLflow UI does.
 
 Values are parsed as JSON when they look like it ("4" -> 4, "true" -> True, "{...}" ->
-dict), the trace must exist, and the assessment source is the human reviewer.
+dict), the trace must exist, and the assessment source is the human reviewer. A
+rationale and any text in the value are masked before they reach the tracking store: a
+reviewer quoting the note ("Mr. Lee's potassium...") must not put the name outside the lake.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def log_feedback(
     import mlflow
     from mlflow.entities import AssessmentSource, AssessmentSourceType
 
+    from models.redaction import redactor
     from models.registry import connect
 
     if name not in FEEDBACK_KINDS:
@@ -41,7 +44,12 @@ def log_feedback(
             "copy the id from the MLflow UI (Traces tab) or `mlflow.search_traces`",
         )
     source = AssessmentSource(source_type=AssessmentSourceType.HUMAN, source_id=reviewer)
+    red = redactor()  # every domain's detectors: the trace's domain is not known here
     assessment = mlflow.log_feedback(
-        trace_id=trace_id, name=name, value=parse_value(value), source=source, rationale=rationale
+        trace_id=trace_id,
+        name=name,
+        value=red.value(parse_value(value)),
+        source=source,
+        rationale=red.text(rationale) if rationale else rationale,
     )
     return assessment.assessment_id

@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from domains.base import Case, Domain
+from domains.errors import reason_of
 from tasks.lake import row_hash
 
 FEEDBACK_KINDS = (
@@ -139,7 +140,7 @@ def validate_cases(
                 {
                     "row": n,
                     "source": source,
-                    "reason": str(err)[:300],
+                    "reason": reason_of(err),
                     "raw": json.dumps(row, default=str)[:2000],
                 }
             )

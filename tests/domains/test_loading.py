@@ -58,7 +58,8 @@ def test_mixed_file(tmp_path: Path, suffix: str) -> None:
     reasons = " | ".join(r["reason"] for r in result.rejected)
     assert "inputs.facts.age" in reasons and "inputs.facts.potassium" in reasons
     assert "not valid JSON" in reasons and "inputs.calculator" in reasons
-    assert "no family 'surgery'" in reasons and "missing column" in reasons
+    assert "medicine has no family '…'" in reasons and "missing column" in reasons
+    assert "surgery" not in reasons  # a reason names the rule, never the cell's value
     expected_rejects = 6 + (2 if suffix == ".jsonl" else 0)
     assert len(result.rejected) == expected_rejects
     injected = result.cases[2]
@@ -100,3 +101,30 @@ def test_jsonl_line_with_other_encoding_is_rejected_not_changed(tmp_path: Path) 
     result = med.load(path)
     assert len(result.cases) == 1
     assert "not valid UTF-8" in result.rejected[0]["reason"]
+
+
+def test_values_are_never_changed_silently_and_reasons_never_quote_them() -> None:
+    """difficulty 0, 2.7 or "hard" is refused (it was 3, 2 and a crash); an id of 0 stays
+    "0" (it was a content hash); a reason names the field and the rule, not the cell."""
+    from domains.errors import PonderError, reason_of
+    from domains.loading import row_to_case
+
+    med = get_domain("medicine")
+    case = med.generate(1, 4)[0]
+    base = {"family": case.family, "inputs": json.dumps(case.inputs)}
+    for bad in (0, 2.7, "hard", "Smith, John", 6, True):
+        with pytest.raises(ValueError, match="difficulty: must be a whole number") as err:
+            row_to_case(med, base | {"difficulty": bad})
+        assert "Smith" not in reason_of(err.value)
+    assert row_to_case(med, base | {"difficulty": "4"}).difficulty == 4
+    assert row_to_case(med, base | {"difficulty": ""}).difficulty == 3
+    assert row_to_case(med, base | {"id": 0}).id == "0"
+    secret = {**case.inputs, "facts": {**case.inputs["facts"], "age": "Okafor, Ann"}}
+    with pytest.raises(ValueError) as err:
+        row_to_case(med, base | {"inputs": json.dumps(secret)})
+    reason = reason_of(err.value)
+    assert "inputs.facts.age" in reason and "Okafor" not in reason
+    family = reason_of(PonderError("family", "medicine has no family 'Okafor, Ann'", "use ..."))
+    assert family.startswith("family:") and "Okafor" not in family
+    plain = reason_of(ValueError("invalid literal for int() with base 10: 'Smith, John'"))
+    assert "Smith" not in plain and "invalid literal" in plain

@@ -277,9 +277,14 @@ def test_cli_feedback_log_and_import(fresh_lake: Path) -> None:
             "[1, 1, 0]",
             "--reviewer",
             "analyst-3",
+            "--rationale",
+            "Step 3 misread Patient: Ann Okafor's sodium (MRN QX4821390)",
         ],
     )
     assert ok.exit_code == 0, ok.output
+    stored = [a for a in mlflow.get_trace(trace_id).info.assessments if a.name == "step_labels"]
+    assert "Okafor" not in stored[0].rationale and "QX4821390" not in stored[0].rationale
+    assert "[NAME-" in stored[0].rationale  # masked, not dropped
     missing = runner.invoke(
         app,
         [
