@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -100,3 +100,11 @@ def check_remote_code(path: Path, spec: ModelSpec) -> None:
             "review the code, then pass trust_remote_code=True and list the model in "
             "PONDER_TRUST_REMOTE_CODE_MODELS",
         )
+
+
+def load_pretrained(auto_class: Any, path: Path | str, **kwargs: Any) -> Any:
+    """``auto_class.from_pretrained`` for every model ponder loads (policies, ORM, PRM,
+    backbones): the directory must pass the safetensors and custom-code checks first, and
+    transformers is told to read safetensors only, so a pickle ``.bin`` never loads."""
+    directory = resolve_model_dir(ModelSpec(model=str(path)))
+    return auto_class.from_pretrained(directory, use_safetensors=True, **kwargs)

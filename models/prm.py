@@ -19,6 +19,7 @@ from typing import Any
 from domains.errors import PonderError
 from models import progress
 from models.engine import Generator, SamplingConfig
+from models.loading import load_pretrained
 from models.reward import (
     RMTrainConfig,
     _pad_batch,
@@ -141,8 +142,8 @@ def train_prm(
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForTokenClassification.from_pretrained(
-        backbone, num_labels=1, dtype=torch.float32
+    model = load_pretrained(
+        AutoModelForTokenClassification, backbone, num_labels=1, dtype=torch.float32
     )
     model.config.pad_token_id = tokenizer.pad_token_id
     peft = lora_config(cfg, "TOKEN_CLS")
@@ -186,8 +187,8 @@ class ProcessRM:
         self.name = name
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForTokenClassification.from_pretrained(
-            path, dtype=torch.float32
+        self.model = load_pretrained(
+            AutoModelForTokenClassification, path, dtype=torch.float32
         ).eval()
         self.pad_id = self.model.config.pad_token_id or 0
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from domains.errors import PonderError
 from models import progress
 from models.chat import defuse, safe_messages, special_strings
+from models.loading import check_safe_checkpoint, load_pretrained
 
 log = logging.getLogger(__name__)
 STEP_SEP = "\n\n"
@@ -158,6 +159,7 @@ def train_orm(
     if not train:
         raise PonderError("pairs", "no training pairs", "collect feedback or predictions first")
     tokenizer = AutoTokenizer.from_pretrained(backbone)
+    check_safe_checkpoint(Path(backbone))  # RewardTrainer loads it by path
     cols = ("chosen_ids", "rejected_ids", "margin")
     data = Dataset.from_list([{c: r[c] for c in cols} for r in train])
     args = RewardConfig(
@@ -210,8 +212,8 @@ class OutcomeRM:
         self.name = name
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=torch.float32
+        self.model = load_pretrained(
+            AutoModelForSequenceClassification, path, dtype=torch.float32
         ).eval()
         self.pad_id = self.model.config.pad_token_id or 0
 
