@@ -9,6 +9,9 @@ that tries to instruct the model is data, and stays as written.
 
 from __future__ import annotations
 
+import csv
+import io
+import itertools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +34,7 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         raise PonderError("path", f"no file at {path}", "pass an existing CSV, JSONL or Parquet")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return pl.read_csv(path, infer_schema=False).to_dicts(), []
+        return _read_csv(path)
     if suffix == ".parquet":
         return pl.read_parquet(path).to_dicts(), []
     if suffix in (".jsonl", ".ndjson", ".json"):
@@ -39,9 +42,57 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     raise PonderError("path", f"unsupported file type {suffix!r}", "use .csv, .jsonl or .parquet")
 
 
+BOM = b"\xef\xbb\xbf"
+MAX_CSV_FIELD = 16 * 2**20  # characters in one CSV cell (an alert's transaction list)
+
+
+def _read_csv(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows of a CSV as strings, one record at a time: a record with more or fewer fields
+    than the header, or with bytes that are not UTF-8, is rejected with its reason; an
+    empty file or a header that repeats a column is a file-level error."""
+    text = path.read_bytes().removeprefix(BOM).decode("utf-8", "surrogateescape")
+    csv.field_size_limit(MAX_CSV_FIELD)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+    except csv.Error as err:
+        raise PonderError("path", f"{path.name}: unreadable CSV header ({err})", _CSV_FIX) from None
+    if not header or not any(h.strip() for h in header):
+        raise PonderError("path", f"{path.name} is empty (no header row)", _CSV_FIX)
+    if len(set(header)) != len(header):
+        raise PonderError("path", f"{path.name}: the header repeats a column", _CSV_FIX)
+    good, bad = [], []
+    for n in itertools.count():
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            bad.append({"row": n, "reason": f"unreadable CSV record ({err})", "raw": None})
+            continue
+        reason = _csv_problem(record, len(header))
+        if reason:
+            raw = ",".join(record)[:500].encode("utf-8", "surrogateescape")
+            bad.append({"row": n, "reason": reason, "raw": raw.decode("utf-8", "replace")})
+        elif any(f.strip() for f in record):
+            good.append({"_row": n, **dict(zip(header, record, strict=True))})
+    return good, bad
+
+
+_CSV_FIX = "save it as UTF-8 CSV with one header row (family,inputs,... ) and one record per row"
+
+
+def _csv_problem(record: list[str], width: int) -> str | None:
+    if len(record) != width and any(f.strip() for f in record):
+        return f"record has {len(record)} fields, the header has {width}"
+    if any("\udc80" <= ch <= "\udcff" for f in record for ch in f):
+        return "record is not valid UTF-8 (mixed encodings); re-save the file as UTF-8"
+    return None
+
+
 def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     good, bad = [], []
-    for n, raw in enumerate(path.read_bytes().splitlines()):
+    for n, raw in enumerate(path.read_bytes().removeprefix(BOM).splitlines()):
         if not raw.strip():
             continue
         try:
@@ -88,7 +139,7 @@ def load_cases(domain: Domain, path: Path) -> LoadResult:
         index = row.pop("_row", n)
         try:
             result.cases.append(row_to_case(domain, row))
-        except (ValueError, TypeError, ValidationError, PonderError) as err:
+        except (ValueError, TypeError, ValidationError, PonderError, RecursionError) as err:
             result.rejected.append({"row": index, "reason": _reason(err), "raw": _raw(row)})
     return result
 
@@ -142,6 +193,8 @@ def _json(value: Any, field: str) -> Any:
             return json.loads(value)
         except ValueError as err:
             raise SafeReason(f"{field} is not valid JSON ({str(err)[:80]})") from None
+        except RecursionError:
+            raise SafeReason(f"{field} is nested too deeply to be a case") from None
     return value
 
 

@@ -17,6 +17,7 @@ MAX_ITEMS = 5_000  # transactions in one alert, findings in one note, ...
 
 
 class Record(BaseModel):
-    """A domain schema whose strings are at most ``MAX_TEXT_CHARS`` characters."""
+    """A domain schema whose strings are at most ``MAX_TEXT_CHARS`` characters and whose
+    numbers are finite (``ead=inf`` is refused, not carried into the capital formula)."""
 
-    model_config = ConfigDict(str_max_length=MAX_TEXT_CHARS)
+    model_config = ConfigDict(str_max_length=MAX_TEXT_CHARS, allow_inf_nan=False)

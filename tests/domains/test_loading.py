@@ -128,3 +128,41 @@ def test_values_are_never_changed_silently_and_reasons_never_quote_them() -> Non
     assert family.startswith("family:") and "Okafor" not in family
     plain = reason_of(ValueError("invalid literal for int() with base 10: 'Smith, John'"))
     assert "Smith" not in plain and "invalid literal" in plain
+
+
+def test_hostile_files_are_rejected_row_by_row_or_refused_whole(tmp_path: Path) -> None:
+    """Empty, ragged, Latin-1 and deeply nested CSV, a JSONL byte-order mark and ead=inf:
+    each used to crash with a raw traceback or change a value (issue 20 item 10)."""
+    from domains.errors import PonderError
+
+    med = get_domain("medicine")
+    case = med.generate(1, 6)[0]
+    good = '"' + json.dumps(case.inputs).replace('"', '""') + '"'
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(PonderError, match="is empty"):
+        med.load(tmp_path / "empty.csv")
+    (tmp_path / "mixed.csv").write_bytes(
+        b"\xef\xbb\xbffamily,inputs\n"
+        + f"clinical_calc,{good}\n".encode()
+        + b"clinical_calc,x,extra,fields\n"
+        + 'clinical_calc,"{""note"": ""caf\xe9""}"\n'.encode("latin-1")
+        + b'clinical_calc,"'
+        + b"[" * 50_000
+        + b"]" * 50_000
+        + b'"\n'
+    )
+    result = med.load(tmp_path / "mixed.csv")
+    reasons = [r["reason"] for r in result.rejected]
+    assert len(result.cases) == 1 and result.cases[0].inputs == case.inputs  # BOM stripped
+    assert reasons[0] == "record has 4 fields, the header has 2"
+    assert "not valid UTF-8" in reasons[1] and "nested too deeply" in reasons[2]
+    (tmp_path / "bom.jsonl").write_text(
+        json.dumps({"family": case.family, "inputs": case.inputs}) + "\n", encoding="utf-8-sig"
+    )
+    assert len(med.load(tmp_path / "bom.jsonl").cases) == 1
+    fin = get_domain("finance_risk")
+    credit = fin.generate(1, 2, family="credit_capital")[0]
+    row = {"family": credit.family, "inputs": {**credit.inputs, "ead": "inf"}}
+    (tmp_path / "inf.jsonl").write_text(json.dumps(row) + "\n")
+    rejected = fin.load(tmp_path / "inf.jsonl").rejected
+    assert len(rejected) == 1 and "inputs.ead" in rejected[0]["reason"]
