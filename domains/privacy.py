@@ -247,6 +247,13 @@ class Redactor:
         rules += [(k, regex.compile(p)) for k, p in self.config.patterns.items()]
         object.__setattr__(self, "_rules", rules)
 
+    def case_ref(self, case_id: str) -> str:
+        """The case's id as shown outside the lake (reports, trace names and tags): 64 bits
+        of HMAC, because a hospital's case id is often an MRN. The raw id stays in the lake,
+        and ``case_refs`` maps a reference back for feedback."""
+        digest = hmac.new(self.key, f"case:{case_id}".encode(), hashlib.sha256)
+        return f"case-{digest.hexdigest()[:16]}"
+
     def mask(self, kind: str, value: str) -> str:
         kind = _KIND.get(kind, kind)
         digest = hmac.new(self.key, f"{kind}:{_normal(kind, value)}".encode(), hashlib.sha256)

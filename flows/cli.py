@@ -783,6 +783,7 @@ def report_cmd(
         texts,
         {"rows": info.rows, "sources": ", ".join(info.manifest["sources"])},
         redact=redactor(domain).text,
+        case_ref=redactor(domain).case_ref,
     )
     target = output or info.path.parent / "_reports" / f"{info.version}.html"
     target.parent.mkdir(parents=True, exist_ok=True)

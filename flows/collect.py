@@ -24,6 +24,7 @@ from models.settings import get_settings
 from tasks.collect import (
     Batch,
     SqlSource,
+    case_refs,
     cases_from_files,
     commit_cases,
     commit_feedback,
@@ -140,7 +141,10 @@ def collect(params: CollectParams | None = None) -> dict:
     if "mlflow_feedback" in params.sources:
         state = lake.state(params.domain, watermark_key)
         frame, newest, seen = feedback_from_mlflow(
-            params.domain, params.mlflow_experiment, int(state.get("last_ms", 0))
+            params.domain,
+            params.mlflow_experiment,
+            int(state.get("last_ms", 0)),
+            case_refs(lake, params.domain),
         )
         feedback.frames.append(normalize_feedback(frame.lazy(), "mlflow"))
         feedback.sources.append(f"mlflow:{params.mlflow_experiment}>{state.get('last_ms', 0)}")

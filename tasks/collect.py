@@ -233,10 +233,11 @@ def experiment_traces(experiment: str) -> list[Any]:
 
 @task(retries=2, retry_delay_seconds=[2, 10])
 def feedback_from_mlflow(
-    domain: str, experiment: str, watermark_ms: int
+    domain: str, experiment: str, watermark_ms: int, refs: dict[str, str] | None = None
 ) -> tuple[pl.DataFrame, int, set[str]]:
     """Human feedback assessments on traces created or updated after the watermark, the new
-    watermark, and the ids of all traces seen (for the unknown-trace check)."""
+    watermark, and the ids of all traces seen (for the unknown-trace check). ``refs`` maps
+    a trace's case reference back to the case id (``case_refs``)."""
     traces = experiment_traces(experiment)
     rows, newest = [], watermark_ms
     for trace in traces:
@@ -247,7 +248,7 @@ def feedback_from_mlflow(
             if stamp <= watermark_ms or getattr(a, "feedback", None) is None:
                 continue
             newest = max(newest, stamp)
-            rows.append(assessment_row(trace, a, stamp))
+            rows.append(assessment_row(trace, a, stamp, refs or {}))
     frame = (
         pl.DataFrame(rows, schema_overrides={"timestamp": pl.String})
         if rows
@@ -256,7 +257,30 @@ def feedback_from_mlflow(
     return frame, newest, {t.info.trace_id for t in traces}
 
 
-def assessment_row(trace: Any, a: Any, stamp_ms: int) -> dict[str, Any]:
+def case_refs(lake: Lake, domain: str) -> dict[str, str]:
+    """Case reference (as traces and reports show it) -> case id, for the domain's cases."""
+    from models.redaction import redactor
+
+    latest = lake.latest(domain, "cases")
+    if latest is None:
+        return {}
+    red = redactor(domain)
+    ids = lake.scan(domain, "cases", latest.version).select("id").collect()["id"]
+    return {red.case_ref(i): i for i in ids}
+
+
+def _trace_case(trace: Any, refs: dict[str, str]) -> str | None:
+    """The case a trace is about: its reference mapped back to the id (an unknown reference
+    stays as it is and fails the case check later); traces logged before references carry
+    the raw id."""
+    tags = trace.info.tags or {}
+    ref = tags.get("ponder.case_ref")
+    return refs.get(ref, ref) if ref is not None else tags.get("ponder.case_id")
+
+
+def assessment_row(
+    trace: Any, a: Any, stamp_ms: int, refs: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One MLflow feedback assessment as a feedback record (name picks the kind)."""
     value = a.value
     kind = (
@@ -268,7 +292,7 @@ def assessment_row(trace: Any, a: Any, stamp_ms: int) -> dict[str, Any]:
     row: dict[str, Any] = {
         "feedback_id": a.assessment_id,
         "trace_id": trace.info.trace_id,
-        "case_id": (trace.info.tags or {}).get("ponder.case_id"),
+        "case_id": _trace_case(trace, refs or {}),
         "reviewer_id": a.source.source_id if a.source else None,
         "timestamp": dt.datetime.fromtimestamp(stamp_ms / 1000, dt.UTC).isoformat(),
         "kind": kind,

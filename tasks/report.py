@@ -104,11 +104,14 @@ def render(
     meta: dict[str, Any],
     redact: Redact | None = None,
     inputs: dict[str, tuple[str, str | None]] | None = None,
+    case_ref: Redact | None = None,
 ) -> str:
     """The whole page as a string; ``redact`` masks identifiers in every text shown.
     ``inputs`` maps a case id to (the case as the model read it, the expected answer), shown
-    above its tree so a reviewer can judge each step."""
+    above its tree so a reviewer can judge each step. ``case_ref`` turns a case id into the
+    reference the page shows (a case id may be an MRN)."""
     red = redact or _plain
+    ref = case_ref or _plain
     rows = []
     for r in predictions.sort("case_id").iter_rows(named=True):
         mark = (
@@ -119,8 +122,8 @@ def render(
             else '<span class="bad">wrong</span>'
         )
         rows.append(
-            f"<tr><td><a href='#{html.escape(r['case_id'])}'>"
-            f"{html.escape(r['case_id'])}</a></td><td>{r['family']}</td>"
+            f"<tr><td><a href='#{html.escape(ref(r['case_id']))}'>"
+            f"{html.escape(ref(r['case_id']))}</a></td><td>{r['family']}</td>"
             f"<td>{r['difficulty']}</td><td>{html.escape(red(str(r['answer'])))[:120]}</td>"
             f"<td>{r['confidence']:.2f}</td><td>{mark}</td><td>{r['tokens']}</td></tr>"
         )
@@ -129,7 +132,7 @@ def render(
         chosen = chosen_path(tree, texts.get(case_id, ""))
         body = "".join(_node_html(tree, k, chosen, red) for k in tree.children(tree.root))
         sections.append(
-            f"<h3 id='{html.escape(case_id)}'>{html.escape(case_id)}</h3>"
+            f"<h3 id='{html.escape(ref(case_id))}'>{html.escape(ref(case_id))}</h3>"
             f"{_case_html((inputs or {}).get(case_id), red)}"
             f"<div class='meta'>{len(tree.nodes) - 1} steps in the tree, "
             f"{tree.tokens_generated} tokens</div>{body}"

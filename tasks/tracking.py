@@ -20,6 +20,7 @@ from tasks.lake import Lake
 from tasks.report import load_trees, render
 
 TRACE_EXPERIMENT = "ponder-traces"
+CASE_REF_TAG = "ponder.case_ref"  # a trace's case, as a keyed reference (never the raw id)
 
 
 def metrics_table(frame: pl.DataFrame) -> tuple[dict[str, float], list[dict[str, Any]]]:
@@ -83,6 +84,7 @@ def log_inference_run(
         },
         redact=redactor(domain).text,
         inputs=case_inputs(domain, cases),
+        case_ref=redactor(domain).case_ref,
     )
     reports = lake.dataset_dir(domain, "predictions") / "_reports"
     reports.mkdir(parents=True, exist_ok=True)
@@ -151,8 +153,9 @@ def log_traces(domain: str, cases: list[Case], trees: dict, texts: dict[str, str
         if tree is None:
             continue
         chosen = sorted(chosen_path(tree, texts.get(case.id, "")))
-        with mlflow.start_span(name=f"case {case.id}") as root:
-            root.set_inputs({"case_id": case.id, "family": case.family})
+        ref = red.case_ref(case.id)  # the raw id may be an MRN: it stays in the lake
+        with mlflow.start_span(name=f"case {ref}") as root:
+            root.set_inputs({"case_ref": ref, "family": case.family})
             for node_id in chosen:
                 node = tree.nodes[node_id]
                 with mlflow.start_span(name=f"step {node.depth}") as span:
@@ -168,6 +171,6 @@ def log_traces(domain: str, cases: list[Case], trees: dict, texts: dict[str, str
                     _call_spans(node, red)
             # redact before cutting: a cut can drop the label ("Dr.") that marks a name
             root.set_outputs({"answer": red.text(texts.get(case.id, ""))[-500:]})
-            mlflow.update_current_trace(tags={"ponder.case_id": case.id, "ponder.domain": domain})
+            mlflow.update_current_trace(tags={CASE_REF_TAG: ref, "ponder.domain": domain})
         ids.append(mlflow.get_last_active_trace_id())
     return ids

@@ -71,7 +71,11 @@ def test_infer_end_to_end(fresh_lake: Path, tiny_model: Path, vllm_engine) -> No
     trees = pl.read_parquet(info.path / "trees.parquet")
     assert set(trees["case_id"]) == set(preds["case_id"])
     page = Path(out["report"]).read_text()
-    assert all(cid in page for cid in preds["case_id"]) and "<details" in page
+    from models.redaction import redactor
+
+    ref = redactor("medicine").case_ref  # the page shows references: an id may be an MRN
+    assert all(ref(cid) in page and cid not in page for cid in preds["case_id"])
+    assert "<details" in page
     quarantine = pl.concat(
         [pl.read_parquet(p) for p in (info.path.parent / "_quarantine").glob("*.parquet")],
         how="diagonal_relaxed",
@@ -82,8 +86,12 @@ def test_infer_end_to_end(fresh_lake: Path, tiny_model: Path, vllm_engine) -> No
     traces = mlflow.search_traces(
         locations=[mlflow.get_experiment_by_name("ponder-traces").experiment_id], return_type="list"
     )
-    logged = [t for t in traces if t.info.tags.get("ponder.case_id") in set(preds["case_id"])]
+    refs = {ref(c) for c in preds["case_id"]}
+    logged = [t for t in traces if t.info.tags.get("ponder.case_ref") in refs]
     assert logged, "a sample case is logged as a reviewable trace"
+    raw_ids = set(preds["case_id"])  # a case id may be an MRN: none leaves the lake
+    assert not any(t.info.tags.get("ponder.case_id") in raw_ids for t in traces)
+    assert not any(c in s.name for t in logged for s in t.data.spans for c in raw_ids)
     spans = logged[0].data.spans
     assert spans[0].name.startswith("case ") and all(s.name.startswith("step ") for s in spans[1:])
     again = infer(_params(tiny_model, src))  # all shards exist: nothing recomputed
@@ -95,7 +103,8 @@ def test_infer_end_to_end(fresh_lake: Path, tiny_model: Path, vllm_engine) -> No
     target = fresh_lake / "report.html"
     result = CliRunner().invoke(app, ["report", "--domain", "medicine", "--output", str(target)])
     assert result.exit_code == 0, result.output
-    assert all(cid in target.read_text() for cid in preds["case_id"])
+    cli_page = target.read_text()
+    assert all(ref(cid) in cli_page and cid not in cli_page for cid in preds["case_id"])
 
 
 def _shard_files(lake: Lake) -> dict[str, tuple[int, str]]:

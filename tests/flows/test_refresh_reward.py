@@ -68,13 +68,15 @@ def _seed_lake(root: Path, tiny_model: Path) -> Lake:
     import mlflow
 
     exp = mlflow.get_experiment_by_name("ponder-traces").experiment_id
-    ours = {c.id for c in cases}
+    from models.redaction import redactor
+
+    ours = {redactor(DOMAIN).case_ref(c.id): c.id for c in cases}  # traces show references
     traces = [
         t
         for t in mlflow.search_traces(locations=[exp], return_type="list")
-        if t.info.tags.get("ponder.case_id") in ours
+        if t.info.tags.get("ponder.case_ref") in ours
     ]
-    trace, case_id = traces[0].info.trace_id, traces[0].info.tags["ponder.case_id"]
+    trace, case_id = traces[0].info.trace_id, ours[traces[0].info.tags["ponder.case_ref"]]
     tree = next(
         iter(
             pl.read_parquet(lake.latest(DOMAIN, "predictions").path / "trees.parquet").filter(
