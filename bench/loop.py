@@ -89,6 +89,7 @@ class Clock:
 
     stages: dict[str, float] = field(default_factory=dict)
     verbose: bool = False
+    after: Any = None  # called after every stage (the bench rewrites loop.json)
 
     def run(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from models import progress
@@ -100,6 +101,8 @@ class Clock:
         finally:
             _free_engines()
             self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - start
+            if self.after is not None:
+                self.after()
             if self.verbose:  # otherwise the stage display draws the line
                 OUT.print(f"[loop] {name:<28s} {self.stages[name] / 60:6.1f} min")
 
@@ -353,13 +356,20 @@ def simulated_labels(domain: str, predictions: str, inbox: Path, cap: int) -> in
 
 
 # -- the loop ------------------------------------------------------------------------------
-def run_domain(domain: str, groups: list[Group], args, clock: Clock) -> dict[str, Any]:
+def run_domain(
+    domain: str, groups: list[Group], args, clock: Clock, out: dict[str, Any]
+) -> dict[str, Any]:
+    """Both rounds for one domain, filling ``out`` as each stage ends (so loop.json, written
+    after every stage, keeps what a stopped run measured)."""
     from flows.collect import CollectParams, collect
     from models.settings import get_settings
 
-    out: dict[str, Any] = {"groups": [g.__dict__ for g in groups]}
+    out["groups"] = [g.__dict__ for g in groups]
     version = clock.run(f"{domain}: collect", collect_suite, domain, groups, args)
-    acc = {"base": clock.run(f"{domain}: held-out base", held_out, domain, version, BASE, args)}
+    out["cases_version"] = version
+    acc: dict[str, Any] = {}
+    out["accuracy"] = acc
+    acc["base"] = clock.run(f"{domain}: held-out base", held_out, domain, version, BASE, args)
     clock.run(
         f"{domain}: rollouts (base)",
         rollouts,
@@ -371,6 +381,7 @@ def run_domain(domain: str, groups: list[Group], args, clock: Clock) -> dict[str
         args.base_rollout_tokens,
     )
     r1_rm = clock.run(f"{domain}: refresh ORM", refresh, domain, BASE, ["orm"], args)
+    out["orm"] = r1_rm.get("orm")
     orm = _uri(domain, "orm", r1_rm.get("orm"))
     r1 = clock.run(
         f"{domain}: finetune round 1",
@@ -392,6 +403,7 @@ def run_domain(domain: str, groups: list[Group], args, clock: Clock) -> dict[str
     )
     r1_uri = f"models:/ponder-{domain}-policy/{r1['version']}"
     gate1 = clock.run(f"{domain}: evaluate round 1", judge, domain, version, r1_uri, args)
+    out["gates"] = {"round1": _gate(gate1)}
     acc["round1"] = clock.run(
         f"{domain}: held-out round 1", held_out, domain, version, r1_uri, args
     )
@@ -407,13 +419,14 @@ def run_domain(domain: str, groups: list[Group], args, clock: Clock) -> dict[str
         args.max_tokens,
     )
     inbox = Path(get_settings().home) / "inbox"
-    labels = simulated_labels(domain, preds["version"], inbox, args.review_cap)
+    out["simulated_labels"] = simulated_labels(domain, preds["version"], inbox, args.review_cap)
     clock.run(
         f"{domain}: collect labels",
         collect,
         CollectParams(domain=domain, sources=["files"], per_cell=0, inbox=inbox),
     )
     r2_rm = clock.run(f"{domain}: refresh PRM", refresh, domain, champion1, ["prm"], args)
+    out["prm"] = r2_rm.get("prm")
     prm = _uri(domain, "prm", r2_rm.get("prm"))
     r2 = clock.run(
         f"{domain}: finetune round 2",
@@ -429,19 +442,12 @@ def run_domain(domain: str, groups: list[Group], args, clock: Clock) -> dict[str
     )
     r2_uri = f"models:/ponder-{domain}-policy/{r2['version']}"
     gate2 = clock.run(f"{domain}: evaluate round 2", judge, domain, version, r2_uri, args)
+    out["gates"]["round2"] = _gate(gate2)
     acc["round2"] = clock.run(
         f"{domain}: held-out round 2", held_out, domain, version, r2_uri, args
     )
     final = r2_uri if gate2["promoted"] else champion1
-    out |= {
-        "cases_version": version,
-        "accuracy": acc,
-        "orm": r1_rm.get("orm"),
-        "prm": r2_rm.get("prm"),
-        "simulated_labels": labels,
-        "gates": {"round1": _gate(gate1), "round2": _gate(gate2)},
-        "final_champion": final,
-    }
+    out["final_champion"] = final
     return out
 
 
@@ -527,37 +533,22 @@ def paired(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float, float]:
 
 
 def report(results: dict[str, Any], args, clock: Clock) -> None:
-    stages = ("base", "sft", "round1", "round2")
+    """Every figure measured so far; a stopped run prints the stages it reached."""
     OUT.print("\n[loop] held-out accuracy by stage (greedy cot; 95% bootstrap CI over cases)")
     for domain, r in results.items():
-        acc = r["accuracy"]
+        acc = r.get("accuracy", {})
+        stages = [s for s in ("base", "sft", "round1", "round2") if s in acc]
         for stage in stages:
             a = acc[stage]
-            n = len(a["correct"])
             OUT.print(
-                f"  {domain:<13s} {stage:<7s} {fmt(a['accuracy'])}  n={n}  "
+                f"  {domain:<13s} {stage:<7s} {fmt(a['accuracy'])}  n={len(a['correct'])}  "
                 f"tokens {a['tokens']:.0f}  ECE {a['ece']:.3f}"
             )
-        for fam in sorted(set(acc["base"]["family"])):
+        for fam in sorted(set(acc["base"]["family"])) if stages else []:
             line = "  ".join(f"{s} {_fam(acc[s], fam):.1%}" for s in stages)
             OUT.print(f"    {fam:<18s} {line}")
-        gain = fmt(paired(acc["sft"], acc["round1"]), True)
-        OUT.print(f"  goal 1, GRPO over SFT (paired): {gain} (goal >= +15)")
-        final, base = fmt(acc["round2"]["accuracy"]), fmt(acc["base"]["accuracy"])
-        OUT.print(f"  goal 2, round-2 champion: {final} (goal >= 75%; base {base})")
-        turn = fmt(paired(acc["round1"], acc["round2"]), True)
-        OUT.print(f"  goal 5, round 2 - round 1 (paired): {turn} (CI not below 0)")
-        prm, orm = r.get("prm") or {}, r.get("orm") or {}
-        OUT.print(
-            f"  goal 4, PRM held-out AUROC: {prm.get('heldout_auroc')} (goal >= 0.80; "
-            f"{prm.get('heldout_examples')} held-out paths; {r['simulated_labels']} simulated "
-            "labels in all)"
-        )
-        OUT.print(
-            f"  ORM held-out pairwise accuracy: {orm.get('heldout_accuracy')} "
-            f"({orm.get('heldout_examples')} pairs)"
-        )
-        for name, g in r["gates"].items():
+        _goal_lines(r, acc)
+        for name, g in (r.get("gates") or {}).items():
             OUT.print(
                 f"  gate {name}: {'PROMOTED' if g['promoted'] else 'not promoted'}; "
                 + "; ".join(g["reasons"] or [])
@@ -567,6 +558,31 @@ def report(results: dict[str, Any], args, clock: Clock) -> None:
     OUT.print("\n[loop] wall time per stage")
     for name, s in clock.stages.items():
         OUT.print(f"  {name:<40s} {s / 60:6.1f} min")
+
+
+def _goal_lines(r: dict[str, Any], acc: dict[str, Any]) -> None:
+    """The issue's goals 1, 2, 4 and 5, each once the stages it compares have run."""
+    if "sft" in acc and "round1" in acc:
+        gain = fmt(paired(acc["sft"], acc["round1"]), True)
+        OUT.print(f"  goal 1, GRPO over SFT (paired): {gain} (goal >= +15)")
+    if "round2" in acc:
+        final, base = fmt(acc["round2"]["accuracy"]), fmt(acc["base"]["accuracy"])
+        OUT.print(f"  goal 2, round-2 champion: {final} (goal >= 75%; base {base})")
+        turn = fmt(paired(acc["round1"], acc["round2"]), True)
+        OUT.print(f"  goal 5, round 2 - round 1 (paired): {turn} (CI not below 0)")
+    if r.get("prm") is not None:
+        prm = r["prm"]
+        OUT.print(
+            f"  goal 4, PRM held-out AUROC: {prm.get('heldout_auroc')} (goal >= 0.80; "
+            f"{prm.get('heldout_examples')} held-out paths; {r.get('simulated_labels')} "
+            "simulated labels in all)"
+        )
+    if r.get("orm") is not None:
+        orm = r["orm"]
+        OUT.print(
+            f"  ORM held-out pairwise accuracy: {orm.get('heldout_accuracy')} "
+            f"({orm.get('heldout_examples')} pairs)"
+        )
 
 
 def _fam(stage: dict[str, Any], family: str) -> float:
@@ -601,9 +617,9 @@ def plots(results: dict[str, Any], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stages = ("base", "sft", "round1", "round2")
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for domain, r in results.items():
+        stages = [s for s in ("base", "sft", "round1", "round2") if s in r.get("accuracy", {})]
         ys = [100 * r["accuracy"][s]["accuracy"][0] for s in stages]
         lo = [100 * r["accuracy"][s]["accuracy"][1] for s in stages]
         hi = [100 * r["accuracy"][s]["accuracy"][2] for s in stages]
@@ -726,8 +742,9 @@ def _loop(args: argparse.Namespace) -> tuple[dict[str, Any], Clock]:
     domains = list(dict.fromkeys(g.domain for g in suite))
     for domain in domains:
         last = domain == domains[-1]
-        r = run_domain(domain, [g for g in suite if g.domain == domain], args, clock)
-        results[domain] = r
+        r = results[domain] = {}
+        clock.after = lambda: _write(args, results, clock, complete=False)
+        run_domain(domain, [g for g in suite if g.domain == domain], args, clock, r)
         _write(args, results, clock, complete=last and args.skip_search)
         if not args.skip_search:
             r["search"] = []  # filled row by row, so a run stopped mid-search keeps its rows

@@ -80,3 +80,22 @@ def test_the_report_states_every_goal_and_writes_both_plots(tmp_path, capsys) ->
     assert "clinical_calc/bmi" in out and "ECE n/a" in out
     assert (tmp_path / "stages.png").stat().st_size > 0
     assert (tmp_path / "search.png").stat().st_size > 0
+
+
+def test_a_stopped_run_reports_and_plots_the_stages_it_reached(tmp_path, capsys) -> None:
+    import argparse
+
+    from bench.loop import Clock, plots, report
+
+    results = {
+        "medicine": {
+            "accuracy": {"base": _stage([0.0, 0.0, 0.0]), "sft": _stage([1.0, 1.0, 0.0])},
+            "orm": {"heldout_accuracy": 0.9, "heldout_examples": 8},
+        }
+    }
+    report(results, argparse.Namespace(), Clock(stages={"medicine: collect": 6.0}))
+    plots(results, tmp_path)
+    out = capsys.readouterr().out
+    assert "sft     66.7%" in out and "ORM held-out pairwise accuracy: 0.9" in out
+    assert "goal 1" not in out and "round2" not in out  # no figure for a stage not run
+    assert (tmp_path / "stages.png").stat().st_size > 0
