@@ -398,7 +398,9 @@ def test_inbox_refuses_links_and_devices_and_never_overwrites(fresh_lake: Path, 
     record("inbox links, devices and same-name files", 5, refused + kept - leaked, 2 - kept)
 
 
-def test_an_id_reused_with_other_content_is_quarantined_naming_both_rows(fresh_lake: Path) -> None:
+def test_an_id_reused_with_other_content_is_quarantined_naming_both_rows(
+    fresh_lake: Path, record
+) -> None:
     from domains.base import get_domain
 
     a, b = get_domain("medicine").generate(2, 7)
@@ -422,6 +424,8 @@ def test_an_id_reused_with_other_content_is_quarantined_naming_both_rows(fresh_l
     stored = _lake(fresh_lake).scan("medicine", "cases").collect()
     assert stored["id"].to_list() == ["MRN-0042"]
     assert json.loads(stored["inputs"][0]) == json.loads(rows[0]["inputs"])
+    caught = first["quarantined"] + second["quarantined"]
+    record("duplicate case ids with other content", 2, caught, 2 - caught)
 
 
 def test_a_database_password_never_travels_with_the_parameters(monkeypatch) -> None:

@@ -67,7 +67,9 @@ def test_good_directory_resolves(tiny_model: Path) -> None:
     assert resolve_model_dir(ModelSpec(model=str(tiny_model))) == tiny_model.resolve()
 
 
-def test_reward_models_load_through_the_safe_loader(tiny_reward_model, tiny_prm, tmp_path) -> None:
+def test_reward_models_load_through_the_safe_loader(
+    tiny_reward_model, tiny_prm, tmp_path, record
+) -> None:
     """An ORM or PRM directory with a pickle checkpoint is refused like a policy's; a clean
     one loads (issue 20 item 7: both used to call from_pretrained directly)."""
     import shutil
@@ -76,6 +78,7 @@ def test_reward_models_load_through_the_safe_loader(tiny_reward_model, tiny_prm,
     from models.prm import ProcessRM
     from models.reward import OutcomeRM
 
+    refused = 0
     for cls, src in ((OutcomeRM, tiny_reward_model), (ProcessRM, tiny_prm)):
         assert cls(src).model is not None
         bad = tmp_path / f"{cls.__name__}-pickled"
@@ -83,3 +86,5 @@ def test_reward_models_load_through_the_safe_loader(tiny_reward_model, tiny_prm,
         (bad / "pytorch_model.bin").write_bytes(b"\x80\x04 not a model")  # a pickle's magic
         with pytest.raises(PonderError, match="pickle weights"):
             cls(bad)
+        refused += 1
+    record("unsafe checkpoints (pickle beside an ORM/PRM)", 2, refused, 2 - refused)
