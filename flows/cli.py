@@ -527,6 +527,13 @@ def serve_cmd(
     workers: Annotated[bool, typer.Option(help="Start a worker per pool.")] = True,
     poll_seconds: Annotated[float, typer.Option(help="Worker poll interval.")] = 10,
     scheduler_seconds: Annotated[float, typer.Option(help="Scheduler loop interval.")] = 60,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            help="Require credentials (MLflow basic auth, Prefect API auth string); see "
+            "the README's team setup."
+        ),
+    ] = False,
 ) -> None:
     """Prefect server + MLflow server (loopback, SQLite), pools and workers; Ctrl-C stops."""
     import signal
@@ -542,6 +549,7 @@ def serve_cmd(
         workers=workers,
         poll_seconds=poll_seconds,
         scheduler_seconds=scheduler_seconds,
+        auth=auth,
     )
     with console.status("starting") as status:
         stack = start_stack(config, on_step=lambda step: status.update(f"starting {step}"))
@@ -567,6 +575,12 @@ def _show_stack(stack: Any) -> None:
     console.print("other shells (and `ponder deploy`) use it with:")
     for key in ("PREFECT_API_URL", "PONDER_TRACKING_URI", "PONDER_HOME"):
         console.print(f"  export {key}={stack.env[key]}")
+    if stack.config.auth:  # the password itself is never printed
+        console.print(
+            "  plus the credentials: PREFECT_API_AUTH_STRING=user:password, "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (the user and password "
+            "of PONDER_SERVE_USER/PONDER_SERVE_PASSWORD or $PONDER_HOME/serve-credentials.json)"
+        )
     console.print("ready", highlight=False)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -46,6 +47,13 @@ class ServeConfig(BaseModel):
         default=60, gt=0, description="How often the Prefect scheduler creates runs."
     )
     startup_timeout: float = Field(default=180, gt=0, description="Seconds to wait per server.")
+    auth: bool = Field(
+        default=False,
+        description="Require credentials on both servers (a team setup): MLflow's basic-auth "
+        "app and Prefect's API auth string. The user and password come from "
+        "PONDER_SERVE_USER / PONDER_SERVE_PASSWORD, or are generated into "
+        "<home>/serve-credentials.json (mode 0600).",
+    )
 
     @property
     def prefect_url(self) -> str:
@@ -138,9 +146,10 @@ def wait_healthy(url: str, name: str, stack: Stack, timeout: float) -> None:
 
 
 def client_env(config: ServeConfig) -> dict[str, str]:
-    """What a process needs to use the served stack (workers, shells, tests)."""
+    """What a process needs to use the served stack (workers, shells, tests); with auth,
+    the credentials too (Prefect's auth string, MLflow's username and password)."""
     settings = get_settings()
-    return {
+    env = {
         "PREFECT_API_URL": f"{config.prefect_url}/api",
         "PONDER_TRACKING_URI": config.mlflow_url,
         "MLFLOW_TRACKING_URI": config.mlflow_url,
@@ -148,6 +157,55 @@ def client_env(config: ServeConfig) -> dict[str, str]:
         "PREFECT_HOME": str(settings.prefect_home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
+    if config.auth:
+        user, password = credentials()
+        env |= {
+            "PREFECT_API_AUTH_STRING": f"{user}:{password}",
+            "MLFLOW_TRACKING_USERNAME": user,
+            "MLFLOW_TRACKING_PASSWORD": password,
+        }
+    return env
+
+
+def credentials() -> tuple[str, str]:
+    """The served stack's (user, password): from PONDER_SERVE_USER / PONDER_SERVE_PASSWORD,
+    else a generated password kept in <home>/serve-credentials.json (0600, created once)."""
+    user = os.environ.get("PONDER_SERVE_USER") or "ponder"
+    if os.environ.get("PONDER_SERVE_PASSWORD"):
+        return user, os.environ["PONDER_SERVE_PASSWORD"]
+    path = get_settings().home / "serve-credentials.json"
+    if not path.is_file():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"user": user, "password": secrets.token_urlsafe(24)}, fh)
+    stored = json.loads(path.read_text())
+    return stored["user"], stored["password"]
+
+
+def _stored_secret(name: str) -> str:
+    """A random secret kept in <home>/.<name> (0600), created on first use."""
+    path = get_settings().home / f".{name}"
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def _mlflow_auth_config(stack: Stack) -> Path:
+    """MLflow's basic-auth settings: its user store beside ponder's, the admin user from
+    ``credentials``, read access for signed-in users by default (0600: it holds the
+    password until the admin user exists)."""
+    user, password = credentials()
+    path = stack.logs / "mlflow-auth.ini"
+    path.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{get_settings().home / 'mlflow-auth.db'}\n"
+        f"admin_username = {user}\nadmin_password = {password}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    path.chmod(0o600)
+    return path
 
 
 def start_stack(config: ServeConfig, on_step: Callable[[str], None] = lambda _: None) -> Stack:
@@ -162,7 +220,7 @@ def start_stack(config: ServeConfig, on_step: Callable[[str], None] = lambda _: 
     try:
         _start_servers(stack, on_step)
         on_step("work pools " + ", ".join(POOLS))
-        ensure_pools(stack.env["PREFECT_API_URL"])
+        ensure_pools(stack.env["PREFECT_API_URL"], stack.env.get("PREFECT_API_AUTH_STRING"))
         if config.workers:
             _start_workers(stack, on_step)
         write_state(stack)
@@ -181,6 +239,15 @@ def _start_servers(stack: Stack, on_step: Callable[[str], None]) -> None:
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": str(cfg.scheduler_seconds),
         "PREFECT_API_URL": None,
     }
+    mlflow_env: dict[str, str | None] = {JOBS: os.environ.get(JOBS, "false")}
+    mlflow_app: list[str] = []
+    if cfg.auth:
+        server_env["PREFECT_SERVER_API_AUTH_STRING"] = stack.env["PREFECT_API_AUTH_STRING"]
+        mlflow_env["MLFLOW_AUTH_CONFIG_PATH"] = str(_mlflow_auth_config(stack))
+        mlflow_env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = os.environ.get(
+            "MLFLOW_FLASK_SERVER_SECRET_KEY"
+        ) or _stored_secret("mlflow-flask-secret")  # signs CSRF tokens; stable across restarts
+        mlflow_app = ["--app-name", "basic-auth"]
     host_port = ["--host", cfg.host, "--port"]
     stack.start(
         "prefect-server",
@@ -201,10 +268,11 @@ def _start_servers(stack: Stack, on_step: Callable[[str], None]) -> None:
             str(cfg.mlflow_port),
             "--workers",
             "1",
+            *mlflow_app,
         ],
         # MLflow's job runner (GenAI scorers, trace archival; ponder uses neither) starts
         # about eight consumer processes of ~300 MB each; off unless the user turns it on
-        {JOBS: os.environ.get(JOBS, "false")},
+        mlflow_env,
     )
     wait_healthy(f"{cfg.prefect_url}/api/health", "prefect-server", stack, cfg.startup_timeout)
     wait_healthy(f"{cfg.mlflow_url}/health", "mlflow-server", stack, cfg.startup_timeout)
@@ -219,14 +287,14 @@ def _start_workers(stack: Stack, on_step: Callable[[str], None]) -> None:
         stack.start(f"worker-{pool}", cmd, env)
 
 
-def ensure_pools(api_url: str) -> None:
+def ensure_pools(api_url: str, auth_string: str | None = None) -> None:
     """Create the process pools (idempotent); the GPU pool's concurrency limit is set."""
     import asyncio
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectAlreadyExists
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     async def create() -> None:
         async with get_client() as client:
@@ -238,7 +306,10 @@ def ensure_pools(api_url: str) -> None:
                 except ObjectAlreadyExists:
                     await client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=limit))
 
-    with temporary_settings({PREFECT_API_URL: api_url}):
+    updates: dict = {PREFECT_API_URL: api_url}
+    if auth_string:
+        updates[PREFECT_API_AUTH_STRING] = auth_string
+    with temporary_settings(updates):
         asyncio.run(create())
 
 
@@ -255,7 +326,9 @@ def write_state(stack: Stack) -> None:
         "pids": {name: proc.pid for name, proc in stack.procs.items()},
         "logs": str(stack.logs),
     }
-    state_file().write_text(json.dumps(state, indent=2))
+    path = state_file()  # it carries the credentials with auth: owner-only
+    path.write_text(json.dumps(state, indent=2))
+    path.chmod(0o600)
 
 
 def served_env() -> dict[str, str]:

@@ -72,3 +72,53 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.serving
+def test_with_auth_an_unauthenticated_client_is_refused(tmp_path, monkeypatch) -> None:
+    """``ponder serve --auth``: both servers answer their health checks, refuse a client
+    without credentials (401) and serve one with them; the credentials file and the state
+    file that carries them are owner-only."""
+    import base64
+    import json
+    import urllib.error
+    import urllib.request
+
+    from models.settings import get_settings
+
+    monkeypatch.setenv("PONDER_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PONDER_SERVE_PASSWORD", raising=False)
+    get_settings.cache_clear()
+    config = ServeConfig(
+        prefect_port=serve.free_port(), mlflow_port=serve.free_port(), workers=False, auth=True
+    )
+    stack = serve.start_stack(config)
+    try:
+        user, password = serve.credentials()
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        calls = {
+            "prefect": (f"{config.prefect_url}/api/flows/filter", b"{}"),
+            "mlflow": (
+                f"{config.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1",
+                None,
+            ),
+        }
+        for name, (url, body) in calls.items():
+            for auth, expected in ((None, 401), (token, 200)):
+                request = urllib.request.Request(url, data=body, method="POST" if body else "GET")
+                request.add_header("Content-Type", "application/json")
+                if auth:
+                    request.add_header("Authorization", f"Basic {auth}")
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as reply:  # noqa: S310
+                        status = reply.status
+                except urllib.error.HTTPError as err:
+                    status = err.code
+                assert status == expected, (name, auth is not None, status)
+        home = tmp_path / "home"
+        for path in (home / "serve-credentials.json", home / "serve.json"):
+            assert path.stat().st_mode & 0o077 == 0, path
+        assert json.loads((home / "serve.json").read_text())["env"]["MLFLOW_TRACKING_USERNAME"]
+    finally:
+        stack.stop()
+        get_settings.cache_clear()
