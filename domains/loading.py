@@ -70,11 +70,13 @@ def _read_csv(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         except csv.Error as err:
             bad.append({"row": n, "reason": f"unreadable CSV record ({err})", "raw": None})
             continue
+        if not record:  # a blank line is no record; a line of empty fields is one
+            continue
         reason = _csv_problem(record, len(header))
         if reason:
             raw = ",".join(record)[:500].encode("utf-8", "surrogateescape")
             bad.append({"row": n, "reason": reason, "raw": raw.decode("utf-8", "replace")})
-        elif any(f.strip() for f in record):
+        else:
             good.append({"_row": n, **dict(zip(header, record, strict=True))})
     return good, bad
 
@@ -83,7 +85,7 @@ _CSV_FIX = "save it as UTF-8 CSV with one header row (family,inputs,... ) and on
 
 
 def _csv_problem(record: list[str], width: int) -> str | None:
-    if len(record) != width and any(f.strip() for f in record):
+    if len(record) != width:
         return f"record has {len(record)} fields, the header has {width}"
     if any("\udc80" <= ch <= "\udcff" for f in record for ch in f):
         return "record is not valid UTF-8 (mixed encodings); re-save the file as UTF-8"

@@ -150,12 +150,14 @@ def test_hostile_files_are_rejected_row_by_row_or_refused_whole(tmp_path: Path) 
         + b"[" * 50_000
         + b"]" * 50_000
         + b'"\n'
+        + b"\n,\n"  # a blank line is no record; a record of empty fields is rejected
     )
     result = med.load(tmp_path / "mixed.csv")
     reasons = [r["reason"] for r in result.rejected]
     assert len(result.cases) == 1 and result.cases[0].inputs == case.inputs  # BOM stripped
     assert reasons[0] == "record has 4 fields, the header has 2"
     assert "not valid UTF-8" in reasons[1] and "nested too deeply" in reasons[2]
+    assert "missing column" in reasons[3] and len(reasons) == 4
     (tmp_path / "bom.jsonl").write_text(
         json.dumps({"family": case.family, "inputs": case.inputs}) + "\n", encoding="utf-8-sig"
     )
