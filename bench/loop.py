@@ -95,6 +95,8 @@ class Clock:
         from models import progress
 
         progress.stage(name)
+        if self.after is not None:  # the previous stage's result is stored by now
+            self.after()
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
