@@ -142,7 +142,7 @@ def load_cases(domain: Domain, path: Path) -> LoadResult:
         try:
             result.cases.append(row_to_case(domain, row))
         except (ValueError, TypeError, ValidationError, PonderError, RecursionError) as err:
-            result.rejected.append({"row": index, "reason": _reason(err), "raw": _raw(row)})
+            result.rejected.append({"row": index, "reason": reason_of(err), "raw": _raw(row)})
     return result
 
 
@@ -198,10 +198,6 @@ def _json(value: Any, field: str) -> Any:
         except RecursionError:
             raise SafeReason(f"{field} is nested too deeply to be a case") from None
     return value
-
-
-def _reason(err: Exception) -> str:
-    return reason_of(err)
 
 
 def _raw(row: dict[str, Any]) -> str:

@@ -174,10 +174,7 @@ def credentials() -> tuple[str, str]:
     if os.environ.get("PONDER_SERVE_PASSWORD"):
         return user, os.environ["PONDER_SERVE_PASSWORD"]
     path = get_settings().home / "serve-credentials.json"
-    if not path.is_file():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"user": user, "password": secrets.token_urlsafe(24)}, fh)
+    _create_once(path, json.dumps({"user": user, "password": secrets.token_urlsafe(24)}))
     stored = json.loads(path.read_text())
     return stored["user"], stored["password"]
 
@@ -185,11 +182,16 @@ def credentials() -> tuple[str, str]:
 def _stored_secret(name: str) -> str:
     """A random secret kept in <home>/.<name> (0600), created on first use."""
     path = get_settings().home / f".{name}"
+    _create_once(path, secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def _create_once(path: Path, text: str) -> None:
+    """Write ``text`` to a new owner-only file; an existing file (another process's) wins."""
     with contextlib.suppress(FileExistsError):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(32))
-    return path.read_text().strip()
+            fh.write(text)
 
 
 def _mlflow_auth_config(stack: Stack) -> Path:

@@ -132,9 +132,8 @@ PRIVATE = ("home", "lake_root", "artifact_root", "models_dir")  # folders only t
 def loose_folders(settings: Settings) -> list[tuple[Path, int]]:
     """(folder, mode) of ponder's folders (and its logs) that others may read or enter."""
     folders = [Path(getattr(settings, name)) for name in PRIVATE] + [settings.home / "logs"]
-    return [
-        (p, p.stat().st_mode & 0o777) for p in folders if p.is_dir() and p.stat().st_mode & 0o077
-    ]
+    modes = [(p, p.stat().st_mode & 0o777) for p in folders if p.is_dir()]
+    return [(p, mode) for p, mode in modes if mode & 0o077]
 
 
 @lru_cache(maxsize=1)

@@ -33,10 +33,15 @@ _VERSION = re.compile(r"^v(\d{5})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
+def _plain(value: object) -> bool:
+    """One path component: the pattern, and no ``..`` inside it."""
+    return isinstance(value, str) and bool(_NAME.match(value)) and ".." not in value
+
+
 def safe_name(field: str, value: str) -> str:
     """``value`` if it is one plain path component, else a PonderError naming ``field``:
     names from parameters (domain, version, run id) must never reach outside the lake."""
-    if not isinstance(value, str) or not _NAME.match(value) or ".." in value:
+    if not _plain(value):
         raise PonderError(
             field,
             f"{str(value)[:80]!r} is not a plain name",
@@ -49,7 +54,7 @@ def safe_name(field: str, value: str) -> str:
 def state_file_name(key: str) -> str:
     """A state key as a file name: plain keys as they are, any other (e.g. one built from an
     MLflow experiment name) as a readable slug plus a hash, so it cannot leave ``_state``."""
-    if _NAME.match(key) and ".." not in key:
+    if _plain(key):
         return key
     slug = re.sub(r"[^A-Za-z0-9_-]+", "_", key)[:48].strip("_") or "key"
     return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
