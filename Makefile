@@ -51,7 +51,8 @@ reliability: install
 	PONDER_FUZZ_EXAMPLES=10000 $(PY) -m pytest -q tests/reliability \
 		tests/tasks/test_lake.py tests/models/test_runs.py tests/domains/test_faults.py \
 		tests/domains/test_privacy.py tests/domains/test_injection.py tests/flows/test_privacy.py \
-		tests/domains/test_adversarial_time.py tests/models/test_loading.py tests/flows/test_collect.py
+		tests/domains/test_adversarial_time.py tests/models/test_loading.py tests/flows/test_collect.py \
+		tests/domains/test_identifiers.py
 
 bench: install
 	$(PY) -m bench.generate

@@ -128,7 +128,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
     width = max(len(r["fault"]) for r in RESULTS)
     tr = terminalreporter
     tr.section("reliability: one row per injected fault")
-    tr.write_line(f"{'fault':<{width}}  runs  survived  rows lost")
+    tr.write_line(f"{'fault':<{width}}  runs  survived  rows lost (or leaked)")
     for r in RESULTS:
         line = f"{r['fault']:<{width}}  {r['runs']:>4}  {r['survived']:>8}  {r['rows_lost']:>9}"
         tr.write_line(line)

@@ -114,9 +114,9 @@ def test_planted_identifiers_never_survive(first, last, mrn, area, before, after
 def test_an_identifier_seen_once_is_masked_without_its_label_later() -> None:
     r = red()
     r.learn({"note": "Patient: Rafferty Lindqvist, MRN QX1234567"})
-    cut = "...ient: Rafferty Lindqvist was seen; chart QX1234567 reviewed"
+    cut = "...ient: rafferty lindqvist was seen; QX1234567 reviewed"
     out = r.text(cut)
-    assert "Rafferty Lindqvist" not in out and "QX1234567" not in out
+    assert "rafferty lindqvist" not in out and "QX1234567" not in out
     assert r.text("Patient: Rafferty Lindqvist") == f"Patient: {r.mask('name', 'x')}".replace(
         r.mask("name", "x"), r.mask("name", "Rafferty Lindqvist")
     )

@@ -26,6 +26,7 @@ import polars as pl
 import pytest
 
 from domains.base import get_domain
+from domains.identifiers import Maker
 from flows.collect import CollectParams, collect
 from flows.evaluate_promote import EvaluateParams, evaluate_promote
 from flows.finetune import FinetuneParams, finetune
@@ -39,30 +40,6 @@ from tasks.lake import Lake
 from tests.aliases import clear_aliases
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-FIRST = [
-    "Marisol",
-    "Ines",
-    "Tomas",
-    "Yusuf",
-    "Greta",
-    "Anouk",
-    "Kwame",
-    "Ilse",
-    "Rafferty",
-    "Solveig",
-    "Dariusz",
-    "Noor",
-]
-LAST = [
-    "Okonkwo",
-    "Lindqvist",
-    "Haverkamp",
-    "Oyelaran",
-    "Brannigan",
-    "Szczepanski",
-    "Mbeki",
-    "Vasquez",
-]
 CASES = 125
 
 
@@ -74,40 +51,38 @@ def _fresh(used: set[str], make: Any) -> str:
     return value
 
 
-def _planted(rng: random.Random, i: int, used: set[str]) -> dict[str, str]:
-    def person() -> str:
-        return f"{rng.choice(FIRST)} {rng.choice(LAST)}{rng.choice(LAST)[:3].lower()}"
-
-    def dob() -> str:
-        return f"{rng.randint(1930, 1969)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
-
-    patient, relative, doctor = (_fresh(used, person) for _ in range(3))
+def _planted(m: Maker, used: set[str]) -> dict[str, str]:
+    """Eight identifiers in the formats of the redaction evaluation set
+    (``domains.identifiers``): names in any case or "Last, First", international phones,
+    SSNs with any separator, MRNs and dates of birth in their real formats."""
     return {
-        "patient": patient,
-        "relative": relative,
-        "doctor": doctor,
-        "mrn": _fresh(used, lambda: f"QX{rng.randrange(10**7, 10**8)}"),
-        "dob": _fresh(used, dob),
-        "phone": f"(555) {rng.randint(700, 799)}-{i:04d}",
-        "email": f"pt{i}.{patient.split()[0].lower()}@mail.example",
-        "ssn": f"9{i % 100:02d}-{rng.randint(10, 99)}-{i:04d}",
+        "patient": _fresh(used, m.name_format),
+        "relative": _fresh(used, m.person),
+        "doctor": _fresh(used, m.person),
+        "mrn": _fresh(used, lambda: m.mrn()[1]),
+        "dob": _fresh(used, lambda: m.dob()[1]),
+        "phone": _fresh(used, m.phone),
+        "email": _fresh(used, m.email),
+        "ssn": _fresh(used, m.ssn),
     }
 
 
-def _note(p: dict[str, str], note: str) -> str:
+def _note(p: dict[str, str], note: str, labels: tuple[str, str]) -> str:
+    mrn_label, dob_label = labels
     return (
-        f"Patient: {p['patient']}, DOB: {p['dob']}, MRN {p['mrn']}, phone {p['phone']}, "
-        f"email {p['email']}, SSN {p['ssn']}. Daughter {p['relative']} was present. "
-        f"Seen by Dr. {p['doctor']}. {note}"
+        f"Patient: {p['patient']}, {dob_label} {p['dob']}, {mrn_label} {p['mrn']}, phone "
+        f"{p['phone']}, email {p['email']}, SSN {p['ssn']}. Daughter {p['relative']} was "
+        f"present. Seen by Dr. {p['doctor']}. {note}"
     )
 
 
 def _plant(inbox: Path) -> set[str]:
-    rng, used, ids, rows = random.Random(11), set(), set(), []
-    for i, case in enumerate(get_domain("medicine").generate(CASES, seed=3)):
-        p = _planted(rng, i, used)
+    m, used, ids, rows = Maker(random.Random(11)), set(), set(), []
+    for case in get_domain("medicine").generate(CASES, seed=3):
+        p = _planted(m, used)
         ids |= set(p.values())
-        inputs = {**case.inputs, "note": _note(p, case.inputs["note"])}
+        labels = (m.mrn()[0], m.dob()[0])
+        inputs = {**case.inputs, "note": _note(p, case.inputs["note"], labels)}
         rows.append(
             {
                 "family": case.family,
