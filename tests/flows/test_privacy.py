@@ -218,8 +218,22 @@ def _paged(read, limit: int = 200) -> list:
     return rows
 
 
+def _forms(identifier: str) -> set[str]:
+    """The identifier as text, and as JSON or a Python repr escape it ("Jos\\u00e9",
+    "O\\'Brien"), once or twice (a JSON string inside a repr): an artifact holding an
+    escaped form leaks it all the same."""
+    once = {
+        identifier,
+        json.dumps(identifier)[1:-1],
+        json.dumps(identifier, ensure_ascii=False)[1:-1],
+        identifier.encode("unicode_escape").decode(),
+    }
+    reprs = {repr(f)[1:-1] for f in once} | {repr(f + '"')[1:-2] for f in once}  # \' too
+    return once | reprs | {json.dumps(f)[1:-1] for f in once}
+
+
 def _leaks(ids: set[str], text: str) -> list[str]:
-    return sorted(i for i in ids if i in text)
+    return sorted(i for i in ids if any(f in text for f in _forms(i)))
 
 
 def test_no_planted_identifier_leaves_the_lake(fresh_lake, tiny_model, monkeypatch, caplog) -> None:
@@ -249,7 +263,8 @@ def test_no_planted_identifier_leaves_the_lake(fresh_lake, tiny_model, monkeypat
     uploaded = [p for p in Path(settings.artifact_root).rglob("completions/*") if p.is_file()]
     assert uploaded, "TRL's completion sample was uploaded (and is scanned below)"
     # positive controls: the raw lake holds them, and the policy's answers repeat them
-    assert len(_leaks(ids, _files_text(lake.latest("medicine", "cases").path))) == 1000
+    raw = set(_leaks(ids, _files_text(lake.latest("medicine", "cases").path)))
+    assert raw == ids, f"not found in the raw lake: {sorted(ids - raw)[:10]}"
     predictions = lake.scan("medicine", "predictions", out["version"]).collect()
     assert len(_leaks(ids, "\n".join(predictions["text"]))) == 1000
     report = Path(out["report"]).read_text()
