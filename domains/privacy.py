@@ -226,28 +226,34 @@ class Known:
         if not self.masks:
             return text
         words = _outside_masks(text, list(_TOKEN.finditer(text)))
-        out, last, i = [], 0, 0
+        starts = [w.start() for w in words]
+        ends = [w.end() for w in words]
+        folded = [w.group(0).casefold() for w in words]
+        out, last, i, by_word = [], 0, 0, self._by_word
         while i < len(words):
-            hit = self._match(text, words, i)
-            if hit is None:
+            bucket = by_word.get(folded[i])
+            hit = bucket and self._match(text, bucket, i, (starts, ends, folded))
+            if not hit:
                 i += 1
                 continue
             n, mask = hit
-            start = _initial_before(text, words[i].start()) if n == 1 else words[i].start()
+            start = _initial_before(text, starts[i]) if n == 1 else starts[i]
             out += [text[last:start], mask]
-            last, i = words[i + n - 1].end(), i + n
+            last, i = ends[i + n - 1], i + n
         return "".join(out) + text[last:]
 
-    def _match(self, text: str, words: list, i: int) -> tuple[int, str] | None:
-        for e in self._by_word.get(words[i].group(0).casefold(), ()):
+    @staticmethod
+    def _match(
+        text: str, bucket: list[_Entry], i: int, words: tuple[list[int], list[int], list[str]]
+    ) -> tuple[int, str] | None:
+        """The first of ``bucket``'s entries that the words from ``i`` on spell out."""
+        starts, ends, folded = words
+        for e in bucket:
             n = len(e.words)
-            if i + n > len(words) or (e.part and not words[i].group(0)[0].isupper()):
+            if tuple(folded[i : i + n]) != e.words or (e.part and not text[starts[i]].isupper()):
                 continue
-            span = words[i : i + n]
-            if all(w.group(0).casefold() == x for w, x in zip(span, e.words, strict=True)) and all(
-                _gap(text[a.end() : b.start()]) == g
-                for a, b, g in zip(span[:-1], span[1:], e.gaps, strict=True)
-            ):
+            gaps = (_gap(text[ends[k] : starts[k + 1]]) for k in range(i, i + n - 1))
+            if all(g == want for g, want in zip(gaps, e.gaps, strict=True)):
                 return n, e.mask
         return None
 

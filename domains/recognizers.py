@@ -281,15 +281,42 @@ def person_spans(text: str) -> tuple[tuple[int, int], ...]:
     found = ner_engine().analyze(_SOFT_BREAK.sub(" ", text), language="en", entities=["PERSON"])
     spans = []
     for r in found:
-        m = _NER_NAME.search(text, r.start, r.end)  # trimmed to the name's words
-        if r.score >= NER_SCORE - 1e-9 and m and not _DIGIT.search(text, r.start, r.end):
-            spans.append(_widen(text, m.start(), m.end()))
+        if r.score < NER_SCORE - 1e-9 or _DIGIT.search(text, r.start, r.end):
+            continue
+        span = _trim(text, r.start, r.end)
+        if span:
+            spans.append(_widen(text, *span))
     return tuple(spans)
+
+
+# a label word at either edge, but not an initial ("A. Wilson": "a" is a stop word)
+_EDGE_STOP = regex.compile(rf"^(?!\p{{L}}\.)(?i:{_STOP})\b[^\p{{L}}]*+|[^\p{{L}}]++(?i:{_STOP})$")
+_UPPER = regex.compile(r"\p{Lu}")
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """The model's span cut to the name in it: from its first to its last letter, less a
+    possessive 's and label words at either edge ("Lee MRN", "bhglac Patient"); None
+    when nothing capitalised is left (the model also tags odd lowercase runs)."""
+    m = _NER_NAME.search(text, start, end)
+    while m:
+        start, end = m.span()
+        cut = _EDGE_STOP.search(text[start:end])
+        if not cut:
+            break
+        m = _NER_NAME.search(
+            text,
+            start + (cut.end() if cut.start() == 0 else 0),
+            start + (cut.start() if cut.start() > 0 else end - start),
+        )
+    if not m or not _UPPER.search(text, start, end):
+        return None
+    return start, end
 
 
 # from the first letter to the last letter, less a possessive 's (the model reads dates
 # and "Daniel.  DOB" as people at times: a span with a digit is no name)
-_NER_NAME = regex.compile(r"\p{L}(?:.*\p{L})?(?=['’]s\b|[^\p{L}]*$)", regex.S)
+_NER_NAME = regex.compile(r"\p{L}(?:.*?\p{L})?(?=(?:['’]s)?[^\p{L}]*+$)", regex.S)
 _DIGIT = regex.compile(r"\d")
 
 

