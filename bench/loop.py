@@ -85,21 +85,35 @@ STRATEGIES = {  # strategy -> the scorer it uses
 
 @dataclass
 class Clock:
-    """Wall time per stage, in the order the stages ran."""
+    """Wall time per stage, in the order the stages ran, and a journal of each finished
+    stage's result, so that ``--resume`` picks a stopped run up at its first unfinished
+    stage (the lake, registry and models it made live on in the bench's home)."""
 
     stages: dict[str, float] = field(default_factory=dict)
     verbose: bool = False
     after: Any = None  # called after every stage (the bench rewrites loop.json)
+    journal: Path | None = None  # stage name -> its result, JSON, written as each ends
+
+    def done(self) -> dict[str, Any]:
+        if self.journal is None or not self.journal.is_file():
+            return {}
+        return json.loads(self.journal.read_text())
 
     def run(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from models import progress
 
+        done = self.done()
+        if name in done:
+            OUT.print(f"↺ {name:<44s} resumed (its result is in {self.journal})")
+            return done[name]
         progress.stage(name)
         if self.after is not None:  # the previous stage's result is stored by now
             self.after()
         start = time.perf_counter()
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            self._record(name, result)
+            return result
         finally:
             _free_engines()
             self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - start
@@ -107,6 +121,15 @@ class Clock:
                 self.after()
             if self.verbose:  # otherwise the stage display draws the line
                 OUT.print(f"[loop] {name:<28s} {self.stages[name] / 60:6.1f} min")
+
+    def _record(self, name: str, result: Any) -> None:
+        if self.journal is None:
+            return
+        done = self.done()
+        done[name] = json.loads(json.dumps(result, default=str))
+        tmp = self.journal.with_suffix(".tmp")
+        tmp.write_text(json.dumps(done, indent=1))
+        tmp.replace(self.journal)
 
 
 def _free_engines() -> None:
@@ -421,7 +444,14 @@ def run_domain(
         args.max_tokens,
     )
     inbox = Path(get_settings().home) / "inbox"
-    out["simulated_labels"] = simulated_labels(domain, preds["version"], inbox, args.review_cap)
+    out["simulated_labels"] = clock.run(
+        f"{domain}: simulated reviewers",
+        simulated_labels,
+        domain,
+        preds["version"],
+        inbox,
+        args.review_cap,
+    )
     clock.run(
         f"{domain}: collect labels",
         collect,
@@ -700,6 +730,11 @@ def main() -> None:
     ap.add_argument("--review-cap", type=int, default=400, help="most simulated labels")
     ap.add_argument("--search-n", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--skip-search", action="store_true")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the first stage the last run in --out did not finish",
+    )
     ap.add_argument("--out", type=Path, default=Path(".ponder/bench/loop"))
     ap.add_argument("--verbose", action="store_true", help="library output on the terminal")
     ap.add_argument(
@@ -737,7 +772,14 @@ def main() -> None:
 
 def _loop(args: argparse.Namespace) -> tuple[dict[str, Any], Clock]:
     """Every domain of the suite through both rounds; loop.json after each domain."""
-    clock = Clock(verbose=args.verbose)
+    journal = args.out / "journal.json"
+    previous = args.out / "loop.json"
+    clock = Clock(verbose=args.verbose, journal=journal)
+    if args.resume and previous.is_file():  # the finished stages keep their wall times
+        clock.stages = {k: v for k, v in json.loads(previous.read_text())["wall_s"].items()
+                        if k in clock.done()}  # fmt: skip
+    elif not args.resume:
+        journal.unlink(missing_ok=True)
     clock.run("build the example model", fetch_base_model)
     results: dict[str, Any] = {}
     suite = SUITES[args.suite]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bench.loop import bootstrap, first_wrong_step, paired
 
@@ -99,3 +100,22 @@ def test_a_stopped_run_reports_and_plots_the_stages_it_reached(tmp_path, capsys)
     assert "sft     66.7%" in out and "ORM held-out pairwise accuracy: 0.9" in out
     assert "goal 1" not in out and "round2" not in out  # no figure for a stage not run
     assert (tmp_path / "stages.png").stat().st_size > 0
+
+
+def test_a_resumed_run_takes_finished_stages_from_the_journal(tmp_path) -> None:
+    from bench.loop import Clock
+
+    calls: list[str] = []
+
+    def stage(name: str) -> dict:
+        calls.append(name)
+        return {"version": name, "accuracy": [1.0, 0.0]}
+
+    first = Clock(journal=tmp_path / "journal.json")
+    assert first.run("collect", stage, "v1") == {"version": "v1", "accuracy": [1.0, 0.0]}
+    with pytest.raises(ZeroDivisionError):  # the run stops here
+        first.run("finetune", lambda: 1 / 0)
+    again = Clock(journal=tmp_path / "journal.json")
+    assert again.run("collect", stage, "v2") == {"version": "v1", "accuracy": [1.0, 0.0]}
+    assert again.run("finetune", stage, "v3") == {"version": "v3", "accuracy": [1.0, 0.0]}
+    assert calls == ["v1", "v3"]  # collect ran once; the failed stage ran again
