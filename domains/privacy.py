@@ -119,6 +119,7 @@ def check_pattern(kind: str, pattern: str) -> None:
 
 
 _TOKEN = regex.compile(r"\w++")
+_NAME_SPLIT = regex.compile(r"[\s,]++")  # a name's words keep O'Brien and Smith-Jones whole
 # name parts that are also ordinary capitalised words (months, weekdays, particles) are
 # not remembered alone: "May Chen" must not mask every "May 3"
 _COMMON = frozenset(
@@ -225,54 +226,55 @@ class Known:
     def sub(self, text: str) -> str:
         if not self.masks:
             return text
-        words = _outside_masks(text, list(_TOKEN.finditer(text)))
-        starts = [w.start() for w in words]
-        ends = [w.end() for w in words]
-        folded = [w.group(0).casefold() for w in words]
-        out, last, i, by_word = [], 0, 0, self._by_word
-        while i < len(words):
-            bucket = by_word.get(folded[i])
-            hit = bucket and self._match(text, bucket, i, (starts, ends, folded))
-            if not hit:
-                i += 1
+        masks = [m.span() for m in MASK.finditer(text)]
+        out, last, by_word = [], 0, self._by_word
+        for word in _TOKEN.finditer(text):  # one dict probe per word; most words miss
+            start = word.start()
+            bucket = by_word.get(word.group(0).casefold())
+            if bucket is None or start < last or _inside(masks, start):
                 continue
-            n, mask = hit
-            start = _initial_before(text, starts[i]) if n == 1 else starts[i]
+            hit = _match(text, bucket, word)
+            if hit is None:
+                continue
+            end, mask, n = hit
+            start = _initial_before(text, start) if n == 1 else start
             out += [text[last:start], mask]
-            last, i = ends[i + n - 1], i + n
+            last = end
         return "".join(out) + text[last:]
 
-    @staticmethod
-    def _match(
-        text: str, bucket: list[_Entry], i: int, words: tuple[list[int], list[int], list[str]]
-    ) -> tuple[int, str] | None:
-        """The first of ``bucket``'s entries that the words from ``i`` on spell out."""
-        starts, ends, folded = words
-        for e in bucket:
-            n = len(e.words)
-            if tuple(folded[i : i + n]) != e.words or (e.part and not text[starts[i]].isupper()):
-                continue
-            gaps = (_gap(text[ends[k] : starts[k + 1]]) for k in range(i, i + n - 1))
-            if all(g == want for g, want in zip(gaps, e.gaps, strict=True)):
-                return n, e.mask
-        return None
+
+def _match(text: str, bucket: list[_Entry], first: regex.Match[str]) -> tuple[int, str, int] | None:
+    """``(end, mask, words)`` of the first of ``bucket``'s entries that the text spells
+    out from the word ``first`` on."""
+    for e in bucket:
+        if e.part and not first.group(0)[0].isupper():
+            continue
+        end = _spells(text, first.end(), e)
+        if end is not None:
+            return end, e.mask, len(e.words)
+    return None
+
+
+def _spells(text: str, pos: int, entry: _Entry) -> int | None:
+    """Where ``entry``'s words after its first end, if they follow ``pos`` in ``text``
+    with the same gaps (any whitespace for a space), or None."""
+    for word, gap in zip(entry.words[1:], entry.gaps, strict=True):
+        nxt = _TOKEN.search(text, pos, pos + len(gap) + 64)
+        if nxt is None or nxt.group(0).casefold() != word:
+            return None
+        if _gap(text[pos : nxt.start()]) != gap:
+            return None
+        pos = nxt.end()
+    return pos
+
+
+def _inside(masks: list[tuple[int, int]], at: int) -> bool:
+    """Whether ``at`` lies inside one of the sorted ``masks``."""
+    i = bisect.bisect_right(masks, (at, float("inf"))) - 1
+    return i >= 0 and masks[i][0] <= at < masks[i][1]
 
 
 MASK = regex.compile(r"\[[A-Z][A-Z0-9_]*+-[0-9a-f]{16}\]")
-
-
-def _outside_masks(text: str, words: list[regex.Match[str]]) -> list[regex.Match[str]]:
-    """``words`` less those inside a mask: "NAME" and the hex of a mask are not text."""
-    spans = [m.span() for m in MASK.finditer(text)]
-    if not spans:
-        return words
-    out, j = [], 0
-    for w in words:
-        while j < len(spans) and spans[j][1] <= w.start():
-            j += 1
-        if j == len(spans) or w.start() < spans[j][0]:
-            out.append(w)
-    return out
 
 
 _INITIAL_BEFORE = regex.compile(r"(?r)(?<![\w.])\p{Lu}\.[ \t]?$")
@@ -352,7 +354,8 @@ class Redactor:
         mask = self.mask(kind, value)
         parts = None
         if kind == "name":
-            parts = {w.group(0): self.mask("name", w.group(0)) for w in _TOKEN.finditer(value)}
+            words = (w.strip(".'’-") for w in _NAME_SPLIT.split(value))
+            parts = {w: self.mask("name", w) for w in words if w}
         self.known.add(value, mask, parts)
         return mask
 

@@ -285,13 +285,16 @@ def person_spans(text: str) -> tuple[tuple[int, int], ...]:
             continue
         span = _trim(text, r.start, r.end)
         if span:
-            spans.append(_widen(text, *span))
+            start, end = _widen(text, *span)
+            if _SPACE.search(text, start, end):  # one word alone ("Completed") is too
+                spans.append((start, end))  # often no name; the memory finds "Smith"
     return tuple(spans)
 
 
 # a label word at either edge, but not an initial ("A. Wilson": "a" is a stop word)
 _EDGE_STOP = regex.compile(rf"^(?!\p{{L}}\.)(?i:{_STOP})\b[^\p{{L}}]*+|[^\p{{L}}]++(?i:{_STOP})$")
 _UPPER = regex.compile(r"\p{Lu}")
+_SPACE = regex.compile(r"\s")
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:

@@ -110,13 +110,18 @@ def test_the_whole_redactor_grows_linearly_with_the_text() -> None:
     """Ten times the text may take at most 25 times as long (linear: 10; quadratic: 100)."""
     red = Redactor(RedactionConfig(), b"k" * 32)
 
-    def uncached(text: str) -> str:  # the model's answers are cached per text
-        person_spans.cache_clear()
-        return red.text(text)
+    def best_of_3(text: str) -> float:  # both sizes alike: the model's cache cleared
+        times = []
+        for _ in range(3):
+            person_spans.cache_clear()
+            start = time.perf_counter()
+            red.text(text)
+            times.append(time.perf_counter() - start)
+        return min(times)
 
     for f in ("Mr. ", "Patient: ", "Name ", "a@", " ", "1234 "):
-        small = _best_time(uncached, (f * (N // 10 // len(f) + 1))[: N // 10])
-        large = _best_time(uncached, (f * (N // len(f) + 1))[:N])
+        small = best_of_3((f * (N // 10 // len(f) + 1))[: N // 10])
+        large = best_of_3((f * (N // len(f) + 1))[:N])
         assert large <= 25 * max(small, 1e-3), (f, small, large)
 
 
