@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -221,7 +222,10 @@ def _prediction(
 
 
 def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write beside ``path`` and rename into place. The temporary name is this writer's
+    own: two runs of one run key share the folder, and with one shared name the second
+    rename found the first had already moved the file (FileNotFoundError)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     frame.write_parquet(tmp)
     os.replace(tmp, path)
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -273,7 +274,8 @@ def _manifest(
 
 
 def _write_json(path: Path, value: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    # this writer's own temporary name: two writers sharing one would rename each other's
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     tmp.write_text(json.dumps(value, indent=2, default=str))
     os.replace(tmp, path)
 
