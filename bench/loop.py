@@ -93,19 +93,18 @@ class Clock:
     verbose: bool = False
     after: Any = None  # called after every stage (the bench rewrites loop.json)
     journal: Path | None = None  # stage name -> its result, JSON, written as each ends
+    done: dict[str, Any] = field(default_factory=dict)  # the journal's contents
 
-    def done(self) -> dict[str, Any]:
-        if self.journal is None or not self.journal.is_file():
-            return {}
-        return json.loads(self.journal.read_text())
+    def __post_init__(self) -> None:
+        if self.journal is not None and self.journal.is_file():
+            self.done = json.loads(self.journal.read_text())
 
     def run(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from models import progress
 
-        done = self.done()
-        if name in done:
+        if name in self.done:
             OUT.print(f"↺ {name:<44s} resumed (its result is in {self.journal})")
-            return done[name]
+            return self.done[name]
         progress.stage(name)
         if self.after is not None:  # the previous stage's result is stored by now
             self.after()
@@ -125,10 +124,9 @@ class Clock:
     def _record(self, name: str, result: Any) -> None:
         if self.journal is None:
             return
-        done = self.done()
-        done[name] = json.loads(json.dumps(result, default=str))
+        self.done[name] = json.loads(json.dumps(result, default=str))
         tmp = self.journal.with_suffix(".tmp")
-        tmp.write_text(json.dumps(done, indent=1))
+        tmp.write_text(json.dumps(self.done, indent=1))
         tmp.replace(self.journal)
 
 
@@ -774,12 +772,12 @@ def _loop(args: argparse.Namespace) -> tuple[dict[str, Any], Clock]:
     """Every domain of the suite through both rounds; loop.json after each domain."""
     journal = args.out / "journal.json"
     previous = args.out / "loop.json"
+    if not args.resume:
+        journal.unlink(missing_ok=True)
     clock = Clock(verbose=args.verbose, journal=journal)
     if args.resume and previous.is_file():  # the finished stages keep their wall times
-        clock.stages = {k: v for k, v in json.loads(previous.read_text())["wall_s"].items()
-                        if k in clock.done()}  # fmt: skip
-    elif not args.resume:
-        journal.unlink(missing_ok=True)
+        walls = json.loads(previous.read_text())["wall_s"]
+        clock.stages = {k: v for k, v in walls.items() if k in clock.done}
     clock.run("build the example model", fetch_base_model)
     results: dict[str, Any] = {}
     suite = SUITES[args.suite]

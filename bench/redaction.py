@@ -14,6 +14,7 @@ import argparse
 import math
 import time
 from importlib.metadata import version
+from typing import Any
 
 GOAL_RECALL, GOAL_PRECISION = 0.99, 0.95
 
@@ -28,24 +29,30 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, mid - half), min(1.0, mid + half)
 
 
-def run(seed: int) -> dict:
-    from domains.base import get_domain
+def measure(seed: int, redact: Any) -> dict:
+    """``score`` of ``redact(text, domain)`` on the set of ``seed``, on all texts and on
+    the clinical notes alone, with the time per text."""
     from domains.identifiers import build, score
-    from domains.privacy import Known, Redactor
 
     samples = build(seed=seed)
+    start = time.perf_counter()
+    result = score(samples, redact)
+    result["seconds_per_text"] = (time.perf_counter() - start) / len(samples)
+    result["texts"] = len(samples)
+    result["medicine"] = score([s for s in samples if s.domain == "medicine"], redact)
+    return result
+
+
+def run(seed: int) -> dict:
+    from domains.base import get_domain
+    from domains.privacy import Known, Redactor
+
     known = Known()
     reds = {
         d: Redactor(get_domain(d).redaction, b"k" * 32, known) for d in ("medicine", "finance_risk")
     }
     reds["medicine"].text("warm up: Mary Johnson")  # the model loads once per process
-    start = time.perf_counter()
-    result = score(samples, lambda text, domain: reds[domain].text(text))
-    result["seconds_per_text"] = (time.perf_counter() - start) / len(samples)
-    result["texts"] = len(samples)
-    medicine = [s for s in samples if s.domain == "medicine"]
-    result["medicine"] = score(medicine, lambda text, _: reds["medicine"].text(text))
-    return result
+    return measure(seed, lambda text, domain: reds[domain].text(text))
 
 
 def philter(seed: int) -> dict:
@@ -61,7 +68,6 @@ def philter(seed: int) -> dict:
     from philter_lite import philter as ph
     from spacy.tokens import Doc
 
-    from domains.identifiers import build, score
     from domains.recognizers import NER_MODEL
 
     nlp = spacy.load(NER_MODEL, exclude=["parser", "ner", "lemmatizer"])
@@ -79,14 +85,7 @@ def philter(seed: int) -> dict:
         out = philter_lite.transform_text_asterisk(text, include)
         return re.sub(r"\*+", "[X-0123456789abcdef]", out)
 
-    samples = build(seed=seed)
-    start = time.perf_counter()
-    result = score(samples, redact)
-    result["seconds_per_text"] = (time.perf_counter() - start) / len(samples)
-    result["texts"] = len(samples)
-    result["medicine"] = score([s for s in samples if s.domain == "medicine"], redact)
-    result["leaks"] = []  # Philter's leaks are not ponder's to fix
-    return result
+    return measure(seed, redact) | {"leaks": []}  # Philter's leaks are not ponder's to fix
 
 
 def report(seed: int, r: dict) -> list[str]:

@@ -48,6 +48,11 @@ class Sample:
     ids: list[tuple[int, int, str]] = field(default_factory=list)  # start, end, kind
     values: list[tuple[int, int]] = field(default_factory=list)  # must survive
 
+    def put(self, label: str, piece: str, kind: str) -> None:
+        """``label`` as plain text, then ``piece`` as an identifier of ``kind``."""
+        self.add(label)
+        self.add(piece, kind)
+
     def add(self, piece: str, kind: str | None = None, value: bool = False) -> None:
         start = len(self.text)
         self.text += piece
@@ -63,12 +68,6 @@ def _luhn_digit(body: str) -> str:
         d = int(ch) * (2 if i % 2 == 0 else 1)
         total += d - 9 if d > 9 else d
     return str((10 - total % 10) % 10)
-
-
-def _iban(rng: random.Random, country: str, length: int) -> str:
-    bban = "".join(str(rng.randrange(10)) for _ in range(length - 4))
-    digits = "".join(str(int(c, 36)) for c in bban + country + "00")
-    return f"{country}{98 - int(digits) % 97:02d}{bban}"
 
 
 def _group(s: str, size: int = 4, sep: str = " ") -> str:
@@ -124,13 +123,11 @@ class Maker:
         return r.choice([_group(num), _group(num, sep="-"), num])
 
     def iban(self) -> str:
-        country, length = self.rng.choice([("DE", 22), ("GB", 22), ("FR", 27), ("NL", 18)])
-        if country == "GB":
-            raw = _iban_gb(self.rng)
-        elif country == "NL":
-            raw = _iban_nl(self.rng)
-        else:
-            raw = _iban(self.rng, country, length)
+        # country, letters and digits of its account part (GB and NL start with a bank code)
+        country, letters, digits = self.rng.choice(
+            [("DE", 0, 18), ("GB", 4, 14), ("FR", 0, 23), ("NL", 4, 10)]
+        )
+        raw = _iban(self.rng, country, letters, digits)
         return self.rng.choice([raw, _group(raw), _group(raw).lower(), raw.lower()])
 
     def mrn(self) -> tuple[str, str]:
@@ -163,19 +160,12 @@ class Maker:
         return str(self.rng.randint(10**7, 10**12))
 
 
-def _iban_gb(rng: random.Random) -> str:
-    bank = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(4))
-    return _with_check("GB", bank + "".join(str(rng.randrange(10)) for _ in range(14)))
-
-
-def _iban_nl(rng: random.Random) -> str:
-    bank = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(4))
-    return _with_check("NL", bank + "".join(str(rng.randrange(10)) for _ in range(10)))
-
-
-def _with_check(country: str, bban: str) -> str:
-    digits = "".join(str(int(c, 36)) for c in bban + country + "00")
-    return f"{country}{98 - int(digits) % 97:02d}{bban}"
+def _iban(rng: random.Random, country: str, letters: int, digits: int) -> str:
+    """An IBAN with valid mod-97 check digits."""
+    bank = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(letters))
+    bban = bank + "".join(str(rng.randrange(10)) for _ in range(digits))
+    number = "".join(str(int(c, 36)) for c in bban + country + "00")
+    return f"{country}{98 - int(number) % 97:02d}{bban}"
 
 
 ZERO_WIDTH = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad"]
@@ -251,24 +241,18 @@ def _medicine_note(m: Maker, rng: random.Random, evade: bool) -> Sample:
         s.add(ev(f"{rng.choice(LAST)}, {rng.choice(FIRST)}"), "name_labelled")
         s.add(". ")
     label, value = m.dob()
-    s.add(f" {label} ")
-    s.add(ev(value), "dob")
+    s.put(f" {label} ", ev(value), "dob")
     label, value = m.mrn()
-    s.add(f", {label} ")
-    s.add(ev(value), "mrn")
-    s.add(". Phone ")
-    s.add(ev(m.phone()), "phone")
-    s.add(", SSN ")
-    s.add(ev(m.ssn()), "ssn")
-    s.add(", email ")
-    s.add(ev(m.email()), "email")
+    s.put(f", {label} ", ev(value), "mrn")
+    s.put(". Phone ", ev(m.phone()), "phone")
+    s.put(", SSN ", ev(m.ssn()), "ssn")
+    s.put(", email ", ev(m.email()), "email")
     s.add(".")
     _clinical(s, rng)
     s.add(f" {rng.choice(['Seen by', 'Discussed with', 'Referred by', 'Signed:'])} ")
     s.add(rng.choice(["", "Dr. "]))
     s.add(ev(rng.choice([m.person(), m.person().lower()])), "name_labelled")
-    s.add(". ")
-    s.add(ev(m.person()), "name_unlabelled")
+    s.put(". ", ev(m.person()), "name_unlabelled")
     s.add(rng.choice([" will follow up in two weeks.", " agreed with the plan.",
                       " reviewed the chart."]))  # fmt: skip
     return s
@@ -279,22 +263,15 @@ def _finance_case(m: Maker, rng: random.Random, evade: bool) -> Sample:
     ev = (lambda v: _evade(rng, v)) if evade else (lambda v: v)
     s.add(rng.choice(["Customer under review: ", "Originator: ", "Beneficiary: "]))
     s.add(ev(m.name_format()), "name_labelled")
-    s.add(". IBAN ")
-    s.add(ev(m.iban()), "iban")
-    s.add(", card ")
-    s.add(ev(m.card()), "card")
-    s.add(", account no. ")
-    s.add(ev(m.account()), "account_number")
+    s.put(". IBAN ", ev(m.iban()), "iban")
+    s.put(", card ", ev(m.card()), "card")
+    s.put(", account no. ", ev(m.account()), "account_number")
     s.add(".")
     _finance(s, rng)
-    s.add(" Funds moved to ")
-    s.add(ev(m.person()), "name_unlabelled")
-    s.add(", who can be reached at ")
-    s.add(ev(m.phone()), "phone")
-    s.add(" or ")
-    s.add(ev(m.email()), "email")
-    s.add(". SSN on file ")
-    s.add(ev(m.ssn()), "ssn")
+    s.put(" Funds moved to ", ev(m.person()), "name_unlabelled")
+    s.put(", who can be reached at ", ev(m.phone()), "phone")
+    s.put(" or ", ev(m.email()), "email")
+    s.put(". SSN on file ", ev(m.ssn()), "ssn")
     s.add(".")
     return s
 

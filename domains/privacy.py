@@ -192,13 +192,13 @@ class Known:
     identifier a redactor detects is remembered here with its mask, and later text is
     searched for it wherever it appears: case-insensitively, across any whitespace (a line
     break inside "John\nSmith"), and for names word by word ("Smith" alone, "J. Smith").
-    Lookup is one dict probe per word of the text, so the cost does not grow with the
-    number of identifiers remembered.
+    Identifiers are indexed by their first word, so a text is searched only for those
+    whose first word it contains, however many are remembered.
     """
 
     def __init__(self) -> None:
         self.masks: dict[str, str] = {}
-        self._by_word: dict[str, list[_Entry]] = {}
+        self._by_word: dict[str, set[_Entry]] = {}
 
     def add(self, value: str, mask: str, parts: dict[str, str] | None = None) -> None:
         """Remember ``value`` (4+ characters) as ``mask``; ``parts`` maps single words of a
@@ -219,10 +219,7 @@ class Known:
             _gap(value[a.end() : b.start()]) for a, b in zip(words, words[1:], strict=False)
         )
         entry = _Entry(tuple(w.group(0).casefold() for w in words), gaps, mask, part)
-        bucket = self._by_word.setdefault(entry.words[0], [])
-        if entry not in bucket:
-            bucket.append(entry)
-            bucket.sort(key=lambda e: (e.part, -len(e.words)))  # whole, longest first
+        self._by_word.setdefault(entry.words[0], set()).add(entry)
 
     def sub(self, text: str) -> str:
         """``text`` with every remembered identifier masked. The words of ``text`` that
@@ -284,11 +281,10 @@ class Redactor:
                 "the redaction key is shorter than 16 bytes",
                 "set PONDER_REDACT_KEY to 32+ random characters",
             )
-        builtin = [d for d in self.config.detectors if d in PATTERNS]
-        found = detectors(builtin, {})
-        custom = detectors([], self.config.patterns)
-        object.__setattr__(self, "_detectors", found)
-        object.__setattr__(self, "_custom", custom)
+        builtin = {d: PATTERNS[d] for d in self.config.detectors}
+        custom = {kind: [p] for kind, p in self.config.patterns.items()}
+        object.__setattr__(self, "_detectors", detectors(builtin))
+        object.__setattr__(self, "_custom", detectors(custom))
 
     def case_ref(self, case_id: str) -> str:
         """The case's id as shown outside the lake (reports, trace names and tags): 64 bits

@@ -238,11 +238,9 @@ class PatternDetector(EntityRecognizer):
         return check is None or check(value)
 
 
-def detectors(names: list[str], custom: dict[str, str]) -> list[PatternDetector]:
-    """The pattern detectors for the built-in ``names`` and the ``custom`` patterns."""
-    return [PatternDetector(n, PATTERNS[n]) for n in names] + [
-        PatternDetector(k, [p]) for k, p in custom.items()
-    ]
+def detectors(patterns: dict[str, list[str]]) -> list[PatternDetector]:
+    """One detector per kind of ``patterns`` (kind -> its regular expressions)."""
+    return [PatternDetector(kind, rules) for kind, rules in patterns.items()]
 
 
 @functools.cache
@@ -301,20 +299,14 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:
     """The model's span cut to the name in it: from its first to its last letter, less a
     possessive 's and label words at either edge ("Lee MRN", "bhglac Patient"); None
     when nothing capitalised is left (the model also tags odd lowercase runs)."""
-    m = _NER_NAME.search(text, start, end)
-    while m:
-        start, end = m.span()
-        cut = _EDGE_STOP.search(text[start:end])
+    lo, hi = start, end
+    while m := _NER_NAME.search(text, lo, hi):
+        lo, hi = m.span()
+        cut = _EDGE_STOP.search(text[lo:hi])
         if not cut:
-            break
-        m = _NER_NAME.search(
-            text,
-            start + (cut.end() if cut.start() == 0 else 0),
-            start + (cut.start() if cut.start() > 0 else end - start),
-        )
-    if not m or not _UPPER.search(text, start, end):
-        return None
-    return start, end
+            return (lo, hi) if _UPPER.search(text, lo, hi) else None
+        lo, hi = (lo + cut.end(), hi) if cut.start() == 0 else (lo, lo + cut.start())
+    return None
 
 
 # from the first letter to the last letter, less a possessive 's (the model reads dates

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from domains.errors import PonderError
 from models.engine import Generator
 from models.search import SearchConfig, run_search
 from models.search.base import Problem, Scorer, SearchResult
-from tasks.lake import Lake
+from tasks.lake import Lake, tmp_beside
 
 
 @task
@@ -222,10 +221,9 @@ def _prediction(
 
 
 def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
-    """Write beside ``path`` and rename into place. The temporary name is this writer's
-    own: two runs of one run key share the folder, and with one shared name the second
-    rename found the first had already moved the file (FileNotFoundError)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    """Write beside ``path`` and rename into place (two runs of one run key share the
+    folder, so the temporary name is this writer's own)."""
+    tmp = tmp_beside(path)
     frame.write_parquet(tmp)
     os.replace(tmp, path)
 

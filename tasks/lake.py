@@ -273,9 +273,14 @@ def _manifest(
     }
 
 
+def tmp_beside(path: Path) -> Path:
+    """A temporary name beside ``path`` that is this writer's own, for write-then-rename:
+    two writers sharing one name would rename each other's file away."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
 def _write_json(path: Path, value: dict[str, Any]) -> None:
-    # this writer's own temporary name: two writers sharing one would rename each other's
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    tmp = tmp_beside(path)
     tmp.write_text(json.dumps(value, indent=2, default=str))
     os.replace(tmp, path)
 
