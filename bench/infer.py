@@ -97,7 +97,7 @@ def overhead(args: argparse.Namespace, engine, tmp: Path) -> None:
         )
     )
     flow_s = time.perf_counter() - start
-    flow_tokens = int(out["tokens_per_case"] * out["cases"])
+    flow_tokens = int(out.tokens_per_case * out.cases)
     a, b = flow_tokens / flow_s, raw_tokens / raw_s
     print(f"[overhead] {args.cases} medicine cases x N=4 x {args.tokens} tokens, T=0.8")
     print(f"  infer flow (Prefect+MLflow+report): {flow_tokens} tok {flow_s:.1f} s {a:.1f} tok/s")

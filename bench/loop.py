@@ -183,7 +183,7 @@ def collect_suite(domain: str, groups: list[Group], args: argparse.Namespace) ->
                     **shares,
                 )
             )
-    return out["cases"]["version"]
+    return out.cases.version
 
 
 def held_out(domain: str, version: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -211,8 +211,8 @@ def held_out(domain: str, version: str, model: str, args: argparse.Namespace) ->
     )
     frame = (
         Lake(get_settings().lake_root)
-        .scan(domain, "predictions", out["version"])
-        .filter(pl.col("model_version") == out["model"])
+        .scan(domain, "predictions", out.version)
+        .filter(pl.col("model_version") == out.model)
         .collect()
         .sort("case_id")
     )
@@ -250,7 +250,7 @@ def rollouts(
             max_tokens=max_tokens,
             log_traces=0,
         )
-    )
+    ).model_dump()
 
 
 def refresh(domain: str, policy: str, kinds: list[str], args) -> dict[str, Any]:
@@ -270,7 +270,7 @@ def refresh(domain: str, policy: str, kinds: list[str], args) -> dict[str, Any]:
                 "max_length": 3072,
             },
         )
-    )
+    ).model_dump()
 
 
 def tune(domain: str, version: str, base: str, args, **kw: Any) -> dict[str, Any]:
@@ -299,7 +299,7 @@ def tune(domain: str, version: str, base: str, args, **kw: Any) -> dict[str, Any
             },
             **kw,
         )
-    )
+    ).model_dump()
 
 
 def judge(domain: str, version: str, challenger: str, args) -> dict[str, Any]:
@@ -315,7 +315,7 @@ def judge(domain: str, version: str, challenger: str, args) -> dict[str, Any]:
             temperature=0.0,
             max_tokens=args.max_tokens,
         )
-    )
+    ).model_dump()
 
 
 # -- simulated reviewers -------------------------------------------------------------------
@@ -452,7 +452,7 @@ def run_domain(
     )
     clock.run(
         f"{domain}: collect labels",
-        collect,
+        lambda params: collect(params).model_dump(),
         CollectParams(domain=domain, sources=["files"], per_cell=0, inbox=inbox),
     )
     r2_rm = clock.run(f"{domain}: refresh PRM", refresh, domain, champion1, ["prm"], args)
@@ -497,7 +497,7 @@ def search(
     tokens it actually generated."""
     import polars as pl
 
-    from flows.infer import InferParams, infer
+    from flows.infer import InferParams
     from models.settings import get_settings
     from tasks.evaluate import ece
     from tasks.lake import Lake
@@ -519,7 +519,7 @@ def search(
                 scorer=scorer,
                 log_traces=0,
             )
-            got = clock.run(f"{domain}: search {strategy} N={n}", infer, params)
+            got = clock.run(f"{domain}: search {strategy} N={n}", _infer, params)
             frame = (
                 Lake(get_settings().lake_root)
                 .scan(domain, "predictions", got["version"])
@@ -540,6 +540,13 @@ def search(
                 }
             )
             save()
+
+
+def _infer(params: Any) -> dict[str, Any]:
+    """``infer`` with its result as plain data (the journal stores JSON)."""
+    from flows.infer import infer
+
+    return infer(params).model_dump()
 
 
 def _uri(domain: str, kind: str, result: Any) -> str | None:

@@ -138,8 +138,8 @@ def main() -> None:
                 sft,
                 work,
                 funcs,
-                weights,
-                cfg.model_copy(update={"grpo_max_steps": step}),
+                weights=weights,
+                cfg=cfg.model_copy(update={"grpo_max_steps": step}),
                 report_to=(),
             )
             clock += time.perf_counter() - start

@@ -6,8 +6,9 @@ to a model, how to read a model's answer back, and how to grade it. The Domain w
 families with the parts every vertical shares: the prompt format (``## Step k:`` steps and
 a final ``Answer:`` line), tolerant parsing, TRL-style reward functions and file loading.
 
-Verticals register in ``DOMAINS`` and, for third parties, through the entry-point group
-``ponder.domains``; ``get_domain(name)`` looks in both and lists the valid names on a miss.
+Every vertical, built in or not, is found through the entry-point group ``ponder.domains``
+and cached in ``DOMAINS``; ``get_domain(name)`` lists the valid names on a miss. This module
+imports no vertical, so there is no import cycle to keep apart.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Literal, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from domains.errors import PonderError
 from domains.parsing import extract_answer_payload
@@ -335,30 +336,41 @@ DOMAINS: dict[str, type[Domain]] = {}
 
 
 def register(cls: type[Domain]) -> type[Domain]:
-    """Class decorator: add a Domain to the registry under its name."""
+    """Add a Domain class to the registry under its name (what discovery does for each
+    ``ponder.domains`` entry point; tests use it for a domain of their own)."""
     DOMAINS[cls.name] = cls
     return cls
 
 
 def get_domain(name: str) -> Domain:
-    """Instantiate a domain by name from the registry or the ``ponder.domains`` entry points."""
+    """Instantiate a registered domain by name."""
     if name not in DOMAINS:
-        for ep in entry_points(group="ponder.domains"):
-            if ep.name == name:
-                register(ep.load())
-    if name not in DOMAINS:
-        _import_builtin()
+        _discover()
     if name not in DOMAINS:
         raise PonderError("domain", f"unknown domain {name!r}", f"use one of {domain_names()}")
     return DOMAINS[name]()
 
 
 def domain_names() -> list[str]:
-    """Every domain name: built in, registered, or offered by an entry point."""
-    _import_builtin()
-    return sorted(set(DOMAINS) | {ep.name for ep in entry_points(group="ponder.domains")})
+    """Every registered domain name."""
+    _discover()
+    return sorted(DOMAINS)
 
 
-def _import_builtin() -> None:
-    import domains.finance_risk  # noqa: F401
-    import domains.medicine  # noqa: F401
+def _discover() -> None:
+    """The one discovery path: every ``ponder.domains`` entry point, loaded once. The
+    built-in domains are declared there too (pyproject.toml), so a plug-in package and a
+    built-in domain are found the same way, and this module imports neither."""
+    for ep in entry_points(group="ponder.domains"):
+        if ep.name not in DOMAINS:
+            register(ep.load())
+
+
+def _known_domain(name: str) -> str:
+    if name not in domain_names():
+        raise ValueError(f"unknown domain {name!r}; use one of {domain_names()}")
+    return name
+
+
+# The domain knob of every stage, checked against the registry when the params are built.
+DomainName = Annotated[str, AfterValidator(_known_domain)]

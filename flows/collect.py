@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from pathlib import Path
 from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from domains.base import DomainName
 from domains.faults import failpoint
-from models.redaction import install as install_redaction
-from models.settings import get_settings
 from tasks.collect import (
     Batch,
     SqlSource,
@@ -37,6 +34,7 @@ from tasks.collect import (
     publish_artifacts,
     record_in_mlflow,
 )
+from tasks.context import StageContext
 from tasks.events import FEEDBACK_READY, announce
 from tasks.lake import Lake
 from tasks.records import normalize_feedback, validate_cases
@@ -49,7 +47,7 @@ class CollectParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    domain: str = Field(default="finance_risk", description="Registered domain name.")
+    domain: DomainName = Field(default="finance_risk", description="Registered domain name.")
     sources: list[Source] = Field(
         default=["generator", "files", "mlflow_feedback"], description="Which sources to read."
     )
@@ -125,16 +123,46 @@ class CollectParams(BaseModel):
         return self
 
 
+class DatasetSummary(BaseModel):
+    """What one collect run did to one dataset (cases or feedback)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(description="cases or feedback.")
+    rows_in: int = Field(description="Rows read from every source.")
+    valid: int = Field(description="Rows that passed validation.")
+    quarantined: int = Field(description="Rows refused, with a reason, into the quarantine.")
+    duplicates: int = Field(description="Valid rows already in the lake.")
+    per_family: dict[str, int] = Field(description="New valid rows per family.")
+    version: str | None = Field(description="The dataset's version after the run (new or not).")
+    new_version: bool = Field(description="Whether this run committed a new version.")
+    rows_total: int = Field(description="Rows in that version.")
+    quarantine_file: str | None = Field(description="This run's quarantine file, if any.")
+    path: str | None = Field(description="Folder of the new version, if one was made.")
+
+    @property
+    def ref(self) -> str:
+        """The version as a lake reference (``lake:cases@v00003``)."""
+        return f"lake:{self.dataset}@{self.version}"
+
+
+class CollectResult(BaseModel):
+    """The result of one collect run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cases: DatasetSummary = Field(description="The cases dataset.")
+    feedback: DatasetSummary = Field(description="The feedback dataset.")
+
+
 @flow(name="collect", log_prints=False)
-def collect(params: CollectParams | None = None) -> dict:
+def collect(params: CollectParams | None = None) -> CollectResult:
     """Gather, validate, dedupe, split and version cases and feedback for one domain."""
     params = params or CollectParams()
-    install_redaction()  # logs and trace spans of this process are masked
-    settings = get_settings()
-    settings.apply_environment()
-    lake, log = Lake(settings.lake_root), get_run_logger()
-    inbox = params.inbox or settings.home / "inbox"
-    run_id = flow_run.get_id() or uuid.uuid4().hex
+    ctx = StageContext.open(params.domain)
+    ctx.settings.apply_environment()
+    lake, log = ctx.lake, get_run_logger()
+    inbox = params.inbox or ctx.settings.home / "inbox"
     cases, feedback = gather(params, inbox)
     watermark_key = f"mlflow_feedback-{params.mlflow_experiment}"
     newest, seen = None, None
@@ -151,8 +179,8 @@ def collect(params: CollectParams | None = None) -> dict:
     known = None
     if params.check_traces:  # reuse the trace listing the mlflow source already made
         known = seen if seen is not None else known_traces(params)
-    summary_c = commit_cases(lake, params.domain, cases, run_id)
-    summary_f = commit_feedback(lake, params.domain, feedback, run_id, known)
+    summary_c = commit_cases(lake, params.domain, cases, ctx.run_id)
+    summary_f = commit_feedback(lake, params.domain, feedback, ctx.run_id, known)
     failpoint("collect.committed")
     mark_processed(cases.files, inbox, summary_c["version"])
     mark_processed(feedback.files, inbox, summary_f["version"])
@@ -168,7 +196,7 @@ def collect(params: CollectParams | None = None) -> dict:
             s["dataset"],
             {k: s[k] for k in ("version", "new_version", "valid", "quarantined", "duplicates")},
         )
-    return {"cases": summary_c, "feedback": summary_f}
+    return CollectResult(cases=summary_c, feedback=summary_f)
 
 
 def notify_feedback(lake: Lake, domain: str, summary: dict, threshold: int) -> bool:
@@ -196,7 +224,8 @@ def gather(params: CollectParams, inbox: Path) -> tuple[Batch, Batch]:
                 params.domain,
                 params.per_cell,
                 params.seed,
-                *split,
+                params.train,
+                eval_=params.eval,
                 families=params.families,
                 difficulties=params.difficulties,
                 where=params.where,

@@ -23,11 +23,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.transactions import Transaction, get_transaction, transaction
 from pydantic import BaseModel, ConfigDict, Field
 
+from domains.base import DomainName
 from domains.calc import ToolNames
 from domains.errors import PonderError
 from flows.infer import InferParams, infer
-from models.engine import scoped_generators
-from models.redaction import install as install_redaction
 from models.registry import (
     alias_version,
     connect,
@@ -39,9 +38,10 @@ from models.registry import (
     set_version_tags,
 )
 from models.runs import tracked_run
-from models.settings import get_settings
+from models.search import StrategyName
 from tasks import evaluate as ev
 from tasks.artifacts import markdown_artifact
+from tasks.context import StageContext
 from tasks.events import POLICY_PROMOTED, announce
 from tasks.lake import Lake
 
@@ -51,7 +51,7 @@ class EvaluateParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    domain: str = Field(default="medicine", description="Registered domain name.")
+    domain: DomainName = Field(default="medicine", description="Registered domain name.")
     dataset_version: str | None = Field(
         default=None, description="Frozen cases version (vNNNNN); None = latest, pinned."
     )
@@ -59,7 +59,9 @@ class EvaluateParams(BaseModel):
     challenger: str | None = Field(
         default=None, description="models:/ URI; default ponder-<domain>-policy@challenger."
     )
-    strategy: str = Field(default="self_consistency", description="Search strategy, both sides.")
+    strategy: StrategyName = Field(
+        default="self_consistency", description="Search strategy, both sides."
+    )
     width: int = Field(default=4, ge=1, le=256, description="N: samples, beams or rollouts.")
     max_tokens: int = Field(
         default=512, ge=16, le=262_144, description="Generated-token cap per case."
@@ -73,33 +75,55 @@ class EvaluateParams(BaseModel):
     promote: bool = Field(default=True, description="Move the aliases when the gate passes.")
 
 
+class EvaluateResult(BaseModel):
+    """The gate's decision on one challenger, with the evidence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Registered model name.")
+    challenger: str = Field(description="The challenger's version.")
+    champion: str | None = Field(description="The champion's version; None for a first one.")
+    baseline: str | None = Field(description="What the challenger was measured against.")
+    dataset: str = Field(description="Frozen cases version evaluated on.")
+    strategy: str = Field(description="Search strategy and budget, both sides.")
+    promote: bool = Field(description="Whether the gate passed.")
+    promoted: bool = Field(description="Whether the aliases moved (gate passed and promote on).")
+    reasons: list[str] = Field(description="One PASS/FAIL line per gate check.")
+    cases: int = Field(description="Cases both sides answered.")
+    unmatched: int = Field(description="Cases only one side answered.")
+    accuracy_diff: float | None = Field(description="Challenger minus incumbent accuracy.")
+    ci: list[float] | None = Field(description="95% paired bootstrap CI of the difference.")
+    metrics: dict[str, dict[str, float]] = Field(description="Metrics per side.")
+    run_id: str = Field(description="The MLflow run.")
+
+    @property
+    def uri(self) -> str:
+        """The challenger as a registry URI."""
+        return f"models:/{self.name}/{self.challenger}"
+
+
 @flow(name="evaluate_promote")
 def evaluate_promote(
     params: EvaluateParams | None = None, challenger: str | None = None
-) -> dict[str, Any]:
+) -> EvaluateResult:
     """Evaluate both sides, decide with a paired bootstrap, record, promote. ``challenger``
     (a models:/ URI) overrides ``params.challenger``: the ``ponder.policy.challenger``
     trigger passes the announced version here, keeping the deployment's ``params``."""
     params = params or EvaluateParams()
-    install_redaction()  # logs and trace spans of this process are masked
+    ctx = StageContext.open(params.domain)
     if challenger is not None:
         params = params.model_copy(update={"challenger": challenger})
     client = connect()  # an unreachable registry fails here, before anything runs
     name = model_name(params.domain, "policy")
-    version = _challenger(client, params, name)
+    version, champion = _sides(client, params, name)
     challenger = str(version.version)
-    champion = alias_version(client, name, "champion")
-    if champion == challenger:
-        raise PonderError(
-            "challenger",
-            f"{name}/{challenger} is already the champion",
-            "register a new challenger (ponder finetune) before evaluating",
-        )
-    dataset = _dataset(params)
-    preds = {"challenger": _predict(params, dataset, f"models:/{name}/{challenger}")}
+    dataset = _dataset(params, ctx.lake)
+    preds = {
+        "challenger": _predict(params, ctx, dataset=dataset, uri=f"models:/{name}/{challenger}")
+    }
     incumbent = f"models:/{name}/{champion}" if champion else _baseline(version, params.gate)
     if incumbent is not None:
-        preds["champion"] = _predict(params, dataset, incumbent)
+        preds["champion"] = _predict(params, ctx, dataset=dataset, uri=incumbent)
     result = _compare(preds, params.gate, first=champion is None)
     summary = {
         "name": name,
@@ -123,7 +147,20 @@ def evaluate_promote(
         description=f"{name}: challenger v{challenger} vs champion",
     )
     get_run_logger().info("decision: %s", summary["reasons"])
-    return summary
+    return EvaluateResult(**summary)
+
+
+def _sides(client: Any, params: EvaluateParams, name: str) -> tuple[Any, str | None]:
+    """The challenger's registry version and the champion's version (None for none yet)."""
+    version = _challenger(client, params, name)
+    champion = alias_version(client, name, "champion")
+    if champion == str(version.version):
+        raise PonderError(
+            "challenger",
+            f"{name}/{champion} is already the champion",
+            "register a new challenger (ponder finetune) before evaluating",
+        )
+    return version, champion
 
 
 def _challenger(client: Any, params: EvaluateParams, name: str) -> Any:
@@ -138,8 +175,7 @@ def _challenger(client: Any, params: EvaluateParams, name: str) -> Any:
     return get_version(ref, client)
 
 
-def _dataset(params: EvaluateParams) -> str:
-    lake = Lake(get_settings().lake_root)
+def _dataset(params: EvaluateParams, lake: Lake) -> str:
     try:
         info = (
             lake.info(params.domain, "cases", params.dataset_version)
@@ -158,10 +194,10 @@ def _dataset(params: EvaluateParams) -> str:
     return info.version
 
 
-def _predict(params: EvaluateParams, dataset: str, uri: str) -> pl.DataFrame:
+def _predict(params: EvaluateParams, ctx: StageContext, *, dataset: str, uri: str) -> pl.DataFrame:
     """One side's predictions through the infer flow; the engine is closed afterwards, so
     only one model is in memory at a time."""
-    with scoped_generators():
+    with ctx.engines():
         out = infer(
             InferParams(
                 domain=params.domain,
@@ -177,14 +213,14 @@ def _predict(params: EvaluateParams, dataset: str, uri: str) -> pl.DataFrame:
                 tools=params.tools,
             )
         )
-    if not out.get("version"):
+    if not out.version:
         raise PonderError(
             "dataset_version",
             f"{params.domain}/cases@{dataset} has no {params.split} cases",
             "evaluate a version with test cases: collect more, or a larger `test` share",
         )
-    frame = Lake(get_settings().lake_root).scan(params.domain, "predictions", out["version"])
-    return frame.filter(pl.col("model_version") == out["model"]).collect()
+    frame = ctx.lake.scan(params.domain, "predictions", out.version)
+    return frame.filter(pl.col("model_version") == out.model).collect()
 
 
 def _baseline(version: Any, gate: ev.GateConfig) -> str | None:
@@ -212,7 +248,7 @@ def _compare(
         metrics = {"challenger": ev.side_metrics(frame)}
         table = ev.by_group({"challenger": frame}, ["family", "difficulty"])
         decision = ev.decide_first(metrics["challenger"], gate)
-        return _result(decision, metrics, table, None, frame.height, 0)
+        return _result(decision, metrics, table, None, cases=frame.height, unmatched=0)
     joined, unmatched = ev.pair(preds["champion"], preds["challenger"])
     sides = ev.split_sides(joined)
     metrics = {side: ev.side_metrics(sides[side]) for side in ev.SIDES}
@@ -224,7 +260,7 @@ def _compare(
         floor = ev.decide_first(metrics["challenger"], gate)
         decision = ev.Decision(decision.promote and floor.promote, floor.reasons + decision.reasons)
     table = ev.by_group(sides, ["family", "difficulty"])
-    return _result(decision, metrics, table, ci, joined.height, unmatched)
+    return _result(decision, metrics, table, ci, cases=joined.height, unmatched=unmatched)
 
 
 def _result(
@@ -232,6 +268,7 @@ def _result(
     metrics: dict[str, dict[str, float]],
     table: pl.DataFrame,
     ci: tuple[float, float, float] | None,
+    *,
     cases: int,
     unmatched: int,
 ) -> dict[str, Any]:

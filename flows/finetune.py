@@ -10,9 +10,7 @@ checkpoint inside the same MLflow run.
 
 from __future__ import annotations
 
-import functools
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,32 +22,29 @@ from prefect.artifacts import (
 )
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from domains.base import get_domain
+from domains.base import DomainName
 from domains.calc import ToolNames
 from domains.errors import PonderError
 from models.engine import get_generator, release_generator
-from models.isolation import run_isolated
+from models.isolation import run_job
 from models.loading import ModelSpec
 from models.policy import (
     PolicyTrainConfig,
     RewardSpec,
     check_causal_lm,
     grpo_job,
-    train_grpo,
     train_sft,
 )
-from models.redaction import install as install_redaction
 from models.redaction import learn as learn_identifiers
 from models.redaction import redacted_copy
 from models.registry import connect, ensure_experiment, model_name, register_hf_dir
 from models.runs import tracked_run
-from models.settings import get_settings
 from models.tools import with_tools
 from tasks import finetune as ft
 from tasks.artifacts import markdown_artifact
+from tasks.context import StageContext
 from tasks.events import POLICY_CHALLENGER, announce
 from tasks.infer import resolve_model
-from tasks.lake import Lake
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]  # a pass rate
 
@@ -65,7 +60,7 @@ class FinetuneParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    domain: str = Field(default="medicine", description="Registered domain name.")
+    domain: DomainName = Field(default="medicine", description="Registered domain name.")
     dataset_version: str | None = Field(default=None, description="cases version; None = latest.")
     family: str | None = Field(default=None, description="Train on one family only.")
     difficulties: list[int] | None = Field(
@@ -111,22 +106,112 @@ class FinetuneParams(BaseModel):
     tools: ToolNames = None
 
 
+class FinetuneResult(BaseModel):
+    """The result of one fine-tuning run: the registered challenger."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(description="Registered version of ponder-<domain>-policy.")
+    base: str = Field(description="The base model it was tuned from.")
+    dataset: str = Field(description="cases version trained on.")
+    rows: int = Field(description="Prompts trained on (after the curriculum).")
+    steps: int = Field(description="GRPO optimizer steps taken.")
+    curriculum: dict[str, Any] = Field(description="Pass rates and the levels kept.")
+    work_dir: str = Field(description="Checkpoints (resume from here).")
+    run_id: str = Field(description="The MLflow run.")
+
+
 @flow(name="finetune")
-def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
+def finetune(params: FinetuneParams | None = None) -> FinetuneResult:
     """Curriculum, SFT, GRPO, register the challenger; resumable."""
     params = params or FinetuneParams()
-    install_redaction()  # logs and trace spans of this process are masked
-    settings = get_settings()
+    ctx = StageContext.open(params.domain)
     connect()  # fail fast (with retries) before any training if MLflow is unreachable
-    domain = get_domain(params.domain)
+    domain = ctx.domain
     tools = domain.active_tools(params.tools)
+    rows, version = _rows(params, ctx, tools)
+    uri, base_version, base = resolve_model(params.domain, params.base_model)
+    check_causal_lm(base)
+    paths, learned = _learned(params)
+    rewards = ft.reward_setup(domain, paths, params.reward_weights, params.prm_aggregate)
+    key = ft.config_hash(
+        {"p": params.model_dump(exclude={"resume"}), "data": version, "base": base_version}
+    )
+    work = _work_dir(Path(ctx.settings.home, "runs", "finetune", key), fresh=not params.resume)
+    rows, report = _curriculum(params, rows, base, domain, rewards=rewards, tools=tools)
+    ctx = {"version": version, "base": base_version, "key": key, "learned": learned,
+           "report": report}  # fmt: skip
+    registered, history, run_id = _train_and_register(
+        params, rows, base, work, rewards=rewards, tools=tools, ctx=ctx
+    )
+    uri = f"models:/{model_name(params.domain, 'policy')}/{registered.version}"
+    announce(POLICY_CHALLENGER, params.domain, uri=uri, version=str(registered.version))
+    steps = max((h.get("step", 0) for h in history), default=0)
+    summary = {"version": str(registered.version), "base": base_version, "dataset": version,
+               "rows": len(rows), "steps": steps, "curriculum": report, "work_dir": str(work),
+               "run_id": run_id}  # fmt: skip
+    markdown_artifact(
+        domain=params.domain,
+        key=f"finetune-{params.domain.replace('_', '-')}",
+        markdown=_markdown(summary, rewards.weights),
+    )
+    return FinetuneResult(**summary)
+
+
+def _train_and_register(
+    params: FinetuneParams,
+    rows: list[dict],
+    base: Path,
+    work: Path,
+    *,
+    rewards: Any,
+    tools: list[str],
+    ctx: dict[str, Any],
+) -> tuple[Any, list[dict[str, Any]], str]:
+    """Train inside one MLflow run (reopened on resume) and register the challenger."""
+    version, base_version, key = ctx["version"], ctx["base"], ctx["key"]
+    learned, report = ctx["learned"], ctx["report"]
+    ensure_experiment()
+    with tracked_run(f"finetune-{params.domain}", run_id=_run_id(work)) as run:
+        (work / "mlflow_run_id").write_text(run.info.run_id)
+        mlflow.log_params(
+            {
+                "dataset": version,
+                "base": base_version,
+                "config_hash": key,
+                **_run_params(params, learned),
+            }
+        )
+        mlflow.log_dict(report, "curriculum.json")
+        mlflow.log_metric("zero_variance_groups", report["zero_variance_groups"])
+        final, history = _train(
+            params,
+            rows,
+            base,
+            work,
+            rewards=rewards,
+            run_id=run.info.run_id,
+            tools=tools,
+        )
+        _log_outputs(work, history, rewards.names, params.domain)
+        tags = {"ponder.dataset": f"{params.domain}/cases@{version}", "ponder.base": base_version,
+                "ponder.config_hash": key, "ponder.rewards": ",".join(rewards.names)}  # fmt: skip
+        tags |= {f"ponder.{kind}": ref or "none" for kind, ref in learned.items()}
+        registered = register_hf_dir(
+            final, model_name(params.domain, "policy"), alias="challenger", tags=tags
+        )
+    return registered, history, run.info.run_id
+
+
+def _rows(params: FinetuneParams, ctx: StageContext, tools: list[str]) -> tuple[list[dict], str]:
+    """The train rows of the cases version (identifiers learned), refused when empty."""
     rows, version = ft.training_rows(
-        Lake(settings.lake_root),
-        domain,
+        ctx.lake,
+        ctx.domain,
         params.dataset_version,
         params.family,
-        params.difficulties,
-        tools,
+        difficulties=params.difficulties,
+        tools=tools,
     )
     learn_identifiers(params.domain, [r["prompt"] for r in rows])
     if not rows:
@@ -136,68 +221,26 @@ def finetune(params: FinetuneParams | None = None) -> dict[str, Any]:
             + (f" for family {params.family}" if params.family else ""),
             "collect cases (train split) or widen family/difficulties",
         )
-    uri, base_version, base = resolve_model(params.domain, params.base_model)
-    check_causal_lm(base)
-    paths, learned = _learned(params)
-    rewards = ft.reward_setup(domain, paths, params.reward_weights, params.prm_aggregate)
-    key = ft.config_hash(
-        {"p": params.model_dump(exclude={"resume"}), "data": version, "base": base_version}
-    )
-    work = Path(settings.home, "runs", "finetune", key)
-    if not params.resume and work.exists():
+    return rows, version
+
+
+def _work_dir(work: Path, *, fresh: bool) -> Path:
+    """The run's checkpoint folder, emptied first when not resuming."""
+    if fresh and work.exists():
         import shutil
 
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    build = functools.cache(rewards.build)  # load learned RMs once, and only if used
-    rows, report = _curriculum(params, rows, base, domain, rewards, build, tools)
-    ensure_experiment()
-    with tracked_run(f"finetune-{params.domain}", run_id=_run_id(work)) as run:
-        (work / "mlflow_run_id").write_text(run.info.run_id)
-        mlflow.log_params(
-            {
-                "domain": params.domain,
-                "dataset": version,
-                "base": base_version,
-                "orm": learned["orm"] or "none",
-                "prm": learned["prm"] or "none",
-                "config_hash": key,
-                **{f"train.{k}": v for k, v in params.train.model_dump().items()},
-            }
-        )
-        mlflow.log_dict(report, "curriculum.json")
-        mlflow.log_metric("zero_variance_groups", report["zero_variance_groups"])
-        final, history = _train(params, rows, base, work, rewards, build, run.info.run_id, tools)
-        _log_outputs(work, history, rewards.names, params.domain)
-        tags = {
-            "ponder.dataset": f"{params.domain}/cases@{version}",
-            "ponder.base": base_version,
-            "ponder.orm": learned["orm"] or "none",
-            "ponder.prm": learned["prm"] or "none",
-            "ponder.config_hash": key,
-            "ponder.rewards": ",".join(rewards.names),
-        }
-        registered = register_hf_dir(
-            final, model_name(params.domain, "policy"), alias="challenger", tags=tags
-        )
-    uri = f"models:/{model_name(params.domain, 'policy')}/{registered.version}"
-    announce(POLICY_CHALLENGER, params.domain, uri=uri, version=str(registered.version))
-    summary = {
-        "version": str(registered.version),
-        "base": base_version,
-        "dataset": version,
-        "rows": len(rows),
-        "steps": max((h.get("step", 0) for h in history), default=0),
-        "curriculum": report,
-        "work_dir": str(work),
-        "run_id": run.info.run_id,
+    return work
+
+
+def _run_params(params: FinetuneParams, learned: dict[str, str | None]) -> dict[str, Any]:
+    return {
+        "domain": params.domain,
+        "orm": learned["orm"] or "none",
+        "prm": learned["prm"] or "none",
+        **{f"train.{k}": v for k, v in params.train.model_dump().items()},
     }
-    markdown_artifact(
-        domain=params.domain,
-        key=f"finetune-{params.domain.replace('_', '-')}",
-        markdown=_markdown(summary, rewards.weights),
-    )
-    return summary
 
 
 def _curriculum(
@@ -205,8 +248,8 @@ def _curriculum(
     rows: list,
     base: Path,
     domain: Any,
+    *,
     rewards: RewardSpec,
-    build: Callable[[], list],
     tools: list[str],
 ) -> tuple[list, dict[str, Any]]:
     rows = rows[: params.max_rows]
@@ -223,11 +266,11 @@ def _curriculum(
         rows,
         with_tools(get_generator(spec), tools),
         domain,
-        build(),
-        rewards.weight_values,
-        params.curriculum_samples,
-        params.train.max_completion_length,
-        params.curriculum_band,
+        rewards.build(),
+        weights=rewards.weight_values,
+        samples=params.curriculum_samples,
+        max_tokens=params.train.max_completion_length,
+        band=params.curriculum_band,
     )
     release_generator(spec)  # free the engine's memory before training
     get_run_logger().info("curriculum: %s", report)
@@ -278,8 +321,8 @@ def _train(
     rows: list,
     base: Path,
     work: Path,
+    *,
     rewards: RewardSpec,
-    build: Callable[[], list],
     run_id: str,
     tools: list[str],
 ) -> tuple[Path, list[dict[str, Any]]]:
@@ -288,23 +331,10 @@ def _train(
     cfg, start, isolate = params.train, base, params.train.isolate_on()
     env = {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "MLFLOW_RUN_ID": run_id}
     if cfg.sft:
-        sft_args = (rows, base, work, cfg)
-        start = _sft_done(work) or (
-            run_isolated(train_sft, *sft_args, env=env) if isolate else train_sft(*sft_args)
+        start = _sft_done(work) or run_job(
+            train_sft, rows, base, work, cfg, isolate=isolate, env=env
         )
     progress = create_progress_artifact(progress=0.0, description="GRPO steps")
-    if not isolate:
-        callback = _progress_callback(progress, cfg.grpo_max_steps)
-        return train_grpo(
-            rows,
-            start,
-            work,
-            build(),
-            rewards.weight_values,
-            cfg,
-            callbacks=[callback],
-            tools=tools,
-        )
     step_file = work / "progress"
 
     def report() -> None:
@@ -312,15 +342,16 @@ def _train(
             done = int(step_file.read_text() or 0)
             update_progress_artifact(progress, progress=100.0 * done / cfg.grpo_max_steps)
 
-    return run_isolated(
+    return run_job(
         grpo_job,
         rows,
         start,
         work,
         rewards,
-        cfg,
+        cfg=cfg,
         progress_file=step_file,
         tools=tools,
+        isolate=isolate,
         env=env,
         on_wait=report,
     )
@@ -329,16 +360,6 @@ def _train(
 def _sft_done(work: Path) -> Path | None:
     done = work / "sft"
     return done if (done / "config.json").is_file() else None
-
-
-def _progress_callback(artifact_id: Any, total: int) -> Any:
-    from transformers import TrainerCallback
-
-    class Progress(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
-            update_progress_artifact(artifact_id, progress=100.0 * state.global_step / total)
-
-    return Progress()
 
 
 def _log_outputs(work: Path, history: list[dict[str, Any]], names: list[str], domain: str) -> None:

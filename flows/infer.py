@@ -8,8 +8,8 @@ report, and logs metrics, the report and a sample of reviewable traces to MLflow
 
 from __future__ import annotations
 
-import uuid
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import polars as pl
 from prefect import flow, get_run_logger
@@ -17,22 +17,19 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
-from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from domains.base import get_domain
+from domains.base import Case, Domain, DomainName
 from domains.calc import ToolNames
 from domains.faults import failpoint
 from models import progress as console_progress
 from models.engine import MAX_COMPLETION, get_generator
 from models.loading import ModelSpec
-from models.redaction import install as install_redaction
 from models.redaction import learn as learn_identifiers
-from models.search import SearchConfig, get_strategy
+from models.search import SearchConfig, StrategyName
 from models.search.scorers import LogprobScorer, OracleScorer
-from models.settings import get_settings
 from models.tools import with_tools
-from tasks.artifacts import table_artifact
+from tasks.context import StageContext
 from tasks.infer import (
     commit_predictions,
     fits,
@@ -42,7 +39,6 @@ from tasks.infer import (
     run_key,
     search_shard,
 )
-from tasks.lake import Lake
 from tasks.tracking import log_inference_run
 
 
@@ -51,7 +47,7 @@ class InferParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    domain: str = Field(default="finance_risk", description="Registered domain name.")
+    domain: DomainName = Field(default="finance_risk", description="Registered domain name.")
     input: str = Field(
         default="lake:cases", description="lake:cases[@vNNNNN] or a CSV/JSONL/Parquet path."
     )
@@ -61,7 +57,7 @@ class InferParams(BaseModel):
         description="Path or models:/ URI; default the "
         "domain policy champion, else ponder-base-policy@champion.",
     )
-    strategy: str = Field(default="beam", description="A key of models.search.STRATEGIES.")
+    strategy: StrategyName = Field(default="beam", description="A key of models.search.STRATEGIES.")
     width: int = Field(default=4, ge=1, le=256, description="N: samples, beams or rollouts.")
     max_tokens: int = Field(
         default=512, ge=16, le=262_144, description="Generated-token cap per case."
@@ -106,86 +102,143 @@ class InferParams(BaseModel):
         )
 
 
+class InferResult(BaseModel):
+    """The result of one inference run: the predictions version and its metrics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cases: int = Field(description="Cases scored.")
+    input: str = Field(description="The input as read (lake reference or file).")
+    version: str | None = Field(description="predictions version committed; None if empty.")
+    model: str | None = Field(default=None, description="Exact model version used.")
+    rejected: int = Field(description="Input rows refused, into the quarantine.")
+    too_long: int = Field(default=0, description="Cases longer than the model context.")
+    accuracy: float | None = Field(default=None, description="Share correct (labelled cases).")
+    tokens_per_case: float | None = Field(default=None, description="Generated tokens per case.")
+    parse_rate: float | None = Field(default=None, description="Share with a parsed answer.")
+    cases_per_s: float | None = Field(default=None, description="Throughput.")
+    prefix_cache_hit_rate: float | None = Field(default=None, description="vLLM prefix cache.")
+    report: str | None = Field(default=None, description="The HTML report's path.")
+
+    @property
+    def ref(self) -> str | None:
+        """The predictions version as a lake reference."""
+        return f"lake:predictions@{self.version}" if self.version else None
+
+
 @flow(name="infer")
-def infer(params: InferParams | None = None) -> dict:
+def infer(params: InferParams | None = None) -> InferResult:
     """Search every case, persist predictions + trees, report, and log to MLflow."""
     params = params or InferParams()
-    install_redaction()  # logs and trace spans of this process are masked
-    log, settings = get_run_logger(), get_settings()
-    get_strategy(params.strategy)  # fail fast with the valid names
-    lake = Lake(settings.lake_root)
+    ctx = StageContext.open(params.domain)
+    lake, log = ctx.lake, get_run_logger()
     cases, rejected, label = load_cases(lake, params.domain, params.input, params.split)
     learn_identifiers(params.domain, [c.inputs for c in cases])
-    run_id = flow_run.get_id() or uuid.uuid4().hex
-    if rejected:
-        rows = [
-            {"row": r.get("row"), "source": label, "reason": r["reason"], "raw": str(r.get("raw"))}
-            for r in rejected
-        ]
-        lake.quarantine(params.domain, "predictions", pl.DataFrame(rows), run_id)
+    _quarantine(ctx, rejected, run_id=ctx.run_id, source=label)
     if not cases:
         log.warning("empty input %s: nothing to score", label)
-        return {"cases": 0, "input": label, "version": None, "rejected": len(rejected)}
+        return InferResult(cases=0, input=label, version=None, rejected=len(rejected))
     uri, exact, local = resolve_model(params.domain, params.model)
-    cfg = params.search_config()
     spec = ModelSpec(model=str(local), max_model_len=params.max_model_len, dtype=params.dtype)
-    domain = get_domain(params.domain)
+    domain = ctx.domain
     tools = domain.active_tools(params.tools)
     generator = with_tools(get_generator(spec), tools)
-    too_long = [
-        c for c in cases if not fits(generator, domain, c, cfg, params.max_model_len, tools)
-    ]
-    cases = [c for c in cases if c not in too_long]
-    skipped = [
-        {"row": None, "source": c.id, "reason": "prompt longer than the model context", "raw": c.id}
-        for c in too_long
-    ]
-    if skipped:
-        lake.quarantine(params.domain, "predictions", pl.DataFrame(skipped), f"{run_id}-long")
+    cfg = params.search_config()
+    fitting, too_long = _split_by_fit(
+        params, cases, generator=generator, domain=domain, tools=tools
+    )
+    _quarantine(ctx, too_long, run_id=f"{ctx.run_id}-long", source=None)
     key = run_key(label, exact, params.strategy, cfg, tools)
     out_dir = lake.dataset_dir(params.domain, "predictions") / "_runs" / key
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scorer = _scorer(params, domain, cases)
     meta = {"model_uri": uri, "model_version": exact, "run_key": key, "input": label}
-    shards = [cases[i : i + params.shard_size] for i in range(0, len(cases), params.shard_size)]
-    progress = create_progress_artifact(
-        progress=0.0, key=f"infer-{key}", description=f"infer {params.domain} {params.strategy}"
+    scorer = _scorer(params, domain, fitting)
+    _search_shards(
+        params, fitting, generator=generator, tools=tools, out_dir=out_dir, meta=meta, scorer=scorer
     )
-    for n, shard in enumerate(shards):
-        search_shard(
-            n, shard, params.domain, params.strategy, cfg, generator, scorer, out_dir, meta, tools
-        )
-        update_progress_artifact(progress, progress=100.0 * (n + 1) / len(shards))
-        console_progress.step("cases", min(len(cases), (n + 1) * params.shard_size), len(cases))
-        failpoint("infer.shard")
     version, frame = commit_predictions(lake, params.domain, out_dir, [label, exact])
     summary = log_inference_run(
         params.model_dump(),
         frame,
-        lake,
-        params.domain,
-        version,
-        out_dir,
-        cases,
-        params.log_traces,
-        generator,
+        lake=lake,
+        version=version,
+        out_dir=out_dir,
+        cases=fitting,
+        generator=generator,
     )
-    table_artifact(
-        domain=params.domain,
-        table=summary["table"],
-        key=f"infer-{params.domain.replace('_', '-')}",
-        description="accuracy / tokens by family and difficulty",
+    metrics = {k: v for k, v in summary["metrics"].items() if k != "cases"}
+    return InferResult(cases=len(fitting), input=label, version=version, model=exact,
+                       rejected=len(rejected), too_long=len(too_long), **metrics,
+                       report=summary["report"])  # fmt: skip
+
+
+def _split_by_fit(
+    params: InferParams, cases: list[Case], *, generator: Any, domain: Domain, tools: list[str]
+) -> tuple[list[Case], list[dict]]:
+    """The cases whose prompt fits the model context, and a rejection row for each other."""
+    cfg = params.search_config()
+    fit = [
+        fits(generator, domain, c, cfg, max_len=params.max_model_len, tools=tools) for c in cases
+    ]
+    too_long = [
+        {"row": None, "source": c.id, "reason": "prompt longer than the model context", "raw": c.id}
+        for c, ok in zip(cases, fit, strict=True)
+        if not ok
+    ]
+    return [c for c, ok in zip(cases, fit, strict=True) if ok], too_long
+
+
+def _quarantine(
+    ctx: StageContext, rejected: list[dict], *, run_id: str, source: str | None
+) -> None:
+    """Rows that were not scored, with their reasons, into the predictions quarantine."""
+    if not rejected:
+        return
+    rows = [
+        {
+            "row": r.get("row"),
+            "source": source or r["source"],
+            "reason": r["reason"],
+            "raw": str(r.get("raw")),
+        }
+        for r in rejected
+    ]
+    ctx.lake.quarantine(ctx.name, "predictions", pl.DataFrame(rows), run_id)
+
+
+def _search_shards(
+    params: InferParams,
+    cases: list,
+    *,
+    generator: object,
+    tools: list[str],
+    out_dir: Path,
+    meta: dict,
+    scorer: object,
+) -> None:
+    """Search each shard and write it (a rerun skips finished shards), with progress."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shards = [cases[i : i + params.shard_size] for i in range(0, len(cases), params.shard_size)]
+    progress = create_progress_artifact(
+        progress=0.0,
+        key=f"infer-{meta['run_key']}",
+        description=f"infer {params.domain} {params.strategy}",
     )
-    return {
-        "cases": len(cases),
-        "input": label,
-        "version": version,
-        "model": exact,
-        "rejected": len(rejected),
-        "too_long": len(too_long),
-        **summary["metrics"],
-        "report": summary["report"],
-    }
+    for n, shard in enumerate(shards):
+        search_shard(
+            n,
+            shard,
+            params.domain,
+            params.strategy,
+            cfg=params.search_config(),
+            generator=generator,
+            scorer=scorer,
+            out_dir=out_dir,
+            meta=meta,
+            tools=tools,
+        )
+        update_progress_artifact(progress, progress=100.0 * (n + 1) / len(shards))
+        console_progress.step("cases", min(len(cases), (n + 1) * params.shard_size), len(cases))
+        failpoint("infer.shard")
 
 
 def _scorer(params: InferParams, domain, cases) -> object:

@@ -23,11 +23,13 @@ from prefect.artifacts import (
 from prefect.context import hydrated_context, serialize_context
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from flows.collect import CollectParams
-from flows.evaluate_promote import EvaluateParams
-from flows.finetune import FinetuneParams
-from flows.infer import InferParams
-from flows.refresh_reward import RefreshParams
+from domains.base import DomainName
+from flows.collect import CollectParams, CollectResult
+from flows.evaluate_promote import EvaluateParams, EvaluateResult
+from flows.finetune import FinetuneParams, FinetuneResult
+from flows.infer import InferParams, InferResult
+from flows.options import flow_schema
+from flows.refresh_reward import RefreshParams, RefreshResult
 from models import progress as console_progress
 from models.isolation import run_isolated
 from models.redaction import install as install_redaction
@@ -56,7 +58,9 @@ class PipelineParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    domain: str = Field(default="medicine", description="Registered domain name, all stages.")
+    domain: DomainName = Field(
+        default="medicine", description="Registered domain name, all stages."
+    )
     collect: CollectParams | None = Field(
         default_factory=CollectParams, description="New cases and feedback into the lake."
     )
@@ -99,14 +103,51 @@ class PipelineParams(BaseModel):
         return self
 
 
+class StageResults(BaseModel):
+    """What each stage returned (None: skipped)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collect: CollectResult | None = Field(default=None, description="collect.")
+    rollouts: InferResult | None = Field(default=None, description="rollouts (an infer run).")
+    refresh: RefreshResult | None = Field(default=None, description="refresh_reward.")
+    finetune: FinetuneResult | None = Field(default=None, description="finetune.")
+    evaluate: EvaluateResult | None = Field(default=None, description="evaluate_promote.")
+    infer: InferResult | None = Field(default=None, description="infer.")
+
+
+class References(BaseModel):
+    """What the stages produced, as references the next stage takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cases: str | None = Field(default=None, description="lake:cases@vNNNNN.")
+    rollouts_predictions: str | None = Field(default=None, description="lake:predictions@v.")
+    orm: str | None = Field(default=None, description="models:/ URI of a promoted ORM.")
+    prm: str | None = Field(default=None, description="models:/ URI of a promoted PRM.")
+    challenger: str | None = Field(default=None, description="models:/ URI of the challenger.")
+    champion: str | None = Field(default=None, description="models:/ URI, when promoted.")
+    infer_predictions: str | None = Field(default=None, description="lake:predictions@v.")
+
+
+class PipelineResult(BaseModel):
+    """The result of one pipeline run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    domain: str = Field(description="The domain every stage ran.")
+    references: References = Field(description="What the stages produced.")
+    stages: StageResults = Field(description="Each stage's own result.")
+    registry: list[dict[str, Any]] = Field(description="The domain's registry after the run.")
+
+
 @flow(name="pipeline")
-def pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
+def pipeline(params: PipelineParams | None = None) -> PipelineResult:
     """Every stage once, in order; returns what each produced (references only)."""
     params = params or PipelineParams()
-    install_redaction()  # logs and trace spans of this process are masked
+    install_redaction()  # masked logs here too; each stage opens its own StageContext
     log = get_run_logger()
-    done: dict[str, Any] = {}
-    refs: dict[str, str | None] = {"cases": None, "orm": None, "prm": None, "challenger": None}
+    done, refs = StageResults(), References()
     progress = create_progress_artifact(progress=0.0, description=f"pipeline {params.domain}")
     for n, stage in enumerate(STAGES):
         cfg = getattr(params, stage)
@@ -115,11 +156,12 @@ def pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
             log.info("stage %d/%d %s", n + 1, len(STAGES), stage)
             console_progress.stage(stage, n + 1, len(STAGES))
             isolate = params.isolate and stage in ON_ACCELERATOR
-            done[stage] = run_stage(FLOWS[stage], cfg, isolate=isolate)
-            refs.update(_references(stage, done[stage], params.domain))
+            setattr(done, stage, run_stage(FLOWS[stage], cfg, isolate=isolate))
+            refs = refs.model_copy(update=_references(stage, getattr(done, stage), params.domain))
         update_progress_artifact(progress, progress=100.0 * (n + 1) / len(STAGES))
-    summary = {"domain": params.domain, "references": refs, "stages": done}
-    summary["registry"] = registry_state(params.domain)
+    summary = PipelineResult(
+        domain=params.domain, references=refs, stages=done, registry=registry_state(params.domain)
+    )
     markdown_artifact(
         domain=params.domain,
         key=f"pipeline-{params.domain.replace('_', '-')}",
@@ -128,40 +170,36 @@ def pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     return summary
 
 
-def _wire(stage: str, cfg: BaseModel, refs: dict[str, str | None]) -> BaseModel:
+def _wire(stage: str, cfg: BaseModel, refs: References) -> BaseModel:
     """Point a stage at what the earlier stages produced (fields the user left unset)."""
-    cases = refs["cases"]
+    cases = refs.cases
     update: dict[str, Any] = {}
     unset = set(type(cfg).model_fields) - cfg.model_fields_set
     if stage in ("rollouts", "infer") and cases and "input" in unset:
         update["input"] = cases
     if stage in ("finetune", "evaluate") and cases and "dataset_version" in unset:
         update["dataset_version"] = cases.rsplit("@", 1)[1]
-    if stage == "finetune" and refs["orm"] and "orm" in unset:
-        update["orm"] = refs["orm"]
-    if stage == "evaluate" and refs["challenger"] and "challenger" in unset:
-        update["challenger"] = refs["challenger"]
-    if stage == "infer" and refs.get("champion") and "model" in unset:
-        update["model"] = refs["champion"]
+    if stage == "finetune" and refs.orm and "orm" in unset:
+        update["orm"] = refs.orm
+    if stage == "evaluate" and refs.challenger and "challenger" in unset:
+        update["challenger"] = refs.challenger
+    if stage == "infer" and refs.champion and "model" in unset:
+        update["model"] = refs.champion
     return cfg.model_copy(update=update)
 
 
-def _references(stage: str, out: dict[str, Any], domain: str) -> dict[str, str]:
-    """The URIs a stage produced, for the stages after it."""
-    if stage == "collect":
-        return {"cases": f"lake:cases@{out['cases']['version']}"}
-    if stage == "refresh":
-        return {
-            kind: f"models:/{model_name(domain, kind)}/{out[kind]['version']}"
-            for kind in ("orm", "prm")
-            if isinstance(out.get(kind), dict) and out[kind].get("decision") == "promoted"
-        }
-    if stage == "finetune":
-        return {"challenger": f"models:/{model_name(domain, 'policy')}/{out['version']}"}
-    if stage == "evaluate" and out.get("promoted"):
-        return {"champion": f"models:/{out['name']}/{out['challenger']}"}
-    if stage in ("rollouts", "infer") and out.get("version"):
-        return {f"{stage}_predictions": f"lake:predictions@{out['version']}"}
+def _references(stage: str, out: Any, domain: str) -> dict[str, str]:
+    """The references a stage produced, for the stages after it."""
+    if isinstance(out, CollectResult):
+        return {"cases": out.cases.ref}
+    if isinstance(out, RefreshResult):
+        return out.promoted_uris(domain)
+    if isinstance(out, FinetuneResult):
+        return {"challenger": f"models:/{model_name(domain, 'policy')}/{out.version}"}
+    if isinstance(out, EvaluateResult):
+        return {"champion": out.uri} if out.promoted else {}
+    if isinstance(out, InferResult) and out.ref:
+        return {f"{stage}_predictions": out.ref}
     return {}
 
 
@@ -170,7 +208,7 @@ def run_stage(ref: str, params: BaseModel, isolate: bool = False) -> Any:
     flow run: here, or in a spawned process that carries this run's Prefect context and API
     address (so the child reports to the same server, under this run)."""
     if not isolate:
-        return _load(ref)(params)
+        return load_ref(ref)(params)
     context = cloudpickle.dumps(serialize_context())
     env = {"PREFECT_API_URL": _api_url()}
     return run_isolated(_child, ref, params.model_dump(mode="json"), context, env=env, what=ref)
@@ -179,24 +217,16 @@ def run_stage(ref: str, params: BaseModel, isolate: bool = False) -> Any:
 def _child(ref: str, params: dict[str, Any], context: bytes) -> Any:
     from models.engine import scoped_generators
 
-    fn = _load(ref)
+    fn = load_ref(ref)
     # engines close before the child returns: a live vLLM engine process would keep the
     # child from exiting, and the parent waits for that exit
     with hydrated_context(cloudpickle.loads(context)), scoped_generators():
-        return fn(_schema(fn)(**params))
+        return fn(flow_schema(fn)(**params))
 
 
-def _load(ref: str) -> Any:
+def load_ref(ref: str) -> Any:
     module, name = ref.split(":")
     return getattr(importlib.import_module(module), name)
-
-
-def _schema(fn: Any) -> type[BaseModel]:
-    """The pydantic model of a ponder flow's single ``params`` argument."""
-    from typing import get_type_hints
-
-    hint = get_type_hints(fn.fn)["params"]
-    return next(a for a in getattr(hint, "__args__", (hint,)) if a is not type(None))
 
 
 def _api_url() -> str:
@@ -215,16 +245,15 @@ def registry_state(domain: str) -> list[dict[str, Any]]:
     return rows + list_versions(prefix="ponder-base-policy")
 
 
-def markdown(summary: dict[str, Any]) -> str:
+def markdown(summary: PipelineResult) -> str:
     """The Prefect artifact: what each stage produced, and the registry after the run."""
-    lines = [f"# pipeline {summary['domain']}", "", "| reference | value |", "|---|---|"]
-    lines += [f"| {k} | `{v}` |" for k, v in summary["references"].items() if v]
-    report = (summary["stages"].get("infer") or {}).get("report")
-    if report:
-        lines += ["", f"HTML report: `{report}`"]
+    lines = [f"# pipeline {summary.domain}", "", "| reference | value |", "|---|---|"]
+    lines += [f"| {k} | `{v}` |" for k, v in summary.references.model_dump().items() if v]
+    if summary.stages.infer and summary.stages.infer.report:
+        lines += ["", f"HTML report: `{summary.stages.infer.report}`"]
     lines += ["", "| model | version | aliases |", "|---|---|---|"]
     lines += [
         f"| {r['name']} | {r['version']} | {' '.join('@' + a for a in r['aliases'])} |"
-        for r in summary["registry"]
+        for r in summary.registry
     ]
     return "\n".join(lines) + "\n"

@@ -18,11 +18,10 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
-from domains.base import Domain, get_domain
+from domains.base import Domain, DomainName
 from models.engine import SamplingConfig, get_generator, scoped_generators
 from models.loading import ModelSpec
 from models.prm import ProcessRM, train_prm
-from models.redaction import install as install_redaction
 from models.redaction import learn as learn_identifiers
 from models.registry import connect, ensure_experiment, model_name, register_hf_dir
 from models.reward import RMTrainConfig, train_orm
@@ -31,6 +30,7 @@ from models.settings import get_settings
 from tasks import reward as rw
 from tasks import reward_data as rd
 from tasks.artifacts import table_artifact
+from tasks.context import StageContext
 from tasks.events import REWARD_PROMOTED, announce
 from tasks.infer import resolve_model
 from tasks.lake import Lake
@@ -44,7 +44,7 @@ class RefreshParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    domain: str = Field(default="medicine", description="Registered domain name.")
+    domain: DomainName = Field(default="medicine", description="Registered domain name.")
     policy: str | None = Field(
         default=None,
         description="Policy for MC rollouts (path or models:/ URI); default as in infer.",
@@ -95,14 +95,51 @@ class RefreshParams(BaseModel):
     )
 
 
+class RMDecision(BaseModel):
+    """One reward model's refresh: its challenger version and the gate's decision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["promoted", "kept_challenger", "skipped"] = Field(description="Gate.")
+    reason: str = Field(description="Why, in words.")
+    version: str | None = Field(default=None, description="Registered challenger version.")
+    replaced: str | None = Field(default=None, description="The champion it replaced.")
+    heldout_accuracy: float | None = Field(default=None, description="ORM held-out accuracy.")
+    champion_heldout_accuracy: float | None = Field(default=None, description="Champion's.")
+    heldout_auroc: float | None = Field(default=None, description="PRM held-out step AUROC.")
+    champion_heldout_auroc: float | None = Field(default=None, description="Champion's.")
+    train_examples: int = Field(default=0, description="Examples trained on.")
+    heldout_examples: int = Field(default=0, description="Examples evaluated on.")
+    too_long: int = Field(default=0, description="Examples over max_length (quarantined).")
+
+
+class RefreshResult(BaseModel):
+    """The result of one reward refresh."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["trained", "skipped"] = Field(description="skipped: nothing to learn from.")
+    reason: str | None = Field(default=None, description="Why it was skipped.")
+    counts: dict[str, int] = Field(default_factory=dict, description="Pairs/steps per source.")
+    single_source: str | None = Field(default=None, description="The only pair source, if so.")
+    orm: RMDecision | None = Field(default=None, description="The ORM, when refreshed.")
+    prm: RMDecision | None = Field(default=None, description="The PRM, when refreshed.")
+
+    def promoted_uris(self, domain: str) -> dict[str, str]:
+        """``{"orm": "models:/…/N"}`` for each reward model the gate promoted."""
+        return {
+            kind: f"models:/{model_name(domain, kind)}/{rm.version}"
+            for kind, rm in (("orm", self.orm), ("prm", self.prm))
+            if rm is not None and rm.decision == "promoted"
+        }
+
+
 @flow(name="refresh_reward")
-def refresh_reward(params: RefreshParams | None = None) -> dict[str, Any]:
+def refresh_reward(params: RefreshParams | None = None) -> RefreshResult:
     """Build data, train challengers, evaluate against champions, register and gate."""
     params = params or RefreshParams()
-    install_redaction()  # logs and trace spans of this process are masked
-    log, settings = get_run_logger(), get_settings()
-    lake, domain = Lake(settings.lake_root), get_domain(params.domain)
-    run_id = flow_run.get_id() or uuid.uuid4().hex
+    ctx = StageContext.open(params.domain)
+    log, lake, domain, run_id = get_run_logger(), ctx.lake, ctx.domain, ctx.run_id
     cases, splits = rw.load_cases(lake, params.domain)
     learn_identifiers(params.domain, [c.inputs for c in cases.values()])
     feedback = rw.load_feedback(lake, params.domain)
@@ -110,34 +147,35 @@ def refresh_reward(params: RefreshParams | None = None) -> dict[str, Any]:
     if feedback.height == 0 and not trees:
         msg = f"no feedback and no stored predictions for {params.domain}: nothing to learn from"
         log.warning("%s; run `ponder collect` / `ponder infer` first. No model registered.", msg)
-        return {"status": "skipped", "reason": msg}
+        return RefreshResult(status="skipped", reason=msg)
     refs = feedback["trace_id"].to_list() if feedback.height else []
     index = {**rd.tree_completions(trees), **rd.trace_completions(refs)}
     _, _, policy_dir = resolve_model(params.domain, params.policy)
     backbone = _backbone(params, policy_dir)
-    data = _build(params, domain, cases, feedback, trees, index, policy_dir)
+    data = _build(params, domain, cases, feedback, trees=trees, index=index, policy_dir=policy_dir)
     _store(lake, params.domain, data, run_id)
     if not data.pairs and not data.steps:
         msg = "feedback and predictions gave no usable pairs or step targets"
         log.warning("%s (see lake quarantine). No model registered.", msg)
-        return {"status": "skipped", "reason": msg, **data.counts}
+        return RefreshResult(status="skipped", reason=msg, counts=data.counts)
     connect()
     ensure_experiment()
-    results: dict[str, Any] = {"status": "trained", **data.counts}
+    results = RefreshResult(status="trained", counts=data.counts)
     with tracked_run(f"refresh-reward-{params.domain}"):
         mlflow.log_params({"domain": params.domain, "backbone": str(backbone)})
         mlflow.log_params({f"cfg.{k}": str(v)[:250] for k, v in params.model_dump().items()})
         mlflow.log_metrics({k: float(v) for k, v in data.counts.items()})
         mlflow.set_tags({"ponder.stage": "refresh_reward", "ponder.domain": params.domain})
-        results["single_source"] = _warn_single_source(log, data)
+        results.single_source = _warn_single_source(log, data)
         for kind in params.models:
-            results[kind] = _refresh_one(kind, params, domain, cases, splits, data, backbone)
+            decision = _refresh_one(
+                kind, params, domain, cases, splits=splits, data=data, backbone=backbone
+            )
+            setattr(results, kind, RMDecision(**decision))
     table_artifact(
         domain=params.domain,
         key=f"refresh-reward-{params.domain.replace('_', '-')}",
-        table=[
-            {"model": k, **results[k]} for k in params.models if isinstance(results.get(k), dict)
-        ],
+        table=[{"model": k, **getattr(results, k).model_dump()} for k in params.models],
         description="challenger vs champion on held-out data, and the gate decision",
     )
     return results
@@ -154,19 +192,17 @@ def _build(
     domain: Domain,
     cases: dict,
     feedback: Any,
+    *,
     trees: dict,
     index: dict,
     policy_dir: Path,
 ) -> rw.RewardData:
+    inputs = rw.RewardInputs(domain, cases, feedback, trees, index)
     pairs = rw.build_pairs(
-        domain,
-        cases,
-        feedback,
-        trees,
-        index,
-        params.margin_per_point,
-        params.verifier_pairs_per_case,
-        params.use_reference,
+        inputs,
+        margin_per_point=params.margin_per_point,
+        per_case=params.verifier_pairs_per_case,
+        use_reference=params.use_reference,
     )
     need_mc = "prm" in params.models and params.mc_rollouts > 0 and trees
     spec = ModelSpec(model=str(policy_dir), max_model_len=params.max_model_len, dtype=params.dtype)
@@ -179,17 +215,13 @@ def _build(
         )
         champion = rw.champion_dir(model_name(params.domain, "prm"))
         steps = rw.build_steps(
-            domain,
-            cases,
-            feedback,
-            trees,
-            index,
-            generator,
-            sampling,
-            params.mc_rollouts,
-            params.mc_paths_per_case,
-            params.td_lambda,
-            ProcessRM(champion) if champion and need_mc else None,
+            inputs,
+            generator=generator,
+            sampling=sampling,
+            rollouts=params.mc_rollouts,
+            paths_per_case=params.mc_paths_per_case,
+            lam=params.td_lambda,
+            value_model=ProcessRM(champion) if champion and need_mc else None,
         )
     return rw.RewardData(
         pairs=pairs.pairs,
@@ -229,32 +261,13 @@ def _refresh_one(
     params: RefreshParams,
     domain: Domain,
     cases: dict,
+    *,
     splits: dict,
     data: rw.RewardData,
     backbone: Path,
 ) -> dict[str, Any]:
     """Train, evaluate against the champion, register the challenger, gate it."""
-    from transformers import AutoTokenizer
-
-    log = get_run_logger()
-    tok = AutoTokenizer.from_pretrained(backbone)
-    encode = rw.tokenize_pairs if kind == "orm" else rw.tokenize_steps
-    rows, long = encode(
-        tok, domain, cases, data.pairs if kind == "orm" else data.steps, params.train.max_length
-    )
-    mlflow.log_metric(f"{kind}_too_long", len(long))
-    dataset = "pairs" if kind == "orm" else "steps"
-    run_id = flow_run.get_id() or uuid.uuid4().hex
-    Lake(get_settings().lake_root).quarantine(
-        params.domain, dataset, rw.rejected_frame(long), f"{run_id}-{kind}-too-long"
-    )
-    if long:
-        log.warning(
-            "%d %s examples exceed max_length %d (quarantined, not trained on)",
-            len(long),
-            kind,
-            params.train.max_length,
-        )
+    rows, long = _encoded(kind, params, domain, cases, data=data, backbone=backbone)
     train, held = rw.heldout(rows, splits)
     if kind == "orm":  # source weights shape training only; held-out pairs count once each
         train = rd.weighted(train, params.source_weights, params.train.seed)
@@ -280,8 +293,48 @@ def _refresh_one(
             tags={"ponder.backbone": str(backbone), "ponder.train_examples": str(len(train))},
         )
     return _decide(
-        kind, name, str(version.version), params, new, old, len(train), len(held), len(long)
+        kind,
+        name,
+        str(version.version),
+        params,
+        new=new,
+        old=old,
+        n_train=len(train),
+        n_held=len(held),
+        n_long=len(long),
     )
+
+
+def _encoded(
+    kind: str,
+    params: RefreshParams,
+    domain: Domain,
+    cases: dict,
+    *,
+    data: rw.RewardData,
+    backbone: Path,
+) -> tuple[list, list]:
+    """Token rows for one RM; examples over max_length are quarantined, not trained on."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(backbone)
+    encode = rw.tokenize_pairs if kind == "orm" else rw.tokenize_steps
+    examples = data.pairs if kind == "orm" else data.steps
+    rows, long = encode(tok, domain, cases, examples, params.train.max_length)
+    mlflow.log_metric(f"{kind}_too_long", len(long))
+    dataset = "pairs" if kind == "orm" else "steps"
+    run_id = flow_run.get_id() or uuid.uuid4().hex
+    Lake(get_settings().lake_root).quarantine(
+        params.domain, dataset, rw.rejected_frame(long), f"{run_id}-{kind}-too-long"
+    )
+    if long:
+        get_run_logger().warning(
+            "%d %s examples exceed max_length %d (quarantined, not trained on)",
+            len(long),
+            kind,
+            params.train.max_length,
+        )
+    return rows, long
 
 
 def _evaluate(kind: str, model_dir: Path, domain: Domain, cases: dict, held: list) -> dict:
@@ -299,6 +352,7 @@ def _decide(
     name: str,
     version: str,
     params: RefreshParams,
+    *,
     new: dict,
     old: dict | None,
     n_train: int,
@@ -310,8 +364,8 @@ def _decide(
         old["metric"] if old else None,
         (new["by_family"], old["by_family"] if old else {}),
         params.promote_margin,
-        params.family_tolerance,
-        params.floor,
+        tolerance=params.family_tolerance,
+        floor=params.floor,
     )
     metric = "heldout_accuracy" if kind == "orm" else "heldout_auroc"
     summary = {

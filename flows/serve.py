@@ -26,6 +26,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from domains.errors import PonderError
+from flows.options import flow_schema, read_config, unknown_keys, validated
 from models.settings import get_settings
 
 POOLS = {"ponder-cpu": None, "ponder-gpu": 1}  # pool -> concurrency limit (None: no limit)
@@ -358,9 +359,45 @@ def deploy_command(names: list[str] | None = None) -> list[str]:
     return cmd
 
 
+def check_deployments(path: Path | None = None) -> int:
+    """Validate every deployment of ``path`` before any is applied: its keys against Prefect's
+    own prefect.yaml model (which would ignore a typo), its parameters against the flow's
+    signature, and ``params`` against the flow's params model. Returns how many were checked."""
+    from prefect.cli.deploy._models import DeploymentConfig, PrefectYamlModel
+
+    path = path or PREFECT_FILE
+    spec = read_config(path)
+    top = {f.alias or n for n, f in PrefectYamlModel.model_fields.items()} | {"definitions"}
+    unknown_keys(spec, top, where=path.name, key=path.name)
+    for dep in spec.get("deployments") or []:
+        where = f"{path.name} deployment {dep.get('name')!r}"
+        unknown_keys(dep, set(DeploymentConfig.model_fields), where=where, key=str(dep.get("name")))
+        _check_parameters(dep, where)
+    return len(spec.get("deployments") or [])
+
+
+def _check_parameters(dep: dict, where: str) -> None:
+    import importlib
+    import inspect
+
+    module, _, name = str(dep.get("entrypoint")).partition(":")
+    fn = getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), name)
+    allowed = set(inspect.signature(fn.fn).parameters)
+    places = {"parameters": dep.get("parameters") or {}}
+    for n, trigger in enumerate(dep.get("triggers") or []):
+        places[f"triggers[{n}].parameters"] = trigger.get("parameters") or {}
+    for place, values in places.items():
+        unknown_keys(values, allowed, where=where, key=f"{dep['name']}.{place}")
+    params = places["parameters"].get("params")
+    if params is not None:
+        validated(flow_schema(fn), params, where=where, key=f"{dep['name']}.parameters.params")
+
+
 def deploy(names: list[str] | None = None) -> subprocess.CompletedProcess:
     """Apply the deployments against the Prefect API in the environment or of ``ponder
-    serve``; run from the repository root so entrypoints and the working directory resolve."""
+    serve``; run from the repository root so entrypoints and the working directory resolve.
+    Every deployment of the file is validated first (:func:`check_deployments`)."""
+    check_deployments()
     env = {**served_env(), **{k: v for k, v in os.environ.items() if k.startswith("PREFECT_")}}
     if not env.get("PREFECT_API_URL"):
         raise PonderError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -57,3 +58,34 @@ def run_isolated(
                     "check memory and the log above; rerun with resume=True to continue "
                     "from the latest checkpoint",
                 ) from err
+
+
+def run_job(
+    fn: Callable[..., T],
+    *args: Any,
+    isolate: bool,
+    env: dict[str, str] | None = None,
+    on_wait: Callable[[], None] | None = None,
+    **kwargs: Any,
+) -> T:
+    """One path for a job that may run isolated: ``fn(*args, **kwargs)`` in a spawned child
+    (``isolate``) or here; either way ``on_wait`` is called every few seconds while it runs
+    (here from a helper thread), so progress is reported through the same channel."""
+    if isolate:
+        return run_isolated(fn, *args, env=env, on_wait=on_wait, **kwargs)
+    if on_wait is None:
+        return fn(*args, **kwargs)
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(5.0):
+            on_wait()
+
+    watcher = threading.Thread(target=poll, name="ponder-progress", daemon=True)
+    watcher.start()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        stop.set()
+        watcher.join()
+        on_wait()

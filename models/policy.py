@@ -10,6 +10,7 @@ Hardware is chosen automatically (GPU: bf16, LoRA, vLLM colocate rollouts; CPU: 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from domains.errors import PonderError
 from domains.faults import failpoint
 from models import progress
 from models.chat import safe_messages
-from models.reward import save_merged, sigmoid, use_gpu
+from models.reward import device_args, save_merged, sigmoid, use_gpu
 
 
 class PolicyTrainConfig(BaseModel):
@@ -129,11 +130,15 @@ class RewardSpec(BaseModel):
         return list(self.weights.values())
 
     def build(self) -> list[Callable[..., list[float | None]]]:
-        """The reward functions, one per name (learned models are loaded here)."""
+        """The reward functions, one per name (learned models are loaded here, once per
+        process for the same spec: the curriculum and GRPO share them)."""
+        return list(_built(self.model_dump_json()))
+
+    def _build(self) -> tuple[Callable[..., list[float | None]], ...]:
         from domains.base import get_domain
 
         parts = get_domain(self.domain).reward_parts
-        return [self._one(name, parts) for name in self.names]
+        return tuple(self._one(name, parts) for name in self.names)
 
     def _one(self, name: str, parts: dict) -> Callable[..., list[float | None]]:
         if name == "orm" and self.orm:
@@ -216,10 +221,7 @@ def train_sft(
         save_strategy="no",
         report_to="none",
         logging_steps=1,
-        seed=cfg.seed,
-        use_cpu=not use_gpu(),
-        bf16=use_gpu(),
-        disable_tqdm=True,
+        **device_args(cfg.seed),
     )
     trainer = SFTTrainer(
         model=str(base),
@@ -283,6 +285,7 @@ def train_grpo(
     model_dir: Path,
     out_dir: Path,
     reward_funcs: Sequence[Callable[..., list[float | None]]],
+    *,
     weights: Sequence[float],
     cfg: PolicyTrainConfig,
     callbacks: Sequence[Any] = (),
@@ -296,7 +299,7 @@ def train_grpo(
     (``models.rollout``); inserted results are masked out of the loss."""
     from datasets import Dataset
     from transformers import AutoTokenizer
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     if not rows:
         raise PonderError("dataset", "no GRPO rows", "use a dataset version with train cases")
@@ -307,33 +310,7 @@ def train_grpo(
             "give exactly one weight per reward part",
         )
     ckpt_dir = out_dir / "grpo-checkpoints"
-    args = GRPOConfig(
-        output_dir=str(ckpt_dir),
-        max_steps=cfg.grpo_max_steps,
-        learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        num_generations=cfg.num_generations,
-        max_completion_length=cfg.max_completion_length,
-        temperature=cfg.temperature,
-        beta=cfg.beta,
-        loss_type=cfg.loss_type,
-        reward_weights=list(weights),
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        logging_steps=1,
-        report_to=list(report_to),
-        # TRL's own completion log prints raw prompts (case text) to the console; a small
-        # sample is written to completions/ instead, which is uploaded redacted.
-        log_completions=False,
-        seed=cfg.seed,
-        use_cpu=not use_gpu(),
-        bf16=use_gpu(),
-        gradient_checkpointing=False,
-        use_vllm=cfg.vllm_on(),
-        vllm_mode="colocate",
-        disable_tqdm=True,
-    )
+    args = _grpo_args(cfg, ckpt_dir, weights=weights, report_to=report_to)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     sample = ckpt_dir / "completions" / "sample.jsonl"
     trainer = GRPOTrainer(
@@ -353,6 +330,38 @@ def train_grpo(
     return save_merged(trainer.model, tokenizer, out_dir / "grpo"), trainer.state.log_history
 
 
+def _grpo_args(
+    cfg: PolicyTrainConfig, ckpt_dir: Path, *, weights: Sequence[float], report_to: Sequence[str]
+) -> Any:
+    """TRL's GRPOConfig from ponder's knobs (bf16 and vLLM colocated on GPU)."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        output_dir=str(ckpt_dir),
+        max_steps=cfg.grpo_max_steps,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        beta=cfg.beta,
+        loss_type=cfg.loss_type,
+        reward_weights=list(weights),
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        logging_steps=1,
+        report_to=list(report_to),
+        # TRL's own completion log prints raw prompts (case text) to the console; a small
+        # sample is written to completions/ instead, which is uploaded redacted.
+        log_completions=False,
+        gradient_checkpointing=False,
+        use_vllm=cfg.vllm_on(),
+        vllm_mode="colocate",
+        **device_args(cfg.seed),
+    )
+
+
 def _rollout(tools: Sequence[str], cfg: PolicyTrainConfig) -> Any:
     """The calculator-executing rollout function when "calc" is on, else TRL's own."""
     if "calc" not in tools:
@@ -365,11 +374,17 @@ def _rollout(tools: Sequence[str], cfg: PolicyTrainConfig) -> Any:
     return make_rollout(cfg.max_completion_length, cfg.temperature)
 
 
+@functools.lru_cache(maxsize=1)
+def _built(spec: str) -> tuple[Callable[..., list[float | None]], ...]:
+    return RewardSpec.model_validate_json(spec)._build()
+
+
 def grpo_job(
     rows: Sequence[dict[str, Any]],
     model_dir: Path,
     out_dir: Path,
     rewards: RewardSpec,
+    *,
     cfg: PolicyTrainConfig,
     report_to: Sequence[str] = ("mlflow",),
     progress_file: Path | None = None,
@@ -384,8 +399,8 @@ def grpo_job(
         model_dir,
         out_dir,
         rewards.build(),
-        rewards.weight_values,
-        cfg,
+        weights=rewards.weight_values,
+        cfg=cfg,
         callbacks=callbacks,
         report_to=report_to,
         tools=tools,

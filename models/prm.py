@@ -21,13 +21,14 @@ from models import progress
 from models.engine import Generator, SamplingConfig
 from models.loading import load_pretrained
 from models.reward import (
+    LoadedRM,
     RMTrainConfig,
-    _pad_batch,
     encode_segments,
     lora_config,
     messages_of,
+    pad_batch,
+    rm_args,
     save_merged,
-    use_gpu,
 )
 
 
@@ -98,7 +99,7 @@ class _Collator:
     def __call__(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        ids, mask = _pad_batch([b["input_ids"] for b in batch], self.pad_id)
+        ids, mask = pad_batch([b["input_ids"] for b in batch], self.pad_id)
         labels = torch.full(ids.shape, -100.0)
         for i, b in enumerate(batch):
             labels[i, b["ends"]] = torch.tensor(b["targets"], dtype=torch.float)
@@ -150,19 +151,7 @@ def train_prm(
     if peft is not None:
         model = get_peft_model(model, peft)
     args = TrainingArguments(
-        output_dir=str(out_dir / "checkpoints"),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        logging_steps=max(1, len(rows) // cfg.batch_size // 20),
-        save_strategy="no",
-        report_to="none",
-        seed=cfg.seed,
-        use_cpu=not use_gpu(),
-        bf16=use_gpu(),
-        remove_unused_columns=False,
-        disable_tqdm=True,
+        remove_unused_columns=False, **rm_args(cfg, out_dir, examples=len(rows))
     )
     trainer = _trainer_class()(
         model=model,
@@ -175,37 +164,23 @@ def train_prm(
     return save_merged(trainer.model, tokenizer, out_dir / "model"), trainer.state.log_history
 
 
-class ProcessRM:
+class ProcessRM(LoadedRM):
     """A trained PRM: step values in [0, 1] for many paths in one batched pass."""
 
-    oracle = False
+    head = "AutoModelForTokenClassification"
 
     def __init__(self, path: Path, name: str = "prm", batch_size: int = 8) -> None:
-        import torch
-        from transformers import AutoModelForTokenClassification, AutoTokenizer
-
-        self.name = name
-        self.batch_size = batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = load_pretrained(
-            AutoModelForTokenClassification, path, dtype=torch.float32
-        ).eval()
-        self.pad_id = self.model.config.pad_token_id or 0
+        super().__init__(path, name, batch_size)
 
     def values(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[list[float]]:
         """Sigmoid values at the given end positions of each token sequence."""
         import torch
 
-        order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
-        out: list[list[float]] = [[] for _ in rows]
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                ids, mask = _pad_batch([rows[i][0] for i in idx], self.pad_id)
-                probs = torch.sigmoid(self.model(input_ids=ids, attention_mask=mask).logits[..., 0])
-                for b, i in enumerate(idx):
-                    out[i] = probs[b, rows[i][1]].tolist()
-        return out
+        def take(logits: Any, idx: list[int]) -> list[list[float]]:
+            probs = torch.sigmoid(logits[..., 0])
+            return [probs[b, rows[i][1]].tolist() for b, i in enumerate(idx)]
+
+        return self.forward([r[0] for r in rows], take)
 
     def encode(self, messages: Sequence[dict[str, str]], segments: Sequence[str]) -> tuple:
         return encode_segments(self.tokenizer, messages, segments)

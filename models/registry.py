@@ -344,6 +344,7 @@ def register_hf_dir(
     name: str,
     alias: str | None = None,
     tags: dict[str, str] | None = None,
+    *,
     run_name: str | None = None,
     task: str = "text-generation",
 ) -> Any:
@@ -359,39 +360,53 @@ def register_hf_dir(
     token-classification (PRM).
     """
     import mlflow
-    import torch
-    import transformers
 
     failpoint("registry.before_register")
     connect()
     ensure_experiment()
     client = mlflow.MlflowClient()
-    reqs = [f"transformers=={transformers.__version__}", f"torch=={torch.__version__}"]
-    version = None
     nested = mlflow.active_run() is not None
     with (
         registry_lock(),
         mlflow.start_run(run_name=run_name or f"register-{name}", nested=nested) as run,
     ):
-        try:
-            info = mlflow.transformers.log_model(
-                transformers_model=str(path),
-                task=task,
-                name="model",
-                pip_requirements=reqs,
-            )
-            sweep_pending(client, name)
-            pending = {**(tags or {}), REGISTRATION_TAG: "pending"}
-            version = mlflow.register_model(info.model_uri, name, tags=pending)
-            failpoint("registry.registered")
-            if alias:
-                client.set_registered_model_alias(name, alias, version.version)
-            client.set_model_version_tag(name, version.version, REGISTRATION_TAG, "complete")
-            mlflow.set_tags({"ponder.registered": f"{name}/{version.version}"})
+        try:  # a version made but not completed is deleted inside
+            version = _log_and_register(client, path, name, alias=alias, tags=tags, task=task)
         except BaseException:
-            if version is not None:
-                client.delete_model_version(name, version.version)
             mlflow.end_run(status="FAILED")
             raise
     log.info("registered %s version %s (run %s)", name, version.version, run.info.run_id)
+    return version
+
+
+def _log_and_register(
+    client: Any,
+    path: Path,
+    name: str,
+    *,
+    alias: str | None,
+    tags: dict[str, str] | None,
+    task: str,
+) -> Any:
+    """Inside the registration run: log the model, register it pending, alias, complete."""
+    import mlflow
+    import torch
+    import transformers
+
+    reqs = [f"transformers=={transformers.__version__}", f"torch=={torch.__version__}"]
+    info = mlflow.transformers.log_model(
+        transformers_model=str(path), task=task, name="model", pip_requirements=reqs
+    )
+    sweep_pending(client, name)
+    pending = {**(tags or {}), REGISTRATION_TAG: "pending"}
+    version = mlflow.register_model(info.model_uri, name, tags=pending)
+    try:
+        failpoint("registry.registered")
+        if alias:
+            client.set_registered_model_alias(name, alias, version.version)
+        client.set_model_version_tag(name, version.version, REGISTRATION_TAG, "complete")
+        mlflow.set_tags({"ponder.registered": f"{name}/{version.version}"})
+    except BaseException:
+        client.delete_model_version(name, version.version)
+        raise
     return version

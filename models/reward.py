@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,28 @@ def use_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def rm_args(cfg: RMTrainConfig, out_dir: Path, *, examples: int) -> dict[str, Any]:
+    """The trainer arguments the ORM and the PRM share: ponder's knobs, about 20 log lines
+    per run, no checkpoints and no reporting of TRL's own (ponder logs the history)."""
+    return {
+        "output_dir": str(out_dir / "checkpoints"),
+        "num_train_epochs": cfg.epochs,
+        "max_steps": cfg.max_steps,
+        "per_device_train_batch_size": cfg.batch_size,
+        "learning_rate": cfg.learning_rate,
+        "logging_steps": max(1, examples // cfg.batch_size // 20),
+        "save_strategy": "no",
+        "report_to": "none",
+        **device_args(cfg.seed),
+    }
+
+
+def device_args(seed: int) -> dict[str, Any]:
+    """The trainer arguments every ponder trainer shares: its seed, bf16 on GPU and the CPU
+    otherwise, and no tqdm bars (progress goes through ``models.progress``)."""
+    return {"seed": seed, "use_cpu": not use_gpu(), "bf16": use_gpu(), "disable_tqdm": True}
 
 
 def split_steps(text: str) -> list[str]:
@@ -114,7 +136,7 @@ def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(min(x, 60.0), -60.0)))
 
 
-def _pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[Any, Any]:
+def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[Any, Any]:
     import torch
 
     width = max(len(s) for s in seqs)
@@ -163,20 +185,9 @@ def train_orm(
     cols = ("chosen_ids", "rejected_ids", "margin")
     data = Dataset.from_list([{c: r[c] for c in cols} for r in train])
     args = RewardConfig(
-        output_dir=str(out_dir / "checkpoints"),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
         max_length=None,  # lengths are checked (and reported) before training
         center_rewards_coefficient=0.01,
-        logging_steps=max(1, len(train) // cfg.batch_size // 20),
-        save_strategy="no",
-        report_to="none",
-        seed=cfg.seed,
-        use_cpu=not use_gpu(),
-        bf16=use_gpu(),
-        disable_tqdm=True,
+        **rm_args(cfg, out_dir, examples=len(train)),
     )
     trainer = RewardTrainer(
         model=str(backbone),
@@ -200,40 +211,52 @@ def save_merged(model: Any, tokenizer: Any, target: Path) -> Path:
     return target
 
 
-class OutcomeRM:
-    """A trained ORM: scores completions in batches; ``score_outcomes`` is in [0, 1]."""
+class LoadedRM:
+    """What the ORM and PRM share: a safe load of a trained head, its tokenizer and pad id,
+    and forward passes over token sequences in length-sorted batches."""
 
     oracle = False
+    head = "AutoModelForSequenceClassification"  # the transformers auto class of the head
 
-    def __init__(self, path: Path, name: str = "orm", batch_size: int = 8) -> None:
+    def __init__(self, path: Path, name: str, batch_size: int = 8) -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        import transformers
 
         self.name = name
         self.batch_size = batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = load_pretrained(
-            AutoModelForSequenceClassification, path, dtype=torch.float32
-        ).eval()
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        auto = getattr(transformers, self.head)
+        self.model = load_pretrained(auto, path, dtype=torch.float32).eval()
         self.pad_id = self.model.config.pad_token_id or 0
+
+    def forward(self, seqs: Sequence[list[int]], take: Callable[[Any, list[int]], list]) -> list:
+        """``take(logits, batch indices)`` of each batch (longest first), in input order."""
+        import torch
+
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        out: list = [None] * len(seqs)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                ids, mask = pad_batch([seqs[i] for i in idx], self.pad_id)
+                logits = self.model(input_ids=ids, attention_mask=mask).logits
+                for i, value in zip(idx, take(logits, idx), strict=True):
+                    out[i] = value
+        return out
+
+
+class OutcomeRM(LoadedRM):
+    """A trained ORM: scores completions in batches; ``score_outcomes`` is in [0, 1]."""
+
+    def __init__(self, path: Path, name: str = "orm", batch_size: int = 8) -> None:
+        super().__init__(path, name, batch_size)
 
     def encode(self, messages: Sequence[dict[str, str]], text: str) -> list[int]:
         return encode_segments(self.tokenizer, messages, [text])[0]
 
     def raw_scores(self, seqs: Sequence[list[int]]) -> list[float]:
         """Bradley-Terry logits of token sequences (batched, longest first)."""
-        import torch
-
-        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-        out = [0.0] * len(seqs)
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                ids, mask = _pad_batch([seqs[i] for i in idx], self.pad_id)
-                logits = self.model(input_ids=ids, attention_mask=mask).logits[:, 0]
-                for i, v in zip(idx, logits.tolist(), strict=True):
-                    out[i] = float(v)
-        return out
+        return self.forward(seqs, lambda logits, idx: [float(v) for v in logits[:, 0].tolist()])
 
     def score_outcomes(self, problem: Any, texts: list[str], paths: list[Any]) -> list[float]:
         msgs = messages_of(problem)

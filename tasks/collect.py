@@ -57,6 +57,7 @@ def from_generator(
     per_cell: int,
     seed: int,
     train: float,
+    *,
     eval_: float,
     families: Sequence[str] | None = None,
     difficulties: Sequence[int] = (1, 2, 3, 4, 5),
@@ -331,11 +332,18 @@ def commit_cases(lake: Lake, domain: str, batch: Batch, run_id: str) -> dict[str
         "cases",
         merged,
         batch.sources,
-        {"splits": dict(zip(splits["split"], splits["len"], strict=True))},
+        extra={"splits": dict(zip(splits["split"], splits["len"], strict=True))},
     )
     quarantined = lake.quarantine(domain, "cases", _reject_frame(batch.rejected), run_id)
     return _summary(
-        "cases", batch, info, latest, fresh.height, duplicates, quarantined, _per_family(fresh)
+        "cases",
+        batch,
+        info,
+        latest,
+        valid=fresh.height,
+        duplicates=duplicates,
+        quarantined=quarantined,
+        per_family=_per_family(fresh),
     )
 
 
@@ -395,10 +403,10 @@ def commit_feedback(
         batch,
         info,
         latest,
-        valid_n,
-        valid_n - (after - before),
-        quarantined,
-        {},
+        valid=valid_n,
+        duplicates=valid_n - (after - before),
+        quarantined=quarantined,
+        per_family={},
         rejected_n=bad.height,
     )
 
@@ -458,6 +466,7 @@ def _summary(
     batch: Batch,
     info: VersionInfo | None,
     latest: VersionInfo | None,
+    *,
     valid: int,
     duplicates: int,
     quarantined: Path | None,
@@ -479,7 +488,7 @@ def _summary(
     }
 
 
-@task(retries=2, retry_delay_seconds=[2, 10])
+@task  # not retried: a retry could log a second run; connect() retries reaching the server
 def record_in_mlflow(domain: str, summaries: list[dict[str, Any]], params: dict[str, Any]) -> str:
     """A ``collect`` MLflow run with each dataset version as a dataset input."""
     import warnings

@@ -23,7 +23,7 @@ from domains.errors import PonderError
 from domains.rewards import combined_weights
 from models.engine import Generator, SamplingConfig
 from models.policy import RewardSpec
-from tasks.infer import _row_case
+from tasks.infer import row_case
 from tasks.lake import Lake
 
 RewardFn = Callable[..., list[float | None]]
@@ -35,6 +35,7 @@ def training_rows(
     domain: Domain,
     version: str | None,
     family: str | None,
+    *,
     difficulties: list[int] | None,
     tools: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
@@ -52,7 +53,7 @@ def training_rows(
         frame = frame.filter(pl.col("family") == family)
     if difficulties:
         frame = frame.filter(pl.col("difficulty").is_in(difficulties))
-    cases = [_row_case(r) for r in frame.sort("id").collect().iter_rows(named=True)]
+    cases = [row_case(r) for r in frame.sort("id").collect().iter_rows(named=True)]
     label = f"{info.version}:{info.manifest['content_hash'][:12]}"
     return [row_of(domain, c, tools) for c in cases if c.reference], label
 
@@ -114,6 +115,7 @@ def curriculum(
     generator: Generator,
     domain: Domain,
     funcs: Sequence[RewardFn],
+    *,
     weights: Sequence[float],
     samples: int,
     max_tokens: int,

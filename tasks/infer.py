@@ -98,14 +98,14 @@ def load_cases(
         frame = pl.scan_parquet(info.path / "part-*.parquet")
         if split:
             frame = frame.filter(pl.col("split") == split)
-        cases = [_row_case(r) for r in frame.sort("id").collect().iter_rows(named=True)]
+        cases = [row_case(r) for r in frame.sort("id").collect().iter_rows(named=True)]
         return cases, [], f"lake:{domain}/cases@{info.version}" + (f"[{split}]" if split else "")
     loaded = d.load(Path(source))
     label = f"file:{Path(source).name}:{_file_digest(Path(source))}"
     return sorted(loaded.cases, key=lambda c: c.id), loaded.rejected, label
 
 
-def _row_case(row: dict[str, Any]) -> Case:
+def row_case(row: dict[str, Any]) -> Case:
     return Case(
         id=row["id"],
         domain=row["domain"],
@@ -150,6 +150,7 @@ def fits(
     domain: Domain,
     case: Case,
     cfg: SearchConfig,
+    *,
     max_len: int,
     tools: list[str] | None = None,
 ) -> bool:
@@ -163,6 +164,7 @@ def search_shard(
     cases: list[Case],
     domain: str,
     strategy: str,
+    *,
     cfg: SearchConfig,
     generator: Generator,
     scorer: Scorer,
@@ -185,7 +187,7 @@ def search_shard(
     results = run_search(strategy, problems, cfg, generator, scorer)
     per_case = (time.perf_counter() - start) / max(len(cases), 1)
     rows = [
-        _prediction(d, c, r, per_case, meta, target.name)
+        _prediction(d, c, r, per_case, meta=meta, shard=target.name)
         for c, r in zip(cases, results, strict=True)
     ]
     trees = [{"case_id": r.problem_id, "tree": r.tree.model_dump_json()} for r in results]
@@ -195,7 +197,7 @@ def search_shard(
 
 
 def _prediction(
-    d: Domain, case: Case, r: SearchResult, latency: float, meta: dict[str, str], shard: str
+    d: Domain, case: Case, r: SearchResult, latency: float, *, meta: dict[str, str], shard: str
 ) -> dict[str, Any]:
     verdict = d.check(r.text, case) if case.truth is not None else None
     return {

@@ -136,13 +136,16 @@ class Lake:
         dataset: str,
         frame: pl.LazyFrame | pl.DataFrame,
         sources: list[str],
+        *,
         extra: dict[str, Any] | None = None,
         attachments: dict[str, pl.DataFrame] | None = None,
     ) -> VersionInfo | None:
         """Commit ``frame`` as the next version, or return None if it equals the latest.
         ``attachments`` (e.g. thought trees) are written into the same atomic folder."""
         with self.write_lock(domain, dataset):
-            return self._write_locked(domain, dataset, frame, sources, extra, attachments)
+            return self._write_locked(
+                domain, dataset, frame, sources, extra=extra, attachments=attachments
+            )
 
     def write_lock(self, domain: str, dataset: str) -> FileLock:
         """One writer per dataset at a time (across processes; the OS frees it when its
@@ -158,6 +161,7 @@ class Lake:
         dataset: str,
         frame: pl.LazyFrame | pl.DataFrame,
         sources: list[str],
+        *,
         extra: dict[str, Any] | None,
         attachments: dict[str, pl.DataFrame] | None,
     ) -> VersionInfo | None:

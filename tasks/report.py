@@ -101,6 +101,7 @@ def render(
     predictions: pl.DataFrame,
     trees: dict[str, ThoughtTree],
     texts: dict[str, str],
+    *,
     meta: dict[str, Any],
     redact: Redact | None = None,
     inputs: dict[str, tuple[str, str | None]] | None = None,
@@ -112,31 +113,13 @@ def render(
     reference the page shows (a case id may be an MRN)."""
     red = redact or _plain
     ref = case_ref or _plain
-    rows = []
-    for r in predictions.sort("case_id").iter_rows(named=True):
-        mark = (
-            ""
-            if r["correct"] is None
-            else '<span class="ok">correct</span>'
-            if r["correct"]
-            else '<span class="bad">wrong</span>'
+    rows = [_row_html(r, red, ref) for r in predictions.sort("case_id").iter_rows(named=True)]
+    sections = [
+        _tree_html(
+            case_id, tree, texts.get(case_id, ""), (inputs or {}).get(case_id), red=red, ref=ref
         )
-        rows.append(
-            f"<tr><td><a href='#{html.escape(ref(r['case_id']))}'>"
-            f"{html.escape(ref(r['case_id']))}</a></td><td>{r['family']}</td>"
-            f"<td>{r['difficulty']}</td><td>{html.escape(red(str(r['answer'])))[:120]}</td>"
-            f"<td>{r['confidence']:.2f}</td><td>{mark}</td><td>{r['tokens']}</td></tr>"
-        )
-    sections = []
-    for case_id, tree in sorted(trees.items()):
-        chosen = chosen_path(tree, texts.get(case_id, ""))
-        body = "".join(_node_html(tree, k, chosen, red) for k in tree.children(tree.root))
-        sections.append(
-            f"<h3 id='{html.escape(ref(case_id))}'>{html.escape(ref(case_id))}</h3>"
-            f"{_case_html((inputs or {}).get(case_id), red)}"
-            f"<div class='meta'>{len(tree.nodes) - 1} steps in the tree, "
-            f"{tree.tokens_generated} tokens</div>{body}"
-        )
+        for case_id, tree in sorted(trees.items())
+    ]
     head = "".join(
         f"<div class='meta'>{html.escape(k)}: {html.escape(red(str(v)))}</div>"
         for k, v in meta.items()
@@ -147,6 +130,43 @@ def render(
         "<h2>Cases</h2><table><tr><th>case</th><th>family</th><th>difficulty</th>"
         "<th>answer</th><th>confidence</th><th>verdict</th><th>tokens</th></tr>"
         f"{''.join(rows)}</table><h2>Thought trees</h2>{''.join(sections)}</body></html>"
+    )
+
+
+def _row_html(r: dict[str, Any], red: Redact, ref: Redact) -> str:
+    """One case's line in the cases table."""
+    mark = (
+        ""
+        if r["correct"] is None
+        else '<span class="ok">correct</span>'
+        if r["correct"]
+        else '<span class="bad">wrong</span>'
+    )
+    return (
+        f"<tr><td><a href='#{html.escape(ref(r['case_id']))}'>"
+        f"{html.escape(ref(r['case_id']))}</a></td><td>{r['family']}</td>"
+        f"<td>{r['difficulty']}</td><td>{html.escape(red(str(r['answer'])))[:120]}</td>"
+        f"<td>{r['confidence']:.2f}</td><td>{mark}</td><td>{r['tokens']}</td></tr>"
+    )
+
+
+def _tree_html(
+    case_id: str,
+    tree: ThoughtTree,
+    text: str,
+    case: tuple[str, str | None] | None,
+    *,
+    red: Redact,
+    ref: Redact,
+) -> str:
+    """One case's section: its input and expected answer, then its thought tree."""
+    chosen = chosen_path(tree, text)
+    body = "".join(_node_html(tree, k, chosen, red) for k in tree.children(tree.root))
+    return (
+        f"<h3 id='{html.escape(ref(case_id))}'>{html.escape(ref(case_id))}</h3>"
+        f"{_case_html(case, red)}"
+        f"<div class='meta'>{len(tree.nodes) - 1} steps in the tree, "
+        f"{tree.tokens_generated} tokens</div>{body}"
     )
 
 

@@ -23,7 +23,7 @@ from models.prm import ProcessRM, auroc, mc_step_returns, step_rows, tree_td_tar
 from models.reward import OutcomeRM, encode_segments
 from models.search.tree import ThoughtTree
 from tasks import reward_data as rd
-from tasks.infer import _row_case
+from tasks.infer import row_case
 from tasks.lake import Lake, row_hash
 from tasks.report import load_trees
 
@@ -47,7 +47,7 @@ def load_cases(lake: Lake, domain: str) -> tuple[dict[str, Case], dict[str, str]
     rows = lake.scan(domain, "cases").collect().iter_rows(named=True)
     cases, splits = {}, {}
     for r in rows:
-        cases[r["id"]] = _row_case(r)
+        cases[r["id"]] = row_case(r)
         splits[r["id"]] = r["split"]
     return cases, splits
 
@@ -67,18 +67,24 @@ def load_all_trees(lake: Lake, domain: str, limit: int = 20) -> dict[str, Though
     return trees
 
 
+@dataclass(frozen=True)
+class RewardInputs:
+    """What both builders read: the domain, its cases, reviewer feedback, stored thought
+    trees, and the index from a trace or tree leaf to its completion text."""
+
+    domain: Domain
+    cases: dict[str, Case]
+    feedback: pl.DataFrame
+    trees: dict[str, ThoughtTree]
+    index: dict[str, list[str]]
+
+
 @task(cache_policy=NO_CACHE)
 def build_pairs(
-    domain: Domain,
-    cases: dict[str, Case],
-    feedback: pl.DataFrame,
-    trees: dict[str, ThoughtTree],
-    index: dict[str, list[str]],
-    margin_per_point: float,
-    per_case: int,
-    use_reference: bool,
+    inputs: RewardInputs, *, margin_per_point: float, per_case: int, use_reference: bool
 ) -> RewardData:
     """Pairs from all three sources, contradictions resolved, with counts per source."""
+    domain, cases, feedback, trees, index = _unpack(inputs)
     out = RewardData()
     if feedback.height:
         for pairs, bad in (
@@ -87,7 +93,7 @@ def build_pairs(
         ):
             out.pairs += pairs
             out.rejected += bad
-    out.pairs += rd.verifier_pairs(domain, cases, trees, per_case, use_reference)
+    out.pairs += rd.verifier_pairs(domain, cases, trees, per_case, use_reference=use_reference)
     out.pairs, bad = rd.resolve_contradictions(out.pairs)
     out.rejected += bad
     out.counts["contradictory"] = len(bad)
@@ -96,13 +102,14 @@ def build_pairs(
     return out
 
 
+def _unpack(i: RewardInputs) -> tuple:
+    return i.domain, i.cases, i.feedback, i.trees, i.index
+
+
 @task(cache_policy=NO_CACHE)
 def build_steps(
-    domain: Domain,
-    cases: dict[str, Case],
-    feedback: pl.DataFrame,
-    trees: dict[str, ThoughtTree],
-    index: dict[str, list[str]],
+    inputs: RewardInputs,
+    *,
     generator: Any,
     sampling: Any,
     rollouts: int,
@@ -111,6 +118,7 @@ def build_steps(
     value_model: ProcessRM | None,
 ) -> RewardData:
     """Reviewer step labels plus Math-Shepherd MC returns blended by TD(lambda)."""
+    domain, cases, feedback, trees, index = _unpack(inputs)
     out = RewardData()
     if feedback.height:
         out.steps, out.rejected = rd.reviewer_steps(feedback, cases, index)
@@ -122,7 +130,7 @@ def build_steps(
             domain,
             lambda prefixes, judge: mc_step_returns(generator, prefixes, rollouts, sampling, judge),
         )
-        out.steps += _td_rows(paths, cases, mc, lam, value_model, domain)
+        out.steps += _td_rows(paths, cases, mc, lam, value_model=value_model, domain=domain)
     for src in rd.STEP_SOURCES:
         out.counts[f"step_paths_{src}"] = sum(s["source"] == src for s in out.steps)
     return out
@@ -133,6 +141,7 @@ def _td_rows(
     cases: dict[str, Case],
     mc: dict[tuple[str, int], float],
     lam: float,
+    *,
     value_model: ProcessRM | None,
     domain: Domain,
 ) -> list[dict[str, Any]]:
@@ -149,7 +158,7 @@ def _td_rows(
         for _, ids in group:
             steps = [tree.nodes[i].text for i in ids]
             rows.append(
-                rd._step_row(cases[case_id], steps, [targets[i] for i in ids], "monte_carlo")
+                rd.step_row(cases[case_id], steps, [targets[i] for i in ids], "monte_carlo")
             )
     return rows
 
@@ -177,7 +186,7 @@ def tokenize_pairs(
         rejected = encode_segments(tokenizer, msgs, [p["rejected"]])[0]
         if max(len(chosen), len(rejected)) > max_length:
             n = max(len(chosen), len(rejected))
-            long.append(rd._reject(p, f"pair is {n} tokens > max_length {max_length}"))
+            long.append(rd.rejection(p, f"pair is {n} tokens > max_length {max_length}"))
             continue
         rows.append({**p, "chosen_ids": chosen, "rejected_ids": rejected})
     return rows, long
@@ -191,7 +200,7 @@ def tokenize_steps(
     for s, row in zip(steps, step_rows(tokenizer, items), strict=True):
         if len(row["input_ids"]) > max_length:
             n = len(row["input_ids"])
-            long.append(rd._reject(s, f"step path is {n} tokens > max_length {max_length}"))
+            long.append(rd.rejection(s, f"step path is {n} tokens > max_length {max_length}"))
         else:
             rows.append({**s, **row})
     return rows, long
@@ -257,6 +266,7 @@ def gate(
     champion: float | None,
     by_family: tuple[dict[str, float | None], dict[str, float | None]],
     margin: float,
+    *,
     tolerance: float,
     floor: float,
 ) -> tuple[bool, str]:

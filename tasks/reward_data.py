@@ -90,9 +90,9 @@ def explicit_pairs(
         chosen = resolve(row["chosen"], index, literal=True)
         rejected = resolve(row["rejected"], index, literal=True)
         if case is None:
-            bad.append(_reject(row, "case_id is not in the cases dataset; collect the case"))
+            bad.append(rejection(row, "case_id is not in the cases dataset; collect the case"))
         elif not chosen or not rejected:
-            bad.append(_reject(row, "chosen/rejected resolve to no completion text"))
+            bad.append(rejection(row, "chosen/rejected resolve to no completion text"))
         else:
             pairs.append(_pair(case, chosen, rejected, "explicit", 0.0))
     return pairs, bad
@@ -114,7 +114,7 @@ def rating_pairs(
         .alias("r")
     )
     bad = [
-        _reject(r, "trace_id resolves to no completion (unknown trace or tree leaf)")
+        rejection(r, "trace_id resolves to no completion (unknown trace or tree leaf)")
         for r in rated.iter_rows(named=True)
         if r["trace_id"] not in index
     ]
@@ -128,7 +128,7 @@ def rating_pairs(
     for (case_id,), grp in means.group_by("case_id", maintain_order=True):
         case = cases.get(case_id)
         if case is None:
-            bad += [_reject({"case_id": case_id}, "case_id is not in the cases dataset")]
+            bad += [rejection({"case_id": case_id}, "case_id is not in the cases dataset")]
             continue
         for a, b in itertools.combinations(grp.iter_rows(named=True), 2):
             if a["r"] == b["r"]:
@@ -144,6 +144,7 @@ def verifier_pairs(
     cases: dict[str, Case],
     trees: dict[str, ThoughtTree],
     per_case: int,
+    *,
     use_reference: bool,
     seed: int = 0,
 ) -> list[Pair]:
@@ -173,7 +174,7 @@ def _split_leaves(
     return good, wrong
 
 
-def _reject(row: dict[str, Any], reason: str) -> dict[str, str]:
+def rejection(row: dict[str, Any], reason: str) -> dict[str, str]:
     return {"reason": reason, "raw": json.dumps(row, default=str)[:2000]}
 
 
@@ -189,11 +190,11 @@ def resolve_contradictions(pairs: list[Pair]) -> tuple[list[Pair], list[dict[str
         forward = [p for p in grp if p["chosen"] == first]
         backward = [p for p in grp if p["chosen"] != first]
         if forward and backward and len(forward) == len(backward):
-            bad += [_reject(p, "contradictory preferences (tie); ask reviewers") for p in grp]
+            bad += [rejection(p, "contradictory preferences (tie); ask reviewers") for p in grp]
             continue
         win, lose = (forward, backward) if len(forward) > len(backward) else (backward, forward)
         kept += win
-        bad += [_reject(p, "outvoted by the opposite preference on the same pair") for p in lose]
+        bad += [rejection(p, "outvoted by the opposite preference on the same pair") for p in lose]
     return kept, bad
 
 
@@ -221,13 +222,13 @@ def reviewer_steps(
         steps = index.get(row["trace_id"])
         case = cases.get(row["case_id"])
         if case is None or not steps:
-            bad.append(_reject(row, "case or trace_id resolves to no completion"))
+            bad.append(rejection(row, "case or trace_id resolves to no completion"))
             continue
         labels = _labels(row, len(steps))
         if labels is None:
-            bad.append(_reject(row, f"labels do not match the completion's {len(steps)} steps"))
+            bad.append(rejection(row, f"labels do not match the completion's {len(steps)} steps"))
             continue
-        rows.append(_step_row(case, steps, labels, "reviewer"))
+        rows.append(step_row(case, steps, labels, "reviewer"))
     return rows, bad
 
 
@@ -241,7 +242,7 @@ def _labels(row: dict[str, Any], n: int) -> list[float] | None:
     return [1.0] * n if k == 0 else [1.0 if i < k - 1 else 0.0 for i in range(n)]
 
 
-def _step_row(case: Case, steps: list[str], targets: list[float], source: str) -> dict[str, Any]:
+def step_row(case: Case, steps: list[str], targets: list[float], source: str) -> dict[str, Any]:
     return {
         "case_id": case.id,
         "family": case.family,

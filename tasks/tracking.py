@@ -16,6 +16,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from domains.base import Case
+from tasks.artifacts import table_artifact
 from tasks.lake import Lake
 from tasks.report import load_trees, render
 
@@ -46,24 +47,20 @@ def metrics_table(frame: pl.DataFrame) -> tuple[dict[str, float], list[dict[str,
     return metrics, table.to_dicts()
 
 
-@task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def log_inference_run(
     params: dict[str, Any],
     frame: pl.DataFrame,
+    *,
     lake: Lake,
-    domain: str,
     version: str | None,
     out_dir: Path,
     cases: list[Case],
-    n_traces: int,
     generator: Any,
 ) -> dict[str, Any]:
-    import mlflow
-
-    from models.redaction import redactor
-    from models.registry import connect, ensure_experiment
-    from models.runs import tracked_run
-
+    """Metrics, the HTML report, one MLflow run, a sample of traces and the Prefect table
+    artifact for a committed predictions version. Each side effect is its own task without
+    retries: a retry of a whole step could log a second run or a second set of traces."""
+    domain = params["domain"]
     metrics, table = metrics_table(frame)
     seconds = float(frame["latency_s"].sum()) or 1e-9
     metrics["cases_per_s"] = frame.height / seconds
@@ -72,27 +69,84 @@ def log_inference_run(
         metrics["prefix_cache_hit_rate"] = stats["hits"] / stats["queries"]
     trees = load_trees(pl.read_parquet(out_dir / "trees-*.parquet"))
     texts = dict(zip(frame["case_id"], frame["text"], strict=True))
-    page = render(
-        f"ponder infer: {domain} {params['strategy']} ({version})",
+    target = lake.dataset_dir(domain, "predictions") / "_reports"
+    meta = {
+        "model": frame["model_version"][0],
+        "input": frame["input"][0],
+        **{k: round(v, 4) for k, v in metrics.items()},
+    }
+    report = write_report(
         frame,
         trees,
-        texts,
-        {
-            "model": frame["model_version"][0],
-            "input": frame["input"][0],
-            **{k: round(v, 4) for k, v in metrics.items()},
-        },
-        redact=redactor(domain).text,
+        title=f"ponder infer: {domain} {params['strategy']} ({version})",
+        meta=meta,
         inputs=case_inputs(domain, cases),
+        target=target / f"{version or frame['run_key'][0]}.html",
+        domain=domain,
+    )
+    log_mlflow_run(params, metrics, table, report=report, version=version, frame=frame)
+    log_traces(domain, cases[: params["log_traces"]], trees, texts)
+    table_artifact(
+        domain=domain,
+        table=table,
+        key=f"infer-{domain.replace('_', '-')}",
+        description="accuracy / tokens by family and difficulty",
+    )
+    return {"metrics": metrics, "table": table, "report": str(report)}
+
+
+@task(cache_policy=NO_CACHE)
+def write_report(
+    frame: pl.DataFrame,
+    trees: dict,
+    *,
+    title: str,
+    meta: dict[str, Any],
+    inputs: dict[str, tuple[str, str | None]],
+    target: Path,
+    domain: str,
+) -> Path:
+    """The HTML report of one predictions version, written whole (temporary file, rename).
+    The one place a report is rendered: after inference, and by ``ponder report``."""
+    from models.redaction import redactor
+    from tasks.lake import tmp_beside
+
+    page = render(
+        title,
+        frame,
+        trees,
+        dict(zip(frame["case_id"], frame["text"], strict=True)),
+        meta=meta,
+        redact=redactor(domain).text,
+        inputs=inputs,
         case_ref=redactor(domain).case_ref,
     )
-    reports = lake.dataset_dir(domain, "predictions") / "_reports"
-    reports.mkdir(parents=True, exist_ok=True)
-    report = reports / f"{version or frame['run_key'][0]}.html"
-    report.write_text(page)
-    connect()
-    exp_id = ensure_experiment()
-    with tracked_run(f"infer-{domain}", experiment_id=exp_id):
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_beside(target)
+    tmp.write_text(page)
+    tmp.replace(target)
+    return target
+
+
+@task(cache_policy=NO_CACHE)
+def log_mlflow_run(
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    table: list[dict[str, Any]],
+    *,
+    report: Path,
+    version: str | None,
+    frame: pl.DataFrame,
+) -> str:
+    """One MLflow run of the inference: params, metrics per family x level, the report."""
+    import mlflow
+
+    from models.registry import connect, ensure_experiment
+    from models.runs import tracked_run
+
+    domain = params["domain"]
+    connect()  # retries reaching the server itself; nothing is logged twice
+    with tracked_run(f"infer-{domain}", experiment_id=ensure_experiment()) as run:
         mlflow.log_params({k: str(v)[:250] for k, v in params.items()})
         mlflow.log_metrics(metrics)
         for row in table:
@@ -107,8 +161,28 @@ def log_inference_run(
                 "ponder.model_version": frame["model_version"][0],
             }
         )
-    log_traces(domain, cases[:n_traces], trees, texts)
-    return {"metrics": metrics, "table": table, "report": str(report)}
+    return run.info.run_id
+
+
+def report_version(lake: Lake, domain: str, version: str | None, output: Path | None) -> Path:
+    """Render the report of a stored predictions version (default the latest) again."""
+    info = (
+        lake.info(domain, "predictions", version) if version else lake.latest(domain, "predictions")
+    )
+    if info is None:
+        from domains.errors import PonderError
+
+        raise PonderError("version", f"{domain} has no predictions yet", "run `ponder infer`")
+    frame = pl.read_parquet(info.path / "part-*.parquet")
+    return write_report(
+        frame,
+        load_trees(pl.read_parquet(info.path / "trees.parquet")),
+        title=f"ponder predictions {domain} {info.version}",
+        meta={"rows": info.rows, "sources": ", ".join(info.manifest["sources"])},
+        inputs={},
+        target=output or info.path.parent / "_reports" / f"{info.version}.html",
+        domain=domain,
+    )
 
 
 def case_inputs(domain: str, cases: list[Case]) -> dict[str, tuple[str, str | None]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.pipeline import _schema
+from flows.options import flow_schema
 from tasks import events
 
 SPEC = Path(__file__).parents[1] / "deployments" / "prefect.yaml"
@@ -34,7 +34,7 @@ def test_entrypoints_parameters_and_schedules_are_valid(name: str) -> None:
 
     spec = DEPLOYMENTS[name]
     flow = _flow(spec)
-    params = _schema(flow)(**spec["parameters"]["params"])  # raises on a bad knob
+    params = flow_schema(flow)(**spec["parameters"]["params"])  # raises on a bad knob
     assert name.endswith(params.domain.replace("_", "-")) or name == "pipeline"
     assert spec["work_pool"]["name"] in {"ponder-cpu", "ponder-gpu"}
     for schedule in spec.get("schedules", []):

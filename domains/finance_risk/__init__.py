@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from domains.base import Domain, register
+from domains.base import Domain
 from domains.finance_risk.aml import AMLTypology
 from domains.finance_risk.credit import CreditCapital
 from domains.finance_risk.structuring import Structuring
 from domains.privacy import RedactionConfig
 
 
-@register
 class FinanceRisk(Domain):
     """Financial-crime and credit-risk analysis."""
 

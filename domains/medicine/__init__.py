@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from domains.base import Domain, Family, Verdict, register, set_f1
+from domains.base import Domain, Family, Verdict, set_f1
 from domains.medicine.calculators import CALCULATORS, PatientFacts
 from domains.medicine.notes import draw_facts, render_note
 from domains.medicine.solutions import solution
@@ -103,7 +103,6 @@ class ClinicalCalc(Family):
         )
 
 
-@register
 class Medicine(Domain):
     """Clinical calculators from patient notes."""
 

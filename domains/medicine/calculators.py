@@ -448,7 +448,7 @@ def _value(f: PatientFacts, name: str) -> float | None:
 
 
 def _calc(
-    key: str, title: str, fn: Callable, integer: bool, unit: str, needs: tuple[str, ...]
+    key: str, title: str, fn: Callable, integer: bool, *, unit: str, needs: tuple[str, ...]
 ) -> Calculator:
     return Calculator(key=key, title=title, fn=fn, integer=integer, unit=unit, needs=needs)
 
@@ -456,44 +456,62 @@ def _calc(
 CALCULATORS: dict[str, Calculator] = {
     c.key: c
     for c in [
-        _calc("cha2ds2_vasc", "CHA2DS2-VASc score", cha2ds2_vasc, True, "points", ()),
-        _calc("has_bled", "HAS-BLED score", has_bled, True, "points", ("sbp", "creatinine")),
-        _calc("curb_65", "CURB-65 score", curb_65, True, "points", ("bun", "rr", "sbp", "dbp")),
-        _calc("wells_pe", "Wells score for pulmonary embolism", wells_pe, False, "points", ("hr",)),
-        _calc("wells_dvt", "Wells score for DVT", wells_dvt, True, "points", ()),
+        _calc("cha2ds2_vasc", "CHA2DS2-VASc score", cha2ds2_vasc, True, unit="points", needs=()),
+        _calc(
+            "has_bled", "HAS-BLED score", has_bled, True, unit="points", needs=("sbp", "creatinine")
+        ),
+        _calc(
+            "curb_65",
+            "CURB-65 score",
+            curb_65,
+            True,
+            unit="points",
+            needs=("bun", "rr", "sbp", "dbp"),
+        ),
+        _calc(
+            "wells_pe",
+            "Wells score for pulmonary embolism",
+            wells_pe,
+            False,
+            unit="points",
+            needs=("hr",),
+        ),
+        _calc("wells_dvt", "Wells score for DVT", wells_dvt, True, unit="points", needs=()),
         _calc(
             "cockcroft_gault",
             "Cockcroft-Gault creatinine clearance",
             cockcroft_gault,
             False,
-            "mL/min",
-            ("weight_kg", "height_cm", "creatinine"),
+            unit="mL/min",
+            needs=("weight_kg", "height_cm", "creatinine"),
         ),
-        _calc("bmi", "body mass index", bmi, False, "kg/m^2", ("weight_kg", "height_cm")),
+        _calc(
+            "bmi", "body mass index", bmi, False, unit="kg/m^2", needs=("weight_kg", "height_cm")
+        ),
         _calc(
             "anion_gap",
             "anion gap",
             anion_gap,
             False,
-            "mmol/L",
-            ("sodium", "chloride", "bicarbonate"),
+            unit="mmol/L",
+            needs=("sodium", "chloride", "bicarbonate"),
         ),
         _calc(
             "corrected_calcium",
             "albumin-corrected calcium",
             corrected_calcium,
             False,
-            "mg/dL",
-            ("calcium", "albumin"),
+            unit="mg/dL",
+            needs=("calcium", "albumin"),
         ),
-        _calc("qtc_bazett", "QTc by Bazett", qtc_bazett, False, "ms", ("qt_ms", "hr")),
+        _calc("qtc_bazett", "QTc by Bazett", qtc_bazett, False, unit="ms", needs=("qt_ms", "hr")),
         _calc(
             "meld_na",
             "MELD-Na (UNOS 2016)",
             meld_na,
             True,
-            "points",
-            ("creatinine", "bilirubin", "inr", "sodium"),
+            unit="points",
+            needs=("creatinine", "bilirubin", "inr", "sodium"),
         ),
     ]
 }

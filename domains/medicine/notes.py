@@ -175,15 +175,10 @@ class Stated(NamedTuple):
         return f"{self.label} {self.number}{gap}{self.unit}"
 
 
-def stated(f: PatientFacts, units: dict) -> dict[str, Stated]:
-    """Every value the note can show, as it shows it (the note and the reference solution
-    both read this, so they cannot drift apart)."""
+def _body(f: PatientFacts, units: dict) -> dict[str, Stated]:
+    """Weight and height, in pounds and feet/inches when the note's units say so."""
     inches = round((f.height_cm or 0) / 2.54)
-    out = {
-        "hr": Stated("HR", f"{f.hr:.0f}", "bpm"),
-        "sbp": Stated("SBP", f"{f.sbp:.0f}", "mmHg"),
-        "dbp": Stated("DBP", f"{f.dbp:.0f}", "mmHg"),
-        "rr": Stated("RR", f"{f.rr:.0f}", "/min"),
+    return {
         "weight_kg": (
             Stated("weight", f"{f.weight_kg / LB:.0f}", "lb")
             if units["weight"]
@@ -194,6 +189,18 @@ def stated(f: PatientFacts, units: dict) -> dict[str, Stated]:
             if units["height"]
             else Stated("height", f"{f.height_cm:.0f}", "cm")
         ),
+    }
+
+
+def stated(f: PatientFacts, units: dict) -> dict[str, Stated]:
+    """Every value the note can show, as it shows it (the note and the reference solution
+    both read this, so they cannot drift apart)."""
+    out = {
+        "hr": Stated("HR", f"{f.hr:.0f}", "bpm"),
+        "sbp": Stated("SBP", f"{f.sbp:.0f}", "mmHg"),
+        "dbp": Stated("DBP", f"{f.dbp:.0f}", "mmHg"),
+        "rr": Stated("RR", f"{f.rr:.0f}", "/min"),
+        **_body(f, units),
         "sodium": Stated("Na", f"{f.sodium:.0f}", "mmol/L"),
         "chloride": Stated("Cl", f"{f.chloride:.0f}", "mmol/L"),
         "bicarbonate": Stated("HCO3", f"{f.bicarbonate:.0f}", "mmol/L"),

@@ -8,6 +8,9 @@ name lists the valid ones), counts the Generator calls it makes, and returns one
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from domains.errors import PonderError
 from models.engine import Generator
@@ -40,6 +43,16 @@ class CountingGenerator:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
+
+
+def _known_strategy(name: str) -> str:
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; use one of {sorted(STRATEGIES)}")
+    return name
+
+
+# The strategy knob of every stage that searches, checked when the params are built.
+StrategyName = Annotated[str, AfterValidator(_known_strategy)]
 
 
 def get_strategy(name: str) -> Strategy:

@@ -146,6 +146,7 @@ def expand(
     problems: Sequence[Problem],
     trees: Sequence[ThoughtTree],
     picks: Sequence[tuple[int, Node, int]],
+    *,
     cfg: SearchConfig,
     per_step: bool,
 ) -> list[list[Node]]:
@@ -172,7 +173,13 @@ def expand(
         for j, res in zip(idxs, results, strict=True):
             i, parent, _ = picks[j]
             out[j] = _add_children(
-                trees[i], parent, res.completions, cfg, problems[i].answer_of, per_step, per_path
+                trees[i],
+                parent,
+                res.completions,
+                cfg,
+                answer_of=problems[i].answer_of,
+                per_step=per_step,
+                per_path=per_path,
             )
     return out
 
@@ -182,6 +189,7 @@ def _add_children(
     parent: Node,
     completions: list,
     cfg: SearchConfig,
+    *,
     answer_of: Callable[[str], str | None],
     per_step: bool,
     per_path: int = LIMITS.per_path,

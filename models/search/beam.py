@@ -35,7 +35,7 @@ def beam(
         picks = [
             (i, node, cfg.width if depth == 0 else cfg.branch) for i in order for node in live[i]
         ]
-        kids = expand(generator, problems, trees, picks, cfg, per_step=True)
+        kids = expand(generator, problems, trees, picks, cfg=cfg, per_step=True)
         fresh: dict[int, list[Node]] = {i: [] for i in order}
         for (i, _, _), children in zip(picks, kids, strict=True):
             fresh[i] += children

@@ -37,7 +37,7 @@ def mcts(
             problems,
             trees,
             [(i, leaf, _fanout(leaf, cfg)) for i, leaf in grow],
-            cfg,
+            cfg=cfg,
             per_step=True,
         )
         new = [
@@ -47,7 +47,7 @@ def mcts(
         for (i, leaf), children in zip(grow, kids, strict=True):
             _evaluate(trees[i], leaf, children)
     chosen = [_choose(t, cfg) for t in trees]
-    _rollout(problems, trees, chosen, cfg, generator, scorer)
+    _rollout(problems, trees, chosen, cfg, generator=generator, scorer=scorer)
     return [_result(p, t, c, scorer) for p, t, c in zip(problems, trees, chosen, strict=True)]
 
 
@@ -112,6 +112,7 @@ def _rollout(
     trees: list[ThoughtTree],
     chosen: list[Node],
     cfg: SearchConfig,
+    *,
     generator: Generator,
     scorer: Scorer,
 ) -> None:
@@ -122,7 +123,7 @@ def _rollout(
         if not n.terminal and trees[i].tokens_generated < cfg.max_tokens
     ]
     kids = expand(
-        generator, problems, trees, [(i, chosen[i], 1) for i in todo], cfg, per_step=False
+        generator, problems, trees, [(i, chosen[i], 1) for i in todo], cfg=cfg, per_step=False
     )
     for i, children in zip(todo, kids, strict=True):
         if children:

@@ -17,6 +17,7 @@ def _sample(
     cfg: SearchConfig,
     generator: Generator,
     scorer: OutcomeScorer,
+    *,
     n: int,
     how: str,
     name: str,
@@ -27,7 +28,7 @@ def _sample(
         problems,
         trees,
         [(i, t.root, n) for i, t in enumerate(trees)],
-        cfg,
+        cfg=cfg,
         per_step=False,
     )
     results = []
@@ -59,25 +60,29 @@ def cot(
     problems: list[Problem], cfg: SearchConfig, generator: Generator, scorer: OutcomeScorer
 ) -> list[SearchResult]:
     """One sample (greedy when temperature is 0)."""
-    return _sample(problems, cfg, generator, scorer, 1, "naive", "cot")
+    return _sample(problems, cfg, generator, scorer, n=1, how="naive", name="cot")
 
 
 def self_consistency(
     problems: list[Problem], cfg: SearchConfig, generator: Generator, scorer: OutcomeScorer
 ) -> list[SearchResult]:
     """N samples, majority vote over parsed answers."""
-    return _sample(problems, cfg, generator, scorer, cfg.width, "majority", "self_consistency")
+    return _sample(
+        problems, cfg, generator, scorer, n=cfg.width, how="majority", name="self_consistency"
+    )
 
 
 def best_of_n(
     problems: list[Problem], cfg: SearchConfig, generator: Generator, scorer: OutcomeScorer
 ) -> list[SearchResult]:
     """N samples, the single best-scored one."""
-    return _sample(problems, cfg, generator, scorer, cfg.width, "naive", "best_of_n")
+    return _sample(problems, cfg, generator, scorer, n=cfg.width, how="naive", name="best_of_n")
 
 
 def weighted_best_of_n(
     problems: list[Problem], cfg: SearchConfig, generator: Generator, scorer: OutcomeScorer
 ) -> list[SearchResult]:
     """N samples; each distinct answer sums its completions' scores."""
-    return _sample(problems, cfg, generator, scorer, cfg.width, "weighted", "weighted_best_of_n")
+    return _sample(
+        problems, cfg, generator, scorer, n=cfg.width, how="weighted", name="weighted_best_of_n"
+    )

@@ -45,13 +45,13 @@ def test_generate_transformers_writes_jsonl(tiny_model: Path, tmp_path: Path) ->
         "2+2?",
         "--prompt",
         "3+3?",
-        "--n",
+        "--sampling.n",
         "2",
-        "--temperature",
+        "--sampling.temperature",
         "0.8",
-        "--max-tokens",
+        "--sampling.max-tokens",
         "8",
-        "--seed",
+        "--sampling.seed",
         "1",
         "--backend",
         "transformers",
@@ -70,7 +70,8 @@ def test_generate_leaves_an_engine_it_did_not_start(tiny_model: Path, vllm_engin
 
     session = ModelSpec(model=str(tiny_model), dtype="float32")
     assert is_running(session, "vllm")
-    result = _run("generate", "--model", str(tiny_model), "--prompt", "hi", "--max-tokens", "4",
+    result = _run("generate", "--model", str(tiny_model), "--prompt", "hi",
+                  "--sampling.max-tokens", "4",
                   "--backend", "transformers")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert is_running(session, "vllm"), "the session's engine was shut down"
@@ -115,9 +116,9 @@ def test_bad_input_exits_2_and_writes_nothing(case, field, tiny_model, tmp_path)
         extra = ["--trust-remote-code"]
     else:
         extra = {
-            "temperature": ["--temperature", "-1"],
-            "n": ["--n", "0"],
-            "max-tokens": ["--max-tokens", "0"],
+            "temperature": ["--sampling.temperature", "-1"],
+            "n": ["--sampling.n", "0"],
+            "max-tokens": ["--sampling.max-tokens", "0"],
         }[case]
     out = tmp_path / "out.jsonl"
     result = _run(
@@ -183,9 +184,9 @@ def test_flow_commands_validate_before_running() -> None:
     """Each flow command turns a bad option into `error <field>` + fix, exit 2."""
     cases = [
         (["infer", "--model", "models:/x@champion", "--width", "0"], "width"),
-        (["finetune", "--num-generations", "3", "--batch-size", "8"], "train"),
-        (["evaluate", "--margin", "5"], "gate.margin"),
-        (["refresh-reward", "--batch-size", "0"], "train.batch_size"),
+        (["finetune", "--train.num-generations", "3", "--train.batch-size", "8"], "train"),
+        (["evaluate", "--gate.margin", "5"], "gate.margin"),
+        (["refresh-reward", "--train.batch-size", "0"], "train.batch_size"),
     ]
     for args, field in cases:
         result = _run(*args)

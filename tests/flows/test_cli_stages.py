@@ -39,27 +39,28 @@ def test_collect_infer_refresh_finetune_through_the_cli(fresh_lake, tiny_model, 
     for kind in ("policy", "orm", "prm"):
         clear_aliases(model_name(DOMAIN, kind))
     lake, model = Lake(fresh_lake / "lake"), str(tiny_model)
-    _run("collect", "--domain", DOMAIN, "--per-cell", "2", "--source", "generator")
+    _run("collect", "--domain", DOMAIN, "--per-cell", "2", "--sources", "generator")
     assert lake.versions(DOMAIN, "cases") == ["v00001"]
     search = ["--strategy", "cot", "--width", "1", "--max-tokens", "16"]
-    _run("infer", "--domain", DOMAIN, "--model", model, "--split", "all", *search)
+    _run("infer", "--domain", DOMAIN, "--model", model, "--set", "split=null", *search)
     assert lake.versions(DOMAIN, "predictions") == ["v00001"]
     preds = lake.scan(DOMAIN, "predictions").collect()
     assert preds.height == lake.scan(DOMAIN, "cases").collect().height
-    train = ["--max-steps", "1", "--batch-size", "2", "--max-length", "2048"]
+    train = ["--train.max-steps", "1", "--train.batch-size", "2", "--train.max-length", "2048"]
     rm = ["--models", "orm", "--backbone", model, "--policy", model, "--mc-rollouts", "0"]
     _run("refresh-reward", "--domain", DOMAIN, *rm, *train)
     assert lake.versions(DOMAIN, "pairs") == ["v00001"]
     orm = _challenger("orm")
     tags = connect().get_model_version(model_name(DOMAIN, "orm"), orm).tags
     assert tags["ponder.gate.decision"] in {"promoted", "kept_challenger"}
-    steps = ["--sft-steps", "1", "--grpo-steps", "1", "--num-generations", "2", "--batch-size", "2"]
+    steps = ["--train.sft-max-steps", "1", "--train.grpo-max-steps", "1"]
+    steps += ["--train.num-generations", "2", "--train.batch-size", "2"]
     tuned = [
         "--base-model",
         model,
-        "--orm",
-        "none",
-        "--max-completion-length",
+        "--set",
+        "orm=null",
+        "--train.max-completion-length",
         "8",
         "--no-curriculum",
     ]

@@ -35,18 +35,18 @@ def _lake(home: Path) -> Lake:
 
 def test_generator_idempotent_and_splits_stable(fresh_lake: Path) -> None:
     first = collect(_params(fresh_lake))
-    assert first["cases"]["new_version"] and first["cases"]["valid"] == 10
+    assert first.cases.new_version and first.cases.valid == 10
     from typer.testing import CliRunner
 
     from flows.cli import app
 
     args = ["collect", "--domain", "medicine", "--per-cell", "2", "--no-check-traces"]
-    again = CliRunner().invoke(app, [*args, "--source", "generator", "--source", "files"])
+    again = CliRunner().invoke(app, [*args, "--sources", "generator", "--sources", "files"])
     assert again.exit_code == 0, again.output  # the CLI's success path: same cases, no version
     assert "v00001" in again.output and "v00002" not in again.output
     assert _lake(fresh_lake).versions("medicine", "cases") == ["v00001"]
     bigger = collect(_params(fresh_lake, per_cell=4))
-    assert bigger["cases"]["version"] == "v00002"
+    assert bigger.cases.version == "v00002"
     lake = _lake(fresh_lake)
     v1 = lake.scan("medicine", "cases", "v00001").select("id", "split").collect()
     v2 = lake.scan("medicine", "cases", "v00002").select("id", "split").collect()
@@ -74,11 +74,11 @@ def _assert_recorded(result: dict) -> None:
         d.dataset.name
         for r in runs
         for d in r.inputs.dataset_inputs
-        if result["cases"]["path"] in d.dataset.source
+        if result.cases.path in d.dataset.source
     ]
-    assert ours == [f"medicine/cases@{result['cases']['version']}"], ours
+    assert ours == [f"medicine/cases@{result.cases.version}"], ours
     table = Artifact.get("collect-medicine")
-    assert table is not None and result["cases"]["version"] in str(table.data)
+    assert table is not None and result.cases.version in str(table.data)
     assert Artifact.get("quarantine-medicine") is not None
 
 
@@ -113,14 +113,14 @@ def test_files_bad_input_and_quarantine(fresh_lake: Path) -> None:
     )
     (fb / "huge.csv").write_text("x" * 300_000)
     result = collect(_params(fresh_lake, per_cell=0, max_file_mb=0.2))
-    cases, feedback = result["cases"], result["feedback"]
-    assert cases["valid"] == 2 and cases["quarantined"] == 1
-    assert feedback["valid"] == 2  # c1 (typed.csv) and c4 (mixed.csv)
-    reasons = pl.read_parquet(feedback["quarantine_file"])["reason"].to_list()
+    cases, feedback = result.cases, result.feedback
+    assert cases.valid == 2 and cases.quarantined == 1
+    assert feedback.valid == 2  # c1 (typed.csv) and c4 (mixed.csv)
+    reasons = pl.read_parquet(feedback.quarantine_file)["reason"].to_list()
     assert "rating is not an integer" in reasons
     assert any("not valid UTF-8" in r for r in reasons)
     assert any("over max_file_mb" in r for r in reasons)
-    case_reasons = pl.read_parquet(cases["quarantine_file"])["reason"].to_list()
+    case_reasons = pl.read_parquet(cases.quarantine_file)["reason"].to_list()
     assert any("inputs.facts.age" in r for r in case_reasons)
     processed = sorted(p.name for p in (inbox / "processed").rglob("*.csv"))
     assert processed == ["drop.csv", "header_only.csv", "huge.csv", "mixed.csv", "typed.csv"]
@@ -153,7 +153,7 @@ def test_sql_source(fresh_lake: Path) -> None:
             sql_feedback_query="select * from fb",
         )
     )
-    assert result["cases"]["valid"] == 3 and result["feedback"]["valid"] == 1
+    assert result.cases.valid == 3 and result.feedback.valid == 1
     row = _lake(fresh_lake).scan("medicine", "feedback").collect().row(0, named=True)
     assert row["thumbs"] is True and row["source"] == "sql"
 
@@ -190,7 +190,7 @@ def test_simulated_crash_before_rename_leaves_no_version_and_rerun_completes(
     assert list((fresh_lake / "lake" / "medicine" / "cases").glob(".tmp-*")), "crash residue"
     assert (inbox / "feedback" / "fb.csv").is_file(), "input is not consumed by a failed run"
     result = collect(_params(fresh_lake))
-    assert result["cases"]["version"] == "v00001" and result["feedback"]["valid"] == 1
+    assert result.cases.version == "v00001" and result.feedback.valid == 1
     assert not list((fresh_lake / "lake" / "medicine" / "cases").glob(".tmp-*"))
     assert lake.latest("medicine", "cases").rows == 10
 
@@ -217,17 +217,17 @@ def test_mlflow_feedback_round_trip_and_unknown_trace(fresh_lake: Path) -> None:
     )
     result = collect(params)
     rows = _lake(fresh_lake).scan("medicine", "feedback").collect()
-    assert result["feedback"]["valid"] == rows.height  # every valid row landed
+    assert result.feedback.valid == rows.height  # every valid row landed
     # the session's MLflow store may hold other tests' assessments: read only this trace's
     rows = rows.filter(pl.col("trace_id") == trace_id)
     assert sorted(rows["kind"]) == ["first_wrong_step", "rating"]
     step = rows.filter(pl.col("kind") == "first_wrong_step").row(0, named=True)
     assert step["case_id"] == "c-42" and step["first_wrong_step"] == 2
     assert step["reviewer_id"] == "dr-who" and step["trace_id"] == trace_id
-    reasons = pl.read_parquet(result["feedback"]["quarantine_file"])["reason"].to_list()
+    reasons = pl.read_parquet(result.feedback.quarantine_file)["reason"].to_list()
     assert reasons == ["trace_id points at an unknown trace"]
     again = collect(params)  # the watermark means nothing is read twice
-    assert not again["feedback"]["new_version"] and again["feedback"]["valid"] == 0
+    assert not again.feedback.new_version and again.feedback.valid == 0
 
 
 def test_duplicates_within_and_across_files(fresh_lake: Path) -> None:
@@ -244,10 +244,10 @@ def test_duplicates_within_and_across_files(fresh_lake: Path) -> None:
     )
     rows.write_csv(fb / "a.csv")
     first = collect(_params(fresh_lake, per_cell=0))
-    assert first["feedback"]["valid"] == 3 and first["feedback"]["duplicates"] == 1
+    assert first.feedback.valid == 3 and first.feedback.duplicates == 1
     rows.write_parquet(fb / "b.parquet")  # the same judgements again, another format
     second = collect(_params(fresh_lake, per_cell=0))
-    assert not second["feedback"]["new_version"] and second["feedback"]["duplicates"] == 3
+    assert not second.feedback.new_version and second.feedback.duplicates == 3
     assert _lake(fresh_lake).latest("medicine", "feedback").rows == 2
 
 
@@ -374,7 +374,7 @@ def test_inbox_refuses_links_and_devices_and_never_overwrites(fresh_lake: Path, 
     for run in range(2):
         (fb / "same.csv").write_text("x" * 300_000)  # quarantined whole both times
         result = collect(_params(fresh_lake, per_cell=0, max_file_mb=0.2))
-        bad = pl.read_parquet(result["feedback"]["quarantine_file"])
+        bad = pl.read_parquet(result.feedback.quarantine_file)
         text = bad.write_csv()
         leaked += "do-not-leak" in text or "PONDER" in text
         if run == 0:
@@ -410,21 +410,21 @@ def test_an_id_reused_with_other_content_is_quarantined_naming_both_rows(
     ]
     cases_dir = fresh_lake / "inbox" / "cases"
     pl.DataFrame(rows).write_csv(cases_dir / "ids.csv")
-    first = collect(_params(fresh_lake, per_cell=0))["cases"]
-    assert first["valid"] == 1 and first["quarantined"] == 1
-    bad = pl.read_parquet(first["quarantine_file"])
+    first = collect(_params(fresh_lake, per_cell=0)).cases
+    assert first.valid == 1 and first.quarantined == 1
+    bad = pl.read_parquet(first.quarantine_file)
     reason = bad["reason"][0]
     assert bad["row"][0] == 1 and "row 1 of file:ids.csv" in reason
     assert "row 0 of file:ids.csv" in reason and "MRN-0042" not in bad.write_csv()
     pl.DataFrame(rows[1:2]).write_csv(cases_dir / "later.csv")  # the same conflict, later
-    second = collect(_params(fresh_lake, per_cell=0))["cases"]
-    assert second["quarantined"] == 1 and second["version"] == first["version"]
-    later = pl.read_parquet(second["quarantine_file"])["reason"][0]
+    second = collect(_params(fresh_lake, per_cell=0)).cases
+    assert second.quarantined == 1 and second.version == first.version
+    later = pl.read_parquet(second.quarantine_file)["reason"][0]
     assert "latest committed version" in later
     stored = _lake(fresh_lake).scan("medicine", "cases").collect()
     assert stored["id"].to_list() == ["MRN-0042"]
     assert json.loads(stored["inputs"][0]) == json.loads(rows[0]["inputs"])
-    caught = first["quarantined"] + second["quarantined"]
+    caught = first.quarantined + second.quarantined
     record("duplicate case ids with other content", 2, caught, 2 - caught)
 
 

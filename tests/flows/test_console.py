@@ -24,7 +24,7 @@ def _ponder(home: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_clean_terminal_and_the_library_log(tmp_path: Path) -> None:
-    args = ("collect", "--domain", "medicine", "--per-cell", "1", "--source", "generator")
+    args = ("collect", "--domain", "medicine", "--per-cell", "1", "--sources", "generator")
     done = _ponder(tmp_path / "home", *args)
     terminal = done.stdout + done.stderr
     assert done.returncode == 0, terminal

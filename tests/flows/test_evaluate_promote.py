@@ -63,15 +63,15 @@ def test_equal_challenger_is_not_promoted(fresh_lake, versions, monkeypatch) -> 
     v1, v2 = versions
     _set(champion=v1, challenger=v2)
     out = evaluate_promote(_params())
-    assert not out["promoted"] and out["cases"] == 3 and out["accuracy_diff"] == 0.0
-    assert out["reasons"][0].startswith("FAIL accuracy +0.000")
+    assert not out.promoted and out.cases == 3 and out.accuracy_diff == 0.0
+    assert out.reasons[0].startswith("FAIL accuracy +0.000")
     assert _aliases() == {"champion": v1, "challenger": v2}
     tags = connect().get_model_version(NAME, v2).tags
-    assert tags["ponder.eval.decision"] == "fail" and tags["ponder.eval.run_id"] == out["run_id"]
+    assert tags["ponder.eval.decision"] == "fail" and tags["ponder.eval.run_id"] == out.run_id
     assert tags["ponder.eval.dataset"] == f"{DOMAIN}/cases@v00001"
-    run = connect().get_run(out["run_id"])
+    run = connect().get_run(out.run_id)
     assert {"challenger.accuracy", "champion.ece", "ci_low"} <= set(run.data.metrics)
-    assert "plots/compare.png" in {a.path for a in connect().list_artifacts(out["run_id"], "plots")}
+    assert "plots/compare.png" in {a.path for a in connect().list_artifacts(out.run_id, "plots")}
 
 
 def _seed_one_answer(root: Path, value: int = 2, n: int = 4) -> None:
@@ -113,8 +113,8 @@ def test_a_broken_challenger_is_refused_with_real_inference(
     vg, vb = (str(register_hf_dir(p, NAME).version) for p in (good, broken))
     _set(champion=vg, challenger=vb)
     out = evaluate_promote(_params(gate={"max_cost_ratio": 100.0}))  # accuracy alone decides
-    assert out["cases"] == 4 and out["accuracy_diff"] == -1.0 and not out["promoted"]
-    assert out["reasons"][0].startswith("FAIL accuracy -1.000")
+    assert out.cases == 4 and out.accuracy_diff == -1.0 and not out.promoted
+    assert out.reasons[0].startswith("FAIL accuracy -1.000")
     assert _aliases() == {"champion": vg, "challenger": vb}
     assert connect().get_model_version(NAME, vb).tags["ponder.eval.decision"] == "fail"
     _set(champion=vb, challenger=vg)  # positive control, through the CLI: the gate says yes
@@ -142,15 +142,15 @@ def test_a_first_challenger_must_beat_its_base_model(fresh_lake, tmp_path, monke
     _set(challenger=worse)
     gate = {"max_cost_ratio": 100.0, "floor": 0.0}
     out = evaluate_promote(_params(gate=gate))
-    assert not out["promoted"] and out["champion"] is None
-    assert out["baseline"] == f"models:/{NAME}/{base_good}" and out["accuracy_diff"] == -1.0
-    assert out["reasons"][0] == "PASS no champion yet: accuracy 0.000 >= floor 0.000"
-    assert out["reasons"][1].startswith("FAIL accuracy -1.000")
+    assert not out.promoted and out.champion is None
+    assert out.baseline == f"models:/{NAME}/{base_good}" and out.accuracy_diff == -1.0
+    assert out.reasons[0] == "PASS no champion yet: accuracy 0.000 >= floor 0.000"
+    assert out.reasons[1].startswith("FAIL accuracy -1.000")
     assert "champion" not in _aliases()
     better = register_hf_dir(good, NAME, tags={"ponder.base": f"models:/{NAME}/{base_broken}"})
     _set(challenger=str(better.version))  # positive control: it beats its base, promoted
     out = evaluate_promote(_params(gate=gate))
-    assert out["promoted"] and out["reasons"][1].startswith("PASS accuracy +1.000")
+    assert out.promoted and out.reasons[1].startswith("PASS accuracy +1.000")
     assert _aliases()["champion"] == str(better.version)
     lineage = SimpleNamespace(tags={"ponder.base": f"models:/{NAME}/{base_good}"})
     assert ep._baseline(lineage, ev.GateConfig(first_baseline="none")) is None  # floor alone
@@ -160,7 +160,7 @@ def test_a_first_challenger_must_beat_its_base_model(fresh_lake, tmp_path, monke
 def _canned(correct: dict[str, list[bool]]):
     """Stand-in for inference (named): per-model verdicts on the same four cases."""
 
-    def predict(params, dataset, uri):
+    def predict(params, ctx, *, dataset, uri):
         verdicts = correct[uri.rsplit("/", 1)[1]]
         n = len(verdicts)
         return pl.DataFrame(
@@ -193,7 +193,7 @@ def test_better_is_promoted_worse_is_not_and_a_failed_step_rolls_back(
     events: list[dict] = []
     monkeypatch.setattr(ponder_events, "emit_event", lambda **kw: events.append(kw))
     out = evaluate_promote(_params())
-    assert out["promoted"] and all(r.startswith("PASS") for r in out["reasons"])
+    assert out.promoted and all(r.startswith("PASS") for r in out.reasons)
     assert [e["event"] for e in events] == ["ponder.policy.promoted"]
     assert _aliases() == {"champion": v2, "challenger": v2, "previous": v1}
     champion = get_version(parse_models_uri(f"models:/{NAME}@champion"))
@@ -202,7 +202,7 @@ def test_better_is_promoted_worse_is_not_and_a_failed_step_rolls_back(
     # the old champion, now worse than the new one, comes back as challenger: refused
     _set(champion=v2, challenger=v1, previous=v1)
     monkeypatch.setattr(ep, "_predict", _canned({v1: [True] * 10 + bad[10:], v2: good}))
-    assert not evaluate_promote(_params())["promoted"]
+    assert not evaluate_promote(_params()).promoted
     assert _aliases()["champion"] == v2
     # a step after the alias move fails: the transaction puts the aliases back
     _set(champion=v1, challenger=v2)

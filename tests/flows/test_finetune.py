@@ -59,11 +59,11 @@ def test_finetune_registers_challenger_and_resumes(
     out = finetune(_params(tiny_model, prm=str(tiny_prm)))
     (event,) = events  # evaluate-promote's trigger
     assert event["event"] == "ponder.policy.challenger"
-    assert event["payload"]["uri"] == f"models:/{model_name(DOMAIN, 'policy')}/{out['version']}"
-    assert out["steps"] == 2 and out["rows"] == 4
+    assert event["payload"]["uri"] == f"models:/{model_name(DOMAIN, 'policy')}/{out.version}"
+    assert out.steps == 2 and out.rows == 4
     client = connect()
     version = client.get_model_version_by_alias(model_name(DOMAIN, "policy"), "challenger")
-    assert str(version.version) == out["version"]
+    assert str(version.version) == out.version
     tags = version.tags
     assert tags["ponder.dataset"].startswith(f"{DOMAIN}/cases@v00001:")
     assert tags["ponder.base"].startswith("path:") and tags["ponder.config_hash"]
@@ -71,9 +71,9 @@ def test_finetune_registers_challenger_and_resumes(
     assert tags["ponder.prm"].startswith("path:") and tags["ponder.orm"] == "none"
     import mlflow
 
-    run = mlflow.get_run(out["run_id"])
+    run = mlflow.get_run(out.run_id)
     assert "train_loss" in run.data.metrics or "loss" in run.data.metrics
-    arts = {a.path for a in client.list_artifacts(out["run_id"], "plots")}
+    arts = {a.path for a in client.list_artifacts(out.run_id, "plots")}
     assert "plots/reward_curves.png" in arts
 
 
@@ -83,23 +83,23 @@ def test_resume_after_an_interrupt_continues_the_same_run(fresh_lake, tiny_model
     import flows.finetune as flow_module
 
     _seed(fresh_lake, n=3)  # other data than the test above: its own work folder
-    real = flow_module.train_grpo
+    real = flow_module.grpo_job
 
-    def killed_after_step_1(rows, start, work, funcs, weights, cfg, **kw):
-        real(rows, start, work, funcs, weights, cfg.model_copy(update={"grpo_max_steps": 1}), **kw)
+    def killed_after_step_1(rows, start, work, rewards, *, cfg, **kw):
+        real(rows, start, work, rewards, cfg=cfg.model_copy(update={"grpo_max_steps": 1}), **kw)
         raise KeyboardInterrupt("interrupted after checkpoint-1")
 
-    monkeypatch.setattr(flow_module, "train_grpo", killed_after_step_1)
+    monkeypatch.setattr(flow_module, "grpo_job", killed_after_step_1)
     folders = Path(get_settings().home, "runs", "finetune")
     before = set(folders.glob("*"))
     with pytest.raises(BaseException, match="interrupted"):
         finetune(_params(tiny_model))
-    monkeypatch.setattr(flow_module, "train_grpo", real)
+    monkeypatch.setattr(flow_module, "grpo_job", real)
     (work,) = set(folders.glob("*")) - before  # this run's own folder, not the newest one
     killed_run = (work / "mlflow_run_id").read_text()
     assert [p.name for p in (work / "grpo-checkpoints").glob("checkpoint-*")] == ["checkpoint-1"]
     out = finetune(_params(tiny_model))
-    assert out["run_id"] == killed_run and out["steps"] == 2
+    assert out.run_id == killed_run and out.steps == 2
     assert sorted(p.name for p in (work / "grpo-checkpoints").glob("checkpoint-*")) == [
         "checkpoint-1",
         "checkpoint-2",
@@ -112,11 +112,11 @@ def test_isolated_training_reports_into_the_same_run(fresh_lake, tiny_model) -> 
     _seed(fresh_lake, n=2)
     train = TRAIN.model_copy(update={"isolate": True, "grpo_max_steps": 1})
     out = finetune(_params(tiny_model, train=train))
-    assert out["steps"] == 1
+    assert out.steps == 1
     client = connect()
-    history = client.get_metric_history(out["run_id"], "reward")
+    history = client.get_metric_history(out.run_id, "reward")
     assert [m.step for m in history] == [1]
-    assert (Path(out["work_dir"]) / "progress").read_text() == "1"
+    assert (Path(out.work_dir) / "progress").read_text() == "1"
 
 
 def test_bad_input(fresh_lake, tiny_model, tiny_reward_model) -> None:
@@ -165,7 +165,9 @@ def test_curriculum_band_and_zero_variance() -> None:
     rewards = ft.reward_setup(d, {}, None)
     funcs, weights = rewards.build(), rewards.weight_values
     gen = _Canned(easy + hard, solved={easy[0].id})  # easy[1] and hard never solved
-    kept, report = ft.curriculum.fn(rows, gen, d, funcs, weights, 4, 64, (0.1, 0.9))
+    kept, report = ft.curriculum.fn(
+        rows, gen, d, funcs, weights=weights, samples=4, max_tokens=64, band=(0.1, 0.9)
+    )
     assert report["pass_rate_by_difficulty"] == {1: 0.25, 4: 0.0}
     assert report["levels"] == [1] and report["in_band"]
     assert [r["case"] for r in kept] == [easy[0].model_dump_json()]

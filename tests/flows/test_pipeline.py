@@ -12,7 +12,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ValidationError
 
 from domains.errors import PonderError
-from flows.pipeline import PipelineParams, run_stage
+from flows.pipeline import PipelineParams, PipelineResult, run_stage
 from models.registry import connect, model_name
 from models.settings import get_settings
 from tests.aliases import clear_aliases
@@ -59,17 +59,18 @@ def _params(tiny: Path, **kw) -> PipelineParams:
     return PipelineParams(**(base | kw))
 
 
-def _through_the_cli(params: PipelineParams, tmp_path: Path, monkeypatch) -> dict:
+def _through_the_cli(params: PipelineParams, tmp_path: Path, monkeypatch) -> PipelineResult:
     """``ponder pipeline --config`` on ``params`` written as YAML: exit code 0, the summary
     printed; returns the flow's result as the CLI received it (wrapped, not replaced)."""
     import yaml
     from typer.testing import CliRunner
 
     import flows.cli as cli
+    from flows import views
 
-    seen: list[dict] = []
-    show = cli._show_pipeline
-    monkeypatch.setattr(cli, "_show_pipeline", lambda out: (seen.append(out), show(out)))
+    seen: list = []
+    show = views.pipeline
+    monkeypatch.setattr(views, "pipeline", lambda out: (seen.append(out), show(out)))
     config = tmp_path / "pipeline.yaml"
     config.write_text(yaml.safe_dump(params.model_dump(mode="json", exclude_unset=True)))
     done = CliRunner().invoke(cli.app, ["pipeline", "--config", str(config)])
@@ -87,28 +88,29 @@ def test_pipeline_runs_every_stage_and_passes_references(
     for kind in ("policy", "orm", "prm"):
         clear_aliases(model_name(DOMAIN, kind))
     out = _through_the_cli(_params(tiny_model), tmp_path, monkeypatch)
-    refs, stages = out["references"], out["stages"]
-    assert list(stages) == ["collect", "rollouts", "refresh", "finetune", "evaluate", "infer"]
-    assert refs["cases"] == f"lake:cases@{stages['collect']['cases']['version']}"
+    refs, stages = out.references, out.stages
+    ran = [name for name, result in stages if result is not None]
+    assert ran == ["collect", "rollouts", "refresh", "finetune", "evaluate", "infer"]
+    assert refs.cases == f"lake:cases@{stages.collect.cases.version}"
     policy = model_name(DOMAIN, "policy")
     # finetune's challenger is what evaluate judged, and (floor 0, no champion) promoted
-    assert refs["challenger"] == f"models:/{policy}/{stages['finetune']['version']}"
-    assert stages["evaluate"]["challenger"] == stages["finetune"]["version"]
-    assert stages["evaluate"]["promoted"] and refs["champion"] == refs["challenger"]
+    assert refs.challenger == f"models:/{policy}/{stages.finetune.version}"
+    assert stages.evaluate.challenger == stages.finetune.version
+    assert stages.evaluate.promoted and refs.champion == refs.challenger
     # the final scoring used the new champion, on the collected cases
-    assert stages["infer"]["model"] == f"models:/{policy}/{stages['finetune']['version']}"
-    version = refs["cases"].rsplit("@", 1)[1]
-    assert stages["infer"]["input"] == f"lake:{DOMAIN}/cases@{version}[test]"
-    assert Path(stages["infer"]["report"]).is_file()
+    assert stages.infer.model == f"models:/{policy}/{stages.finetune.version}"
+    version = refs.cases.rsplit("@", 1)[1]
+    assert stages.infer.input == f"lake:{DOMAIN}/cases@{version}[test]"
+    assert Path(stages.infer.report).is_file()
     # the ORM the refresh promoted is the one finetune trained against
-    orm = stages["refresh"]["orm"]
-    run = connect().get_run(stages["finetune"]["run_id"])
+    orm = stages.refresh.orm
+    run = connect().get_run(stages.finetune.run_id)
     # aliases were cleared and the floor is 0, so a held-out metric must be promoted
-    assert orm["heldout_examples"] > 0 and orm["decision"] == "promoted", orm
-    assert refs["orm"] == f"models:/{model_name(DOMAIN, 'orm')}/{orm['version']}"
-    assert run.data.params["orm"] == refs["orm"]
-    champion = [r for r in out["registry"] if r["name"] == policy and "champion" in r["aliases"]]
-    assert champion[0]["version"] == stages["finetune"]["version"]
+    assert orm.heldout_examples > 0 and orm.decision == "promoted", orm
+    assert refs.orm == f"models:/{model_name(DOMAIN, 'orm')}/{orm.version}"
+    assert run.data.params["orm"] == refs.orm
+    champion = [r for r in out.registry if r["name"] == policy and "champion" in r["aliases"]]
+    assert champion[0]["version"] == stages.finetune.version
 
 
 class Probe(BaseModel):
@@ -172,7 +174,7 @@ def test_an_isolated_vllm_stage_returns(fresh_lake, tiny_model, monkeypatch) -> 
         return run_stage("flows.infer:infer", cfg, isolate=True)
 
     out = parent()
-    assert out["cases"] > 0 and out["version"]
+    assert out.cases > 0 and out.version
 
 
 def test_a_failing_isolated_stage_raises_its_error() -> None:

@@ -244,7 +244,7 @@ def test_no_planted_identifier_leaves_the_lake(fresh_lake, tiny_model, monkeypat
     caplog.set_level(logging.INFO)
     params = {"domain": "medicine", "inbox": fresh_lake / "inbox", "sources": ["files"]}
     got = collect(CollectParams(**params, per_cell=0, check_traces=False))
-    assert got["cases"]["valid"] == CASES
+    assert got.cases.valid == CASES
     out = infer(
         InferParams(
             domain="medicine",
@@ -258,16 +258,16 @@ def test_no_planted_identifier_leaves_the_lake(fresh_lake, tiny_model, monkeypat
         )
     )
     stages = _later_stages(str(tiny_model))
-    assert stages["refresh"]["status"] == "trained" and stages["evaluate"]["cases"] > 0
+    assert stages["refresh"].status == "trained" and stages["evaluate"].cases > 0
     settings, lake = get_settings(), Lake(fresh_lake / "lake")
     uploaded = [p for p in Path(settings.artifact_root).rglob("completions/*") if p.is_file()]
     assert uploaded, "TRL's completion sample was uploaded (and is scanned below)"
     # positive controls: the raw lake holds them, and the policy's answers repeat them
     raw = set(_leaks(ids, _files_text(lake.latest("medicine", "cases").path)))
     assert raw == ids, f"not found in the raw lake: {sorted(ids - raw)[:10]}"
-    predictions = lake.scan("medicine", "predictions", out["version"]).collect()
+    predictions = lake.scan("medicine", "predictions", out.version).collect()
     assert len(_leaks(ids, "\n".join(predictions["text"]))) == 1000
-    report = Path(out["report"]).read_text()
+    report = Path(out.report).read_text()
     assert "[NAME-" in report and "[MRN-" in report
     artifacts, api_logs = _prefect_text(since)
     assert CONTROL in api_logs, "the log reader sees this test's own runs"

@@ -132,25 +132,25 @@ def test_refresh_registers_challengers_and_gates(fresh_lake, tiny_model, vllm_en
         clear_aliases(model_name(DOMAIN, kind))
     lake = _seed_lake(fresh_lake, tiny_model)
     first = refresh_reward(_params(tiny_model))
-    assert first["status"] == "trained", first
-    assert first["pairs_verifier"] > 0 and first["contradictory"] == 2
-    assert first["step_paths_monte_carlo"] > 0 and first["step_paths_reviewer"] == 1
-    assert first["pairs_rating"] + first["pairs_explicit"] >= 1
+    assert first.status == "trained", first
+    assert first.counts["pairs_verifier"] > 0 and first.counts["contradictory"] == 2
+    assert first.counts["step_paths_monte_carlo"] > 0 and first.counts["step_paths_reviewer"] == 1
+    assert first.counts["pairs_rating"] + first.counts["pairs_explicit"] >= 1
     client = connect()
     for kind in ("orm", "prm"):
-        res = first[kind]
+        res = getattr(first, kind)
         version = client.get_model_version_by_alias(model_name(DOMAIN, kind), "challenger")
-        assert str(version.version) == res["version"]
-        assert version.tags["ponder.gate.decision"] == res["decision"]
+        assert str(version.version) == res.version
+        assert version.tags["ponder.gate.decision"] == res.decision
         assert "ponder.metric.train_examples" in version.tags
-    orm = first["orm"]
-    assert orm["heldout_examples"] > 0 and orm["heldout_accuracy"] >= 0.75, orm
-    assert orm["decision"] == "promoted"
+    orm = first.orm
+    assert orm.heldout_examples > 0 and orm.heldout_accuracy >= 0.75, orm
+    assert orm.decision == "promoted"
     assert lake.latest(DOMAIN, "pairs") is not None and lake.latest(DOMAIN, "steps") is not None
     quarantine = pl.read_parquet(lake.dataset_dir(DOMAIN, "pairs") / "_quarantine" / "*.parquet")
     assert quarantine["reason"].str.contains("contradictory").sum() == 2
     long = quarantine["reason"].str.contains("max_length").sum()
-    assert long == orm["too_long"], "every too-long pair is quarantined with its reason"
+    assert long == orm.too_long, "every too-long pair is quarantined with its reason"
 
     # The promoted ORM now scores inference (--scorer learned).
     scored = infer(
@@ -168,8 +168,8 @@ def test_refresh_registers_challengers_and_gates(fresh_lake, tiny_model, vllm_en
             scorer="learned",
         )
     )
-    preds = lake.scan(DOMAIN, "predictions", scored["version"]).collect()
-    assert preds["scorer"].str.starts_with(f"orm@v{orm['version']}").all()
+    preds = lake.scan(DOMAIN, "predictions", scored.version).collect()
+    assert preds["scorer"].str.starts_with(f"orm@v{orm.version}").all()
 
     # Careless reviewers prefer a guess over the reference on every training case; trained
     # on their preferences alone, the challenger is worse on held-out verified pairs.
@@ -185,17 +185,17 @@ def test_refresh_registers_challengers_and_gates(fresh_lake, tiny_model, vllm_en
         update={"source_weights": {"explicit": 4.0, "verifier": 0.0}, "models": ["orm"]}
     )
     worse = refresh_reward(params)
-    res = worse["orm"]
-    assert res["decision"] == "kept_challenger", res
-    assert res["heldout_accuracy"] < orm["heldout_accuracy"]
-    assert res["champion_heldout_accuracy"] == pytest.approx(orm["heldout_accuracy"])
+    res = worse.orm
+    assert res.decision == "kept_challenger", res
+    assert res.heldout_accuracy < orm.heldout_accuracy
+    assert res.champion_heldout_accuracy == pytest.approx(orm.heldout_accuracy)
     champion = client.get_model_version_by_alias(model_name(DOMAIN, "orm"), "champion")
-    assert str(champion.version) == orm["version"]
+    assert str(champion.version) == orm.version
 
 
 def test_no_feedback_skips_without_registering(fresh_lake, tiny_model) -> None:
     out = refresh_reward(_params(tiny_model).model_copy(update={"domain": "finance_risk"}))
-    assert out["status"] == "skipped" and "nothing to learn from" in out["reason"]
+    assert out.status == "skipped" and "nothing to learn from" in out.reason
     names = [m.name for m in connect().search_registered_models()]
     assert model_name("finance_risk", "orm") not in names
 

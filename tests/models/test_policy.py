@@ -87,7 +87,9 @@ def test_sft_then_grpo_moves_weights_and_sees_columns(tiny_model: Path, tmp_path
         seen.append({"n": len(completions), "case": case[0]})
         return [float(i % 2) for i in range(len(completions))]
 
-    out, history = train_grpo(ROWS, sft, tmp_path / "rl", [probe], [1.0], CFG, report_to=())
+    out, history = train_grpo(
+        ROWS, sft, tmp_path / "rl", [probe], weights=[1.0], cfg=CFG, report_to=()
+    )
     assert seen and json.loads(seen[0]["case"])["id"] in {c.id for c in CASES}
     assert max(h.get("step", 0) for h in history) == 2
     after = _weights(out)
@@ -101,11 +103,13 @@ def test_resume_continues_the_step_count(tiny_model: Path, tmp_path: Path) -> No
         calls.append(len(completions))
         return [float(i % 2) for i in range(len(completions))]
 
-    train_grpo(ROWS, tiny_model, tmp_path, [const], [1.0], CFG, report_to=())
+    train_grpo(ROWS, tiny_model, tmp_path, [const], weights=[1.0], cfg=CFG, report_to=())
     assert latest_checkpoint(tmp_path / "grpo-checkpoints").name == "checkpoint-2"
     first = len(calls)
     longer = CFG.model_copy(update={"grpo_max_steps": 3})
-    _, history = train_grpo(ROWS, tiny_model, tmp_path, [const], [1.0], longer, report_to=())
+    _, history = train_grpo(
+        ROWS, tiny_model, tmp_path, [const], weights=[1.0], cfg=longer, report_to=()
+    )
     assert max(h["step"] for h in history) == 3
     assert len(calls) - first == first // 2, "resumed at step 2: only step 3 generates"
     assert latest_checkpoint(tmp_path / "grpo-checkpoints").name == "checkpoint-3"
@@ -120,9 +124,9 @@ def test_bad_configs_are_refused(tiny_model: Path, tiny_reward_model: Path, tmp_
         check_causal_lm(tiny_reward_model)
     check_causal_lm(tiny_model)
     with pytest.raises(PonderError, match="2 weights for 1"):
-        train_grpo(ROWS, tiny_model, tmp_path, [lambda **k: []], [1.0, 2.0], CFG)
+        train_grpo(ROWS, tiny_model, tmp_path, [lambda **k: []], weights=[1.0, 2.0], cfg=CFG)
     with pytest.raises(PonderError, match="no GRPO rows"):
-        train_grpo([], tiny_model, tmp_path, [lambda **k: []], [1.0], CFG)
+        train_grpo([], tiny_model, tmp_path, [lambda **k: []], weights=[1.0], cfg=CFG)
 
 
 def test_grpo_with_the_calculator_uses_the_tool_rollout(tiny_model: Path, tmp_path: Path) -> None:
@@ -135,6 +139,8 @@ def test_grpo_with_the_calculator_uses_the_tool_rollout(tiny_model: Path, tmp_pa
         return [0.0] * len(completions)
 
     one = CFG.model_copy(update={"grpo_max_steps": 1})
-    train_grpo(ROWS, tiny_model, tmp_path, [probe], [1.0], one, report_to=(), tools=["calc"])
+    train_grpo(
+        ROWS, tiny_model, tmp_path, [probe], weights=[1.0], cfg=one, report_to=(), tools=["calc"]
+    )
     assert seen and "calc_calls" in seen[0]
     assert len(seen[0]["calc_calls"]) == len(seen[0]["case"])

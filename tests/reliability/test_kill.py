@@ -31,9 +31,9 @@ pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.reliabilit
 DOMAIN = "medicine"
 RUN = (
     "import json, sys\n"
-    "from flows.pipeline import _load, _schema\n"
-    "fn = _load(sys.argv[1])\n"
-    "out = fn(_schema(fn)(**json.loads(sys.argv[2])))\n"
+    "from flows.options import flow_schema\nfrom flows.pipeline import load_ref\n"
+    "fn = load_ref(sys.argv[1])\n"
+    "out = fn(flow_schema(fn)(**json.loads(sys.argv[2])))\n"
 )
 KILLED = -signal.SIGKILL
 

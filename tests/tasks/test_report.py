@@ -64,7 +64,7 @@ def _page(tmp_path: Path) -> Path:
         }
     )
     path = tmp_path / "report.html"
-    path.write_text(render("test batch", preds, {"c1": tree}, {"c1": text}, {"model": "m"}))
+    path.write_text(render("test batch", preds, {"c1": tree}, {"c1": text}, meta={"model": "m"}))
     return path
 
 
@@ -87,7 +87,12 @@ def test_injected_input_is_shown_escaped(injection: str) -> None:
     )
     pages = [
         render(
-            "t", preds, {"c1": tree}, {"c1": text}, {}, inputs={"c1": (f"Na 140\n{t}", f"4 {t}")}
+            "t",
+            preds,
+            {"c1": tree},
+            {"c1": text},
+            meta={},
+            inputs={"c1": (f"Na 140\n{t}", f"4 {t}")},
         )
         for t in ("", injection)
     ]
@@ -157,7 +162,12 @@ def test_calculator_steps_are_marked_as_computed() -> None:
         }
     )
     page = render(
-        "calc", preds, {"c1": tree}, {"c1": ""}, {}, inputs={"c1": ("Na 140 <b>", '{"value": 16}')}
+        "calc",
+        preds,
+        {"c1": tree},
+        {"c1": ""},
+        meta={},
+        inputs={"c1": ("Na 140 <b>", '{"value": 16}')},
     )
     assert "Na 140 &lt;b&gt;" in page and "expected answer: <code>{&quot;value&quot;: 16}" in page
     assert "2 computed" in page and page.count("<mark class='exact'") == 2
