@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRA  ?= cpu
 
-.PHONY: install browser demo test e2e reliability bench bench-quality bench-reward bench-rl bench-compute bench-loop lint clean
+.PHONY: install browser demo test e2e reliability bench bench-quality bench-reward bench-rl bench-compute bench-loop bench-sft lint clean
 
 install: $(STAMP)
 
@@ -85,6 +85,11 @@ SUITE ?= formulas-hard
 LOOP_ARGS ?=
 bench-loop: install
 	$(PY) -m bench.loop --suite $(SUITE) $(LOOP_ARGS)
+
+# ~20 minutes on 2 cores: the first half of bench-loop's round 1 (SFT alone on the same
+# cases), held-out accuracy per calculator; to compare reference formats quickly.
+bench-sft: install
+	$(PY) -m bench.sft --suite $(SUITE)
 
 lint: install
 	$(VENV)/bin/ruff check --fix .

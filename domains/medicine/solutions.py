@@ -103,12 +103,22 @@ def _total(result: PointsResult) -> str:
 # -- formulas --------------------------------------------------------------------------------
 
 
+def _unit(w: Work, name: str, v: Stated, target: str, convert: str | None) -> str:
+    """One unit line that restates the note's unit before deciding: "calcium is in mmol/L,
+    convert to mg/dL: <<2.7 * 4.008>> = 10.8216 mg/dL" or "calcium is in mg/dL, no
+    conversion: 10.8 mg/dL". The model copies the unit (which it reads well), and the
+    branch follows the token it just wrote; with the decision first ("calcium in mg/dL:"
+    or "calcium 10.8 mg/dL (no conversion)") it converted values already in the target
+    unit (bench-loop, formulas-hard: most wrong corrected-calcium and BMI answers)."""
+    if convert is None:
+        w.say(f"{name} is in {v.unit}, no conversion: {v.number} {target}")
+        return v.number
+    return w.calc(f"{name} is in {v.unit}, convert to {target}", convert, target)
+
+
 def _weight(w: Work, values: dict[str, Stated]) -> str:
     v = values["weight_kg"]
-    if v.unit == "lb":
-        return w.calc("weight in kg", f"{v.number} * {LB}", "kg")
-    w.say(f"weight {v.number} kg (no conversion)")
-    return v.number
+    return _unit(w, "weight", v, "kg", f"{v.number} * {LB}" if v.unit == "lb" else None)
 
 
 def _height_cm(w: Work, values: dict[str, Stated]) -> tuple[str, str]:
@@ -116,18 +126,15 @@ def _height_cm(w: Work, values: dict[str, Stated]) -> tuple[str, str]:
     v = values["height_cm"]
     if v.unit == "in":
         ft, inch = v.number.split(" ft ")
-        inches = w.calc("height in inches", f"{ft} * 12 + {inch}", "in")
+        inches = w.calc("height is in ft and in, convert to inches", f"{ft} * 12 + {inch}", "in")
         return w.calc("height in cm", f"{inches} * 2.54", "cm"), inches
-    w.say(f"height {v.number} cm (no conversion)")
-    return v.number, f"{v.number} / 2.54"
+    return _unit(w, "height", v, "cm", None), f"{v.number} / 2.54"
 
 
 def _creatinine(w: Work, values: dict[str, Stated]) -> str:
     v = values["creatinine"]
-    if v.unit == "umol/L":
-        return w.calc("creatinine in mg/dL", f"{v.number} / 88.4", "mg/dL")
-    w.say(f"creatinine {v.number} mg/dL (no conversion)")
-    return v.number
+    umol = v.unit == "umol/L"
+    return _unit(w, "creatinine", v, "mg/dL", f"{v.number} / 88.4" if umol else None)
 
 
 def _bmi(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
@@ -185,10 +192,10 @@ def _anion_gap(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
     # every number a call needs sits on the line or two just above it: with Na, Cl and
     # HCO3 restated together, the SFT model copied Cl's value into Na's slot
     # (<<118 - (118 + 13)>>, 6 of 11 demo cases); Na comes last, next to its call
-    for name, number in (("Cl", cl), ("HCO3", hco3)):
-        w.say(f"{name} {number} mmol/L (no conversion)")
+    for name, key in (("Cl", "chloride"), ("HCO3", "bicarbonate")):
+        _unit(w, name, values[key], "mmol/L", None)
     total = w.calc("Cl + HCO3", f"{cl} + {hco3}", "mmol/L")
-    w.say(f"Na {na} mmol/L (no conversion)")
+    _unit(w, "Na", values["sodium"], "mmol/L", None)
     w.calc("anion gap = Na - (Cl + HCO3)", f"{na} - {total}", "mmol/L")
     return ["Units and compute:\n" + "\n".join(w.lines)]
 
@@ -196,16 +203,9 @@ def _anion_gap(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
 def _corrected_calcium(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
     w = Work()
     ca, alb = values["calcium"], values["albumin"]
-    if ca.unit == "mmol/L":
-        ca_mg = w.calc("calcium in mg/dL", f"{ca.number} * 4.008", "mg/dL")
-    else:
-        w.say(f"calcium {ca.number} mg/dL (no conversion)")
-        ca_mg = ca.number
-    if alb.unit == "g/L":
-        alb_g = w.calc("albumin in g/dL", f"{alb.number} / 10", "g/dL")
-    else:
-        w.say(f"albumin {alb.number} g/dL (no conversion)")
-        alb_g = alb.number
+    mmol, g_l = ca.unit == "mmol/L", alb.unit == "g/L"
+    ca_mg = _unit(w, "calcium", ca, "mg/dL", f"{ca.number} * 4.008" if mmol else None)
+    alb_g = _unit(w, "albumin", alb, "g/dL", f"{alb.number} / 10" if g_l else None)
     w.calc(
         "corrected calcium = Ca + 0.8 x (4 - albumin)", f"{ca_mg} + 0.8 * (4 - {alb_g})", "mg/dL"
     )
@@ -223,11 +223,8 @@ def _meld_na(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
     w = Work()
     scr = _creatinine(w, values)
     bili = values["bilirubin"]
-    if bili.unit == "umol/L":
-        bili_mg = w.calc("bilirubin in mg/dL", f"{bili.number} / 17.1", "mg/dL")
-    else:
-        w.say(f"bilirubin {bili.number} mg/dL (no conversion)")
-        bili_mg = bili.number
+    umol = bili.unit == "umol/L"
+    bili_mg = _unit(w, "bilirubin", bili, "mg/dL", f"{bili.number} / 17.1" if umol else None)
     units = "\n".join(w.lines)
     b = Work()
     if f.has("dialysis_twice_last_week"):
