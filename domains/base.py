@@ -357,18 +357,26 @@ def domain_names() -> list[str]:
     return sorted(DOMAINS)
 
 
+_DISCOVERED: list[bool] = []  # non-empty once the entry points have been read
+
+
 def _discover() -> None:
-    """The one discovery path: every ``ponder.domains`` entry point, loaded once. The
-    built-in domains are declared there too (pyproject.toml), so a plug-in package and a
-    built-in domain are found the same way, and this module imports neither."""
+    """The one discovery path: every ``ponder.domains`` entry point, loaded once per process
+    (every stage's params validate their domain, so this must not re-read package metadata
+    each time). The built-in domains are declared there too (pyproject.toml), so a plug-in
+    package and a built-in domain are found the same way, and this module imports neither."""
+    if _DISCOVERED:
+        return
     for ep in entry_points(group="ponder.domains"):
         if ep.name not in DOMAINS:
             register(ep.load())
+    _DISCOVERED.append(True)
 
 
 def _known_domain(name: str) -> str:
-    if name not in domain_names():
-        raise ValueError(f"unknown domain {name!r}; use one of {domain_names()}")
+    names = domain_names()
+    if name not in names:
+        raise ValueError(f"unknown domain {name!r}; use one of {names}")
     return name
 
 
