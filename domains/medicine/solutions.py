@@ -116,6 +116,14 @@ def _unit(w: Work, name: str, v: Stated, target: str, convert: str | None) -> st
     return w.calc(f"{name} is in {v.unit}, convert to {target}", convert, target)
 
 
+def _layout(units: Work, compute: Work) -> list[str]:
+    """The two steps every formula calculator starts with: "Units:" (one line per input,
+    its unit restated) and then "Compute:". One layout for all: with three layouts across
+    the four demo formulas, GRPO round 1 moved anion gap to BMI's and added a wrong third
+    step to every answer (bench-loop, formulas-hard: 87.5% -> 25%)."""
+    return ["Units:\n" + "\n".join(units.lines), "Compute:\n" + "\n".join(compute.lines)]
+
+
 def _weight(w: Work, values: dict[str, Stated]) -> str:
     v = values["weight_kg"]
     return _unit(w, "weight", v, "kg", f"{v.number} * {LB}" if v.unit == "lb" else None)
@@ -142,10 +150,9 @@ def _bmi(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
     kg = _weight(w, values)
     cm, _ = _height_cm(w, values)
     metres = w.calc("height in m", f"{cm} / 100", "m")
-    units = "\n".join(w.lines)
-    w = Work()
-    w.calc("BMI = weight / height^2", f"{kg} / {metres} ** 2", "kg/m^2")
-    return [f"Units:\n{units}", "Compute:\n" + "\n".join(w.lines)]
+    c = Work()
+    c.calc("BMI = weight / height^2", f"{kg} / {metres} ** 2", "kg/m^2")
+    return _layout(w, c)
 
 
 def _cockcroft_gault(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
@@ -153,8 +160,7 @@ def _cockcroft_gault(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
     kg = _weight(w, values)
     cm, inches = _height_cm(w, values)
     scr = _creatinine(w, values)
-    units = "\n".join(w.lines)
-    w = Work()
+    units, w = w, Work()
     metres = w.calc("height in m", f"{cm} / 100", "m")
     bmi = float(w.calc("BMI", f"{kg} / {metres} ** 2", "kg/m^2"))
     base = "50" if f.sex == "M" else "45.5"
@@ -179,44 +185,44 @@ def _cockcroft_gault(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
         f"(140 - {f.age}) * {used}{sex} / (72 * {scr})",
         "mL/min",
     )
-    return [
-        f"Units:\n{units}",
-        "Compute:\n" + "\n".join(w.lines),
-        "Weight rule and clearance:\n" + "\n".join(weights.lines),
-    ]
+    return _layout(units, w) + ["Weight rule and clearance:\n" + "\n".join(weights.lines)]
 
 
 def _anion_gap(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
-    w = Work()
     na, cl, hco3 = (values[k].number for k in ("sodium", "chloride", "bicarbonate"))
-    # every number a call needs sits on the line or two just above it: with Na, Cl and
-    # HCO3 restated together, the SFT model copied Cl's value into Na's slot
-    # (<<118 - (118 + 13)>>, 6 of 11 demo cases); Na comes last, next to its call
-    for name, key in (("Cl", "chloride"), ("HCO3", "bicarbonate")):
-        _unit(w, name, values[key], "mmol/L", None)
+    # every number a call needs sits on its own line: with Na, Cl and HCO3 restated
+    # together and one call for all, the SFT model copied Cl's value into Na's slot
+    # (<<118 - (118 + 13)>>, 6 of 11 demo cases); the gap's label restates Na's value
+    units = Work()
+    for name, key in (("Cl", "chloride"), ("HCO3", "bicarbonate"), ("Na", "sodium")):
+        _unit(units, name, values[key], "mmol/L", None)
+    w = Work()
     total = w.calc("Cl + HCO3", f"{cl} + {hco3}", "mmol/L")
-    _unit(w, "Na", values["sodium"], "mmol/L", None)
-    w.calc("anion gap = Na - (Cl + HCO3)", f"{na} - {total}", "mmol/L")
-    return ["Units and compute:\n" + "\n".join(w.lines)]
+    w.calc(f"anion gap = Na {na} - (Cl + HCO3)", f"{na} - {total}", "mmol/L")
+    return _layout(units, w)
 
 
 def _corrected_calcium(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
-    w = Work()
+    units = Work()
     ca, alb = values["calcium"], values["albumin"]
     mmol, g_l = ca.unit == "mmol/L", alb.unit == "g/L"
-    ca_mg = _unit(w, "calcium", ca, "mg/dL", f"{ca.number} * 4.008" if mmol else None)
-    alb_g = _unit(w, "albumin", alb, "g/dL", f"{alb.number} / 10" if g_l else None)
+    ca_mg = _unit(units, "calcium", ca, "mg/dL", f"{ca.number} * 4.008" if mmol else None)
+    alb_g = _unit(units, "albumin", alb, "g/dL", f"{alb.number} / 10" if g_l else None)
+    w = Work()
     w.calc(
         "corrected calcium = Ca + 0.8 x (4 - albumin)", f"{ca_mg} + 0.8 * (4 - {alb_g})", "mg/dL"
     )
-    return ["Units and compute:\n" + "\n".join(w.lines)]
+    return _layout(units, w)
 
 
 def _qtc(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
+    units = Work()
+    hr = _unit(units, "HR", values["hr"], "bpm", None)
+    qt = _unit(units, "QT", values["qt_ms"], "ms", None)
     w = Work()
-    rr = w.calc("RR interval = 60 / HR", f"60 / {values['hr'].number}", "s")
-    w.calc("QTc = QT / sqrt(RR)", f"{values['qt_ms'].number} / sqrt({rr})", "ms")
-    return ["Compute:\n" + "\n".join(w.lines)]
+    rr = w.calc("RR interval = 60 / HR", f"60 / {hr}", "s")
+    w.calc("QTc = QT / sqrt(RR)", f"{qt} / sqrt({rr})", "ms")
+    return _layout(units, w)
 
 
 def _meld_na(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
@@ -225,7 +231,6 @@ def _meld_na(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
     bili = values["bilirubin"]
     umol = bili.unit == "umol/L"
     bili_mg = _unit(w, "bilirubin", bili, "mg/dL", f"{bili.number} / 17.1" if umol else None)
-    units = "\n".join(w.lines)
     b = Work()
     if f.has("dialysis_twice_last_week"):
         b.say("dialysed twice in the past week: creatinine counts as 4.0")
@@ -248,8 +253,7 @@ def _meld_na(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
         m.say(f"MELD(i) {meld_i} <= 11: no sodium adjustment")
         whole = meld_i
     m.calc("capped at 40", f"min({whole}, 40)")
-    out = [f"Units:\n{units}"] if units else []
-    return out + ["Bounds:\n" + "\n".join(b.lines), "Compute:\n" + "\n".join(m.lines)]
+    return _layout(w, b) + ["Score:\n" + "\n".join(m.lines)]
 
 
 FORMULAS: dict[str, Callable[[PatientFacts, dict[str, Stated]], list[str]]] = {
