@@ -238,9 +238,11 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--out", type=Path, default=Path(".ponder/bench"))
     args = parser.parse_args()
+    from tasks.context import StageContext
     from tasks.infer import resolve_model
 
-    _, exact, local = resolve_model.fn("medicine", args.model)  # the same engine the flow uses
+    # the same model resolution and engine the flow uses
+    _, exact, local = resolve_model.fn(StageContext.open("medicine"), model=args.model)
     engine = get_generator(ModelSpec(model=str(local), max_model_len=args.max_model_len), "vllm")
     print(f"# bench/infer model={exact} engine={engine.backend}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -192,6 +192,7 @@ def held_out(domain: str, version: str, model: str, args: argparse.Namespace) ->
 
     from flows.infer import InferParams, infer
     from models.settings import get_settings
+    from tasks.context import StageContext
     from tasks.evaluate import ece
     from tasks.lake import Lake
     from tasks.reward import load_cases
@@ -217,7 +218,7 @@ def held_out(domain: str, version: str, model: str, args: argparse.Namespace) ->
         .sort("case_id")
     )
     correct = frame["correct"].fill_null(False).cast(pl.Float64).to_numpy()
-    cases, _ = load_cases(Lake(get_settings().lake_root), domain)
+    cases, _ = load_cases(StageContext.open(domain))
     return {
         "case_id": frame["case_id"].to_list(),
         "family": [_group(cases[c]) for c in frame["case_id"]],
@@ -343,15 +344,13 @@ def simulated_labels(domain: str, predictions: str, inbox: Path, cap: int) -> in
     returns how many."""
     import polars as pl
 
-    from domains.base import get_domain
-    from models.settings import get_settings
-    from tasks.lake import Lake
+    from tasks.context import StageContext
     from tasks.report import load_trees
     from tasks.reward import load_cases
 
-    lake = Lake(get_settings().lake_root)
-    d = get_domain(domain)
-    cases, _ = load_cases(lake, domain)
+    ctx = StageContext.open(domain)
+    lake, d = ctx.lake, ctx.domain
+    cases, _ = load_cases(ctx)
     path = lake.info(domain, "predictions", predictions).path / "trees.parquet"
     rows = []
     for case_id, tree in load_trees(pl.read_parquet(path)).items():

@@ -39,16 +39,14 @@ def _args() -> argparse.Namespace:
 def sft_only(domain: str, version: str, args: argparse.Namespace) -> Path:
     """SFT on the train split exactly as bench.loop's ``tune`` configures it."""
     from bench.loop import BASE
-    from domains.base import get_domain
     from models.policy import PolicyTrainConfig, train_sft
-    from models.settings import get_settings
+    from tasks.context import StageContext
     from tasks.finetune import training_rows
     from tasks.infer import resolve_model
-    from tasks.lake import Lake
 
-    d = get_domain(domain)
-    lake = Lake(get_settings().lake_root)
-    rows, _ = training_rows(lake, d, version, None, difficulties=None, tools=d.active_tools(None))
+    ctx = StageContext.open(domain)
+    tools = ctx.domain.active_tools(None)
+    rows, _ = training_rows(ctx, version=version, family=None, difficulties=None, tools=tools)
     cfg = PolicyTrainConfig(
         sft_max_steps=args.sft_steps,
         sft_learning_rate=args.sft_lr,
@@ -57,7 +55,7 @@ def sft_only(domain: str, version: str, args: argparse.Namespace) -> Path:
         max_completion_length=args.max_tokens,
         max_length=3072,
     )
-    _, _, base = resolve_model(domain, BASE)
+    _, _, base = resolve_model(ctx, model=BASE)
     return train_sft(rows[: args.max_rows], base, args.out / "sft", cfg)
 
 

@@ -330,11 +330,10 @@ def report_cmd(
     output: Annotated[Path | None, typer.Option(help="HTML file to write.")] = None,
 ) -> None:
     """Render the HTML report (cases + collapsible thought trees) of a predictions version."""
-    from models.settings import get_settings
-    from tasks.lake import Lake
+    from tasks.context import StageContext
     from tasks.tracking import report_version
 
-    target = report_version(Lake(get_settings().lake_root), domain, version, output)
+    target = report_version(StageContext.open(domain), version=version, output=output)
     console.print(f"wrote {target}")
 
 

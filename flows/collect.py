@@ -36,7 +36,6 @@ from tasks.collect import (
 )
 from tasks.context import StageContext
 from tasks.events import FEEDBACK_READY, announce
-from tasks.lake import Lake
 from tasks.records import normalize_feedback, validate_cases
 
 Source = Literal["generator", "files", "sql", "mlflow_feedback"]
@@ -163,33 +162,33 @@ def collect(params: CollectParams | None = None) -> CollectResult:
     ctx.settings.apply_environment()
     lake, log = ctx.lake, get_run_logger()
     inbox = params.inbox or ctx.settings.home / "inbox"
-    cases, feedback = gather(params, inbox)
+    cases, feedback = gather(ctx, params, inbox)
     watermark_key = f"mlflow_feedback-{params.mlflow_experiment}"
     newest, seen = None, None
     if "mlflow_feedback" in params.sources:
         state = lake.state(params.domain, watermark_key)
         frame, newest, seen = feedback_from_mlflow(
-            params.domain,
-            params.mlflow_experiment,
-            int(state.get("last_ms", 0)),
-            case_refs(lake, params.domain),
+            ctx,
+            experiment=params.mlflow_experiment,
+            watermark_ms=int(state.get("last_ms", 0)),
+            refs=case_refs(ctx),
         )
         feedback.frames.append(normalize_feedback(frame.lazy(), "mlflow"))
         feedback.sources.append(f"mlflow:{params.mlflow_experiment}>{state.get('last_ms', 0)}")
     known = None
     if params.check_traces:  # reuse the trace listing the mlflow source already made
         known = seen if seen is not None else known_traces(params)
-    summary_c = commit_cases(lake, params.domain, cases, ctx.run_id)
-    summary_f = commit_feedback(lake, params.domain, feedback, ctx.run_id, known)
+    summary_c = commit_cases(ctx, batch=cases)
+    summary_f = commit_feedback(ctx, batch=feedback, known_traces=known)
     failpoint("collect.committed")
     mark_processed(cases.files, inbox, summary_c["version"])
     mark_processed(feedback.files, inbox, summary_f["version"])
     if newest is not None:
         lake.save_state(params.domain, watermark_key, {"last_ms": newest})
     summaries = [summary_c, summary_f]
-    notify_feedback(lake, params.domain, summary_f, params.refresh_min_feedback)
-    record_in_mlflow(params.domain, summaries, params.model_dump(mode="json"))
-    publish_artifacts(params.domain, summaries, lake)
+    notify_feedback(ctx, summary=summary_f, threshold=params.refresh_min_feedback)
+    record_in_mlflow(ctx, summaries=summaries, params=params.model_dump(mode="json"))
+    publish_artifacts(ctx, summaries=summaries)
     for s in summaries:
         log.info(
             "%s: %s",
@@ -199,9 +198,10 @@ def collect(params: CollectParams | None = None) -> CollectResult:
     return CollectResult(cases=summary_c, feedback=summary_f)
 
 
-def notify_feedback(lake: Lake, domain: str, summary: dict, threshold: int) -> bool:
+def notify_feedback(ctx: StageContext, *, summary: dict, threshold: int) -> bool:
     """Count new feedback rows across runs; at ``threshold`` emit the event that triggers
     ``refresh_reward`` (see deployments) and start counting again."""
+    lake, domain = ctx.lake, ctx.name
     state = lake.state(domain, "feedback-pending")
     pending = int(state.get("rows", 0)) + summary["valid"] - summary["duplicates"]
     fire = pending >= threshold
@@ -211,20 +211,18 @@ def notify_feedback(lake: Lake, domain: str, summary: dict, threshold: int) -> b
     return fire
 
 
-def gather(params: CollectParams, inbox: Path) -> tuple[Batch, Batch]:
+def gather(ctx: StageContext, params: CollectParams, inbox: Path) -> tuple[Batch, Batch]:
     """Run the case and feedback sources the params ask for."""
-    from domains.base import get_domain
-
     cases, feedback = Batch(), Batch()
     split = (params.train, params.eval)
     if "generator" in params.sources and params.per_cell:
         _merge(
             cases,
             from_generator(
-                params.domain,
-                params.per_cell,
-                params.seed,
-                params.train,
+                ctx,
+                per_cell=params.per_cell,
+                seed=params.seed,
+                train=params.train,
                 eval_=params.eval,
                 families=params.families,
                 difficulties=params.difficulties,
@@ -232,13 +230,22 @@ def gather(params: CollectParams, inbox: Path) -> tuple[Batch, Batch]:
             ),
         )
     if "files" in params.sources:
-        _merge(cases, cases_from_files(params.domain, inbox, *split, params.max_file_mb))
+        _merge(
+            cases,
+            cases_from_files(
+                ctx,
+                inbox=inbox,
+                train=params.train,
+                eval_=params.eval,
+                max_file_mb=params.max_file_mb,
+            ),
+        )
         _merge(feedback, feedback_from_files(inbox, params.max_file_mb))
     if "sql" in params.sources and params.sql_uri:
         uri = SqlSource(uri=params.sql_uri, password=sql_password(params.sql_password_secret))
         if params.sql_cases_query:
             raw = from_sql("cases", uri, params.sql_cases_query).to_dicts()
-            good, bad = validate_cases(get_domain(params.domain), raw, "sql", *split)
+            good, bad = validate_cases(ctx.domain, raw, "sql", *split)
             _merge(cases, Batch(rows=good, rejected=bad, sources=["sql"], rows_in=len(raw)))
         if params.sql_feedback_query:
             frame = from_sql("feedback", uri, params.sql_feedback_query)

@@ -130,9 +130,9 @@ def finetune(params: FinetuneParams | None = None) -> FinetuneResult:
     domain = ctx.domain
     tools = domain.active_tools(params.tools)
     rows, version = _rows(params, ctx, tools)
-    uri, base_version, base = resolve_model(params.domain, params.base_model)
+    uri, base_version, base = resolve_model(ctx, model=params.base_model)
     check_causal_lm(base)
-    paths, learned = _learned(params)
+    paths, learned = _learned(ctx, params)
     rewards = ft.reward_setup(domain, paths, params.reward_weights, params.prm_aggregate)
     key = ft.config_hash(
         {"p": params.model_dump(exclude={"resume"}), "data": version, "base": base_version}
@@ -206,10 +206,9 @@ def _train_and_register(
 def _rows(params: FinetuneParams, ctx: StageContext, tools: list[str]) -> tuple[list[dict], str]:
     """The train rows of the cases version (identifiers learned), refused when empty."""
     rows, version = ft.training_rows(
-        ctx.lake,
-        ctx.domain,
-        params.dataset_version,
-        params.family,
+        ctx,
+        version=params.dataset_version,
+        family=params.family,
         difficulties=params.difficulties,
         tools=tools,
     )
@@ -283,31 +282,34 @@ def _curriculum(
     return kept, report
 
 
-def _learned(params: FinetuneParams) -> tuple[dict[str, str], dict[str, str | None]]:
+def _learned(
+    ctx: StageContext, params: FinetuneParams
+) -> tuple[dict[str, str], dict[str, str | None]]:
     """Local directories of the learned reward models configured (ORM, PRM), and their
     version labels (None when not used)."""
     paths: dict[str, str] = {}
     versions: dict[str, str | None] = {"orm": None, "prm": None}
     for kind, ref in (("orm", params.orm), ("prm", params.prm)):
-        found = _reward_model(params.domain, kind, ref)
+        found = _reward_model(ctx, kind, ref)
         if found is not None:
             versions[kind], path = found
             paths[kind] = str(path)
     return paths, versions
 
 
-def _reward_model(domain: str, kind: str, ref: str | None) -> tuple[str, Path] | None:
+def _reward_model(ctx: StageContext, kind: str, ref: str | None) -> tuple[str, Path] | None:
     """``(exact version, local path)`` of a reward model reference; None when not set, or
     when 'champion' is asked for and there is none yet."""
     if ref is None:
         return None
     if ref == "champion":
         try:
-            _, exact, path = resolve_model(domain, f"models:/{model_name(domain, kind)}@champion")
+            champion = f"models:/{model_name(ctx.name, kind)}@champion"
+            _, exact, path = resolve_model(ctx, model=champion)
         except PonderError:
             return None
         return exact, path
-    _, exact, path = resolve_model(domain, ref)
+    _, exact, path = resolve_model(ctx, model=ref)
     return exact, path
 
 

@@ -132,13 +132,13 @@ def infer(params: InferParams | None = None) -> InferResult:
     params = params or InferParams()
     ctx = StageContext.open(params.domain)
     lake, log = ctx.lake, get_run_logger()
-    cases, rejected, label = load_cases(lake, params.domain, params.input, params.split)
+    cases, rejected, label = load_cases(ctx, source=params.input, split=params.split)
     learn_identifiers(params.domain, [c.inputs for c in cases])
     _quarantine(ctx, rejected, run_id=ctx.run_id, source=label)
     if not cases:
         log.warning("empty input %s: nothing to score", label)
         return InferResult(cases=0, input=label, version=None, rejected=len(rejected))
-    uri, exact, local = resolve_model(params.domain, params.model)
+    uri, exact, local = resolve_model(ctx, model=params.model)
     spec = ModelSpec(model=str(local), max_model_len=params.max_model_len, dtype=params.dtype)
     domain = ctx.domain
     tools = domain.active_tools(params.tools)
@@ -153,13 +153,20 @@ def infer(params: InferParams | None = None) -> InferResult:
     meta = {"model_uri": uri, "model_version": exact, "run_key": key, "input": label}
     scorer = _scorer(params, domain, fitting)
     _search_shards(
-        params, fitting, generator=generator, tools=tools, out_dir=out_dir, meta=meta, scorer=scorer
+        ctx,
+        params,
+        fitting,
+        generator=generator,
+        tools=tools,
+        out_dir=out_dir,
+        meta=meta,
+        scorer=scorer,
     )
-    version, frame = commit_predictions(lake, params.domain, out_dir, [label, exact])
+    version, frame = commit_predictions(ctx, out_dir=out_dir, sources=[label, exact])
     summary = log_inference_run(
-        params.model_dump(),
-        frame,
-        lake=lake,
+        ctx,
+        params=params.model_dump(),
+        frame=frame,
         version=version,
         out_dir=out_dir,
         cases=fitting,
@@ -206,6 +213,7 @@ def _quarantine(
 
 
 def _search_shards(
+    ctx: StageContext,
     params: InferParams,
     cases: list,
     *,
@@ -225,10 +233,10 @@ def _search_shards(
     )
     for n, shard in enumerate(shards):
         search_shard(
-            n,
-            shard,
-            params.domain,
-            params.strategy,
+            ctx,
+            index=n,
+            cases=shard,
+            strategy=params.strategy,
             cfg=params.search_config(),
             generator=generator,
             scorer=scorer,

@@ -9,13 +9,11 @@ MLflow, registers the challengers and promotes each only through the gate.
 from __future__ import annotations
 
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import mlflow
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from domains.base import Domain, DomainName
@@ -26,14 +24,12 @@ from models.redaction import learn as learn_identifiers
 from models.registry import connect, ensure_experiment, model_name, register_hf_dir
 from models.reward import RMTrainConfig, train_orm
 from models.runs import tracked_run
-from models.settings import get_settings
 from tasks import reward as rw
 from tasks import reward_data as rd
 from tasks.artifacts import table_artifact
 from tasks.context import StageContext
 from tasks.events import REWARD_PROMOTED, announce
 from tasks.infer import resolve_model
-from tasks.lake import Lake
 
 # a pair source's resampling weight: finite, not negative, and bounded
 Weight = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
@@ -139,21 +135,21 @@ def refresh_reward(params: RefreshParams | None = None) -> RefreshResult:
     """Build data, train challengers, evaluate against champions, register and gate."""
     params = params or RefreshParams()
     ctx = StageContext.open(params.domain)
-    log, lake, domain, run_id = get_run_logger(), ctx.lake, ctx.domain, ctx.run_id
-    cases, splits = rw.load_cases(lake, params.domain)
+    log, domain = get_run_logger(), ctx.domain
+    cases, splits = rw.load_cases(ctx)
     learn_identifiers(params.domain, [c.inputs for c in cases.values()])
-    feedback = rw.load_feedback(lake, params.domain)
-    trees = rw.load_all_trees(lake, params.domain)
+    feedback = rw.load_feedback(ctx)
+    trees = rw.load_all_trees(ctx)
     if feedback.height == 0 and not trees:
         msg = f"no feedback and no stored predictions for {params.domain}: nothing to learn from"
         log.warning("%s; run `ponder collect` / `ponder infer` first. No model registered.", msg)
         return RefreshResult(status="skipped", reason=msg)
     refs = feedback["trace_id"].to_list() if feedback.height else []
     index = {**rd.tree_completions(trees), **rd.trace_completions(refs)}
-    _, _, policy_dir = resolve_model(params.domain, params.policy)
+    _, _, policy_dir = resolve_model(ctx, model=params.policy)
     backbone = _backbone(params, policy_dir)
     data = _build(params, domain, cases, feedback, trees=trees, index=index, policy_dir=policy_dir)
-    _store(lake, params.domain, data, run_id)
+    _store(ctx, data)
     if not data.pairs and not data.steps:
         msg = "feedback and predictions gave no usable pairs or step targets"
         log.warning("%s (see lake quarantine). No model registered.", msg)
@@ -169,7 +165,7 @@ def refresh_reward(params: RefreshParams | None = None) -> RefreshResult:
         results.single_source = _warn_single_source(log, data)
         for kind in params.models:
             decision = _refresh_one(
-                kind, params, domain, cases, splits=splits, data=data, backbone=backbone
+                ctx, kind, params, cases=cases, splits=splits, data=data, backbone=backbone
             )
             setattr(results, kind, RMDecision(**decision))
     table_artifact(
@@ -231,13 +227,14 @@ def _build(
     )
 
 
-def _store(lake: Lake, domain: str, data: rw.RewardData, run_id: str) -> None:
+def _store(ctx: StageContext, data: rw.RewardData) -> None:
     """The training data as lake versions (provenance), rejects to quarantine."""
+    lake, domain = ctx.lake, ctx.name
     if data.pairs:
         lake.write_version(domain, "pairs", rw.pairs_frame(data.pairs), ["refresh_reward"])
     if data.steps:
         lake.write_version(domain, "steps", rw.steps_frame(data.steps), ["refresh_reward"])
-    lake.quarantine(domain, "pairs", rw.rejected_frame(data.rejected), run_id)
+    lake.quarantine(domain, "pairs", rw.rejected_frame(data.rejected), ctx.run_id)
 
 
 def _warn_single_source(log: Any, data: rw.RewardData) -> str | None:
@@ -257,17 +254,18 @@ def _warn_single_source(log: Any, data: rw.RewardData) -> str | None:
 
 
 def _refresh_one(
+    ctx: StageContext,
     kind: str,
     params: RefreshParams,
-    domain: Domain,
-    cases: dict,
     *,
+    cases: dict,
     splits: dict,
     data: rw.RewardData,
     backbone: Path,
 ) -> dict[str, Any]:
     """Train, evaluate against the champion, register the challenger, gate it."""
-    rows, long = _encoded(kind, params, domain, cases, data=data, backbone=backbone)
+    rows, long = _encoded(ctx, kind, params, cases=cases, data=data, backbone=backbone)
+    domain = ctx.domain
     train, held = rw.heldout(rows, splits)
     if kind == "orm":  # source weights shape training only; held-out pairs count once each
         train = rd.weighted(train, params.source_weights, params.train.seed)
@@ -306,11 +304,11 @@ def _refresh_one(
 
 
 def _encoded(
+    ctx: StageContext,
     kind: str,
     params: RefreshParams,
-    domain: Domain,
-    cases: dict,
     *,
+    cases: dict,
     data: rw.RewardData,
     backbone: Path,
 ) -> tuple[list, list]:
@@ -320,13 +318,10 @@ def _encoded(
     tok = AutoTokenizer.from_pretrained(backbone)
     encode = rw.tokenize_pairs if kind == "orm" else rw.tokenize_steps
     examples = data.pairs if kind == "orm" else data.steps
-    rows, long = encode(tok, domain, cases, examples, params.train.max_length)
+    rows, long = encode(tok, ctx.domain, cases, examples, params.train.max_length)
     mlflow.log_metric(f"{kind}_too_long", len(long))
     dataset = "pairs" if kind == "orm" else "steps"
-    run_id = flow_run.get_id() or uuid.uuid4().hex
-    Lake(get_settings().lake_root).quarantine(
-        params.domain, dataset, rw.rejected_frame(long), f"{run_id}-{kind}-too-long"
-    )
+    ctx.lake.quarantine(ctx.name, dataset, rw.rejected_frame(long), f"{ctx.run_id}-{kind}-too-long")
     if long:
         get_run_logger().warning(
             "%d %s examples exceed max_length %d (quarantined, not trained on)",

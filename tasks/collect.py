@@ -22,8 +22,8 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from domains.base import get_domain
 from domains.loading import read_rows
+from tasks.context import StageContext
 from tasks.lake import Lake, VersionInfo
 from tasks.records import (
     FEEDBACK_SCHEMA,
@@ -51,13 +51,13 @@ class Batch:
     rows_in: int = 0
 
 
-@task
+@task(cache_policy=NO_CACHE)  # the context is not a cache key
 def from_generator(
-    domain: str,
+    ctx: StageContext,
+    *,
     per_cell: int,
     seed: int,
     train: float,
-    *,
     eval_: float,
     families: Sequence[str] | None = None,
     difficulties: Sequence[int] = (1, 2, 3, 4, 5),
@@ -65,7 +65,7 @@ def from_generator(
 ) -> Batch:
     """``per_cell`` synthetic cases per family x difficulty; with ``where``, only cases whose
     inputs match (``Domain.generate``)."""
-    d = get_domain(domain)
+    d = ctx.domain
     label = f"generator:seed={seed},n={per_cell}" + (f",where={where}" if where else "")
     batch = Batch(sources=[label])
     names = sorted(families or d.families)
@@ -115,13 +115,13 @@ def free_path(target: Path) -> Path:
     return target.with_name(f"{target.stem}-{stamp}-{uuid.uuid4().hex[:8]}{target.suffix}")
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def cases_from_files(
-    domain: str, inbox: Path, train: float, eval_: float, max_file_mb: float
+    ctx: StageContext, *, inbox: Path, train: float, eval_: float, max_file_mb: float
 ) -> Batch:
     """Case files dropped in ``<inbox>/cases/``."""
     batch = Batch()
-    d = get_domain(domain)
+    d = ctx.domain
     for path in inbox_files(inbox, "cases"):
         batch.files.append(path)
         batch.sources.append(f"file:{path.name}")
@@ -232,15 +232,15 @@ def experiment_traces(experiment: str) -> list[Any]:
     )
 
 
-@task(retries=2, retry_delay_seconds=[2, 10])
+@task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def feedback_from_mlflow(
-    domain: str, experiment: str, watermark_ms: int, refs: dict[str, str] | None = None
+    ctx: StageContext, *, experiment: str, watermark_ms: int, refs: dict[str, str] | None = None
 ) -> tuple[pl.DataFrame, int, set[str]]:
     """Human feedback assessments on traces created or updated after the watermark, the new
     watermark, and the ids of all traces seen (for the unknown-trace check). ``refs`` maps
     a trace's case reference back to the case id (``case_refs``)."""
     traces = experiment_traces(experiment)
-    rows, newest = [], watermark_ms
+    rows, newest, domain = [], watermark_ms, ctx.name
     for trace in traces:
         if (trace.info.tags or {}).get("ponder.domain", domain) != domain:
             continue  # feedback on another domain's trace
@@ -258,16 +258,13 @@ def feedback_from_mlflow(
     return frame, newest, {t.info.trace_id for t in traces}
 
 
-def case_refs(lake: Lake, domain: str) -> dict[str, str]:
+def case_refs(ctx: StageContext) -> dict[str, str]:
     """Case reference (as traces and reports show it) -> case id, for the domain's cases."""
-    from models.redaction import redactor
-
-    latest = lake.latest(domain, "cases")
+    latest = ctx.lake.latest(ctx.name, "cases")
     if latest is None:
         return {}
-    red = redactor(domain)
-    ids = lake.scan(domain, "cases", latest.version).select("id").collect()["id"]
-    return {red.case_ref(i): i for i in ids}
+    ids = ctx.lake.scan(ctx.name, "cases", latest.version).select("id").collect()["id"]
+    return {ctx.redactor.case_ref(i): i for i in ids}
 
 
 def _trace_case(trace: Any, refs: dict[str, str]) -> str | None:
@@ -310,10 +307,11 @@ def assessment_row(
     return row
 
 
-@task
-def commit_cases(lake: Lake, domain: str, batch: Batch, run_id: str) -> dict[str, Any]:
+@task(cache_policy=NO_CACHE)
+def commit_cases(ctx: StageContext, *, batch: Batch) -> dict[str, Any]:
     """Dedup against the latest version and write a new one when anything is new; a row
     that reuses an id with other content is quarantined."""
+    lake, domain = ctx.lake, ctx.name
     latest = lake.latest(domain, "cases")
     rows, reused = drop_duplicate_ids(batch.rows, _committed(lake, latest, batch.rows))
     batch.rejected += reused
@@ -334,7 +332,7 @@ def commit_cases(lake: Lake, domain: str, batch: Batch, run_id: str) -> dict[str
         batch.sources,
         extra={"splits": dict(zip(splits["split"], splits["len"], strict=True))},
     )
-    quarantined = lake.quarantine(domain, "cases", _reject_frame(batch.rejected), run_id)
+    quarantined = lake.quarantine(domain, "cases", _reject_frame(batch.rejected), ctx.run_id)
     return _summary(
         "cases",
         batch,
@@ -363,12 +361,13 @@ def _committed(
     return {r[0]: tuple(r[1:]) for r in old.iter_rows()}
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def commit_feedback(
-    lake: Lake, domain: str, batch: Batch, run_id: str, known_traces: set[str] | None
+    ctx: StageContext, *, batch: Batch, known_traces: set[str] | None
 ) -> dict[str, Any]:
     """Validate (vectorized, one streaming pass staged to Parquet), dedup, and write a new
     feedback version when anything is new."""
+    lake, domain, run_id = ctx.lake, ctx.name, ctx.run_id
     if not batch.frames:
         batch.frames.append(normalize_feedback(pl.DataFrame(schema=FEEDBACK_SCHEMA).lazy(), "-"))
     staged = lake.stage(domain, "feedback", run_id)
@@ -488,8 +487,10 @@ def _summary(
     }
 
 
-@task  # not retried: a retry could log a second run; connect() retries reaching the server
-def record_in_mlflow(domain: str, summaries: list[dict[str, Any]], params: dict[str, Any]) -> str:
+@task(cache_policy=NO_CACHE)  # not retried: a retry could log a second run (connect() retries)
+def record_in_mlflow(
+    ctx: StageContext, *, summaries: list[dict[str, Any]], params: dict[str, Any]
+) -> str:
     """A ``collect`` MLflow run with each dataset version as a dataset input."""
     import warnings
 
@@ -501,7 +502,7 @@ def record_in_mlflow(domain: str, summaries: list[dict[str, Any]], params: dict[
     from models.runs import tracked_run
 
     connect()
-    exp_id = ensure_experiment()
+    exp_id, domain = ensure_experiment(), ctx.name
     with tracked_run(f"collect-{domain}", experiment_id=exp_id) as run:
         mlflow.log_params({k: str(v)[:250] for k, v in params.items()})
         for s in summaries:
@@ -527,10 +528,12 @@ def record_in_mlflow(domain: str, summaries: list[dict[str, Any]], params: dict[
     return run.info.run_id
 
 
-@task
-def publish_artifacts(domain: str, summaries: list[dict[str, Any]], lake: Lake) -> None:
+@task(cache_policy=NO_CACHE)
+def publish_artifacts(ctx: StageContext, *, summaries: list[dict[str, Any]]) -> None:
     """A table of counts and a markdown summary of quarantine reasons (Prefect artifacts)."""
     from tasks.artifacts import markdown_artifact, table_artifact
+
+    domain = ctx.name
 
     table = [
         {

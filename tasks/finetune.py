@@ -23,24 +23,24 @@ from domains.errors import PonderError
 from domains.rewards import combined_weights
 from models.engine import Generator, SamplingConfig
 from models.policy import RewardSpec
+from tasks.context import StageContext
 from tasks.infer import row_case
-from tasks.lake import Lake
 
 RewardFn = Callable[..., list[float | None]]
 
 
-@task
+@task(cache_policy=NO_CACHE)  # the context is not a cache key
 def training_rows(
-    lake: Lake,
-    domain: Domain,
+    ctx: StageContext,
+    *,
     version: str | None,
     family: str | None,
-    *,
     difficulties: list[int] | None,
     tools: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """Train-split cases as GRPO/SFT rows (prompt, case JSON, reference), and the version
     label ``vNNNNN:<content hash>`` (the work folder and lineage tags key on content)."""
+    lake, domain = ctx.lake, ctx.domain
     info = (
         lake.info(domain.name, "cases", version) if version else lake.latest(domain.name, "cases")
     )

@@ -19,17 +19,19 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from domains.base import Case, Domain, ParseFailure, get_domain
+from domains.base import Case, Domain, ParseFailure
 from domains.errors import PonderError
 from models.engine import Generator
 from models.search import SearchConfig, run_search
 from models.search.base import Problem, Scorer, SearchResult
-from tasks.lake import Lake, tmp_beside
+from tasks.context import StageContext
+from tasks.lake import tmp_beside
 
 
-@task
-def resolve_model(domain: str, model: str | None) -> tuple[str, str, Path]:
-    """(uri or path, exact version label, local dir), resolved once per run."""
+@task(cache_policy=NO_CACHE)  # the context is not a cache key
+def resolve_model(ctx: StageContext, *, model: str | None) -> tuple[str, str, Path]:
+    """(uri or path, exact version label, local dir), resolved once per run: a path, a
+    ``models:/`` URI, or (None) the domain's policy champion, else the base policy's."""
     from mlflow.exceptions import MlflowException
 
     from models.loading import ModelSpec, resolve_model_dir
@@ -41,7 +43,10 @@ def resolve_model(domain: str, model: str | None) -> tuple[str, str, Path]:
     candidates = (
         [model]
         if model
-        else [f"models:/{model_name(domain, 'policy')}@champion", f"models:/{BASE_POLICY}@champion"]
+        else [
+            f"models:/{model_name(ctx.name, 'policy')}@champion",
+            f"models:/{BASE_POLICY}@champion",
+        ]
     )
     client = connect()
     for uri in candidates:
@@ -80,12 +85,12 @@ def learned_scorer(domain: str) -> Scorer:
     return RewardScorer(**models)  # type: ignore[arg-type]
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def load_cases(
-    lake: Lake, domain: str, source: str, split: str | None
+    ctx: StageContext, *, source: str, split: str | None
 ) -> tuple[list[Case], list[dict[str, Any]], str]:
     """Cases from ``lake:cases[@vNNNNN]`` or a file; returns (cases, rejected, input label)."""
-    d = get_domain(domain)
+    lake, domain = ctx.lake, ctx.name
     if source.startswith("lake:"):
         _, _, version = source.partition("@")
         info = lake.info(domain, "cases", version) if version else lake.latest(domain, "cases")
@@ -100,7 +105,7 @@ def load_cases(
             frame = frame.filter(pl.col("split") == split)
         cases = [row_case(r) for r in frame.sort("id").collect().iter_rows(named=True)]
         return cases, [], f"lake:{domain}/cases@{info.version}" + (f"[{split}]" if split else "")
-    loaded = d.load(Path(source))
+    loaded = ctx.domain.load(Path(source))
     label = f"file:{Path(source).name}:{_file_digest(Path(source))}"
     return sorted(loaded.cases, key=lambda c: c.id), loaded.rejected, label
 
@@ -160,11 +165,11 @@ def fits(
 
 @task(cache_policy=NO_CACHE)  # engine and scorer are not hashable inputs
 def search_shard(
+    ctx: StageContext,
+    *,
     index: int,
     cases: list[Case],
-    domain: str,
     strategy: str,
-    *,
     cfg: SearchConfig,
     generator: Generator,
     scorer: Scorer,
@@ -176,7 +181,7 @@ def search_shard(
     target = out_dir / f"shard-{index:05d}.parquet"
     if target.is_file():
         return target
-    d = get_domain(domain)
+    d = ctx.domain
     problems = [
         Problem(
             id=c.id, prompt=d.prompt(c, tools), answer_of=lambda text, c=c: answer_key(d, c, text)
@@ -232,7 +237,7 @@ def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
 
 @task(cache_policy=NO_CACHE)
 def commit_predictions(
-    lake: Lake, domain: str, out_dir: Path, sources: list[str]
+    ctx: StageContext, *, out_dir: Path, sources: list[str]
 ) -> tuple[str | None, pl.DataFrame]:
     """All shards of the run as one predictions version (trees copied alongside)."""
     from tasks.lake import row_hash
@@ -240,8 +245,8 @@ def commit_predictions(
     frame = pl.read_parquet(out_dir / "shard-*.parquet")
     frame = frame.with_columns(row_hash(["case_id", "run_key"]))
     trees = pl.read_parquet(out_dir / "trees-*.parquet")
-    info = lake.write_version(
-        domain, "predictions", frame, sources, attachments={"trees.parquet": trees}
+    info = ctx.lake.write_version(
+        ctx.name, "predictions", frame, sources, attachments={"trees.parquet": trees}
     )
-    latest = info or lake.latest(domain, "predictions")
+    latest = info or ctx.lake.latest(ctx.name, "predictions")
     return (latest.version if latest else None), frame

@@ -23,8 +23,9 @@ from models.prm import ProcessRM, auroc, mc_step_returns, step_rows, tree_td_tar
 from models.reward import OutcomeRM, encode_segments
 from models.search.tree import ThoughtTree
 from tasks import reward_data as rd
+from tasks.context import StageContext
 from tasks.infer import row_case
-from tasks.lake import Lake, row_hash
+from tasks.lake import row_hash
 from tasks.report import load_trees
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,9 @@ class RewardData:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def load_cases(lake: Lake, domain: str) -> tuple[dict[str, Case], dict[str, str]]:
+def load_cases(ctx: StageContext) -> tuple[dict[str, Case], dict[str, str]]:
     """All collected cases by id, and each case's split."""
+    lake, domain = ctx.lake, ctx.name
     if lake.latest(domain, "cases") is None:
         return {}, {}
     rows = lake.scan(domain, "cases").collect().iter_rows(named=True)
@@ -52,13 +54,15 @@ def load_cases(lake: Lake, domain: str) -> tuple[dict[str, Case], dict[str, str]
     return cases, splits
 
 
-def load_feedback(lake: Lake, domain: str) -> pl.DataFrame:
-    latest = lake.latest(domain, "feedback")
-    return lake.scan(domain, "feedback").collect() if latest else pl.DataFrame()
+def load_feedback(ctx: StageContext) -> pl.DataFrame:
+    """Every feedback row of the latest version (empty before the first)."""
+    latest = ctx.lake.latest(ctx.name, "feedback")
+    return ctx.lake.scan(ctx.name, "feedback").collect() if latest else pl.DataFrame()
 
 
-def load_all_trees(lake: Lake, domain: str, limit: int = 20) -> dict[str, ThoughtTree]:
+def load_all_trees(ctx: StageContext, *, limit: int = 20) -> dict[str, ThoughtTree]:
     """Stored thought trees of the newest ``limit`` predictions versions (newest wins)."""
+    lake, domain = ctx.lake, ctx.name
     trees: dict[str, ThoughtTree] = {}
     for version in lake.versions(domain, "predictions")[-limit:]:
         path = lake.info(domain, "predictions", version).path / "trees.parquet"

@@ -15,9 +15,9 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from domains.base import Case
+from domains.base import Case, Domain
 from tasks.artifacts import table_artifact
-from tasks.lake import Lake
+from tasks.context import StageContext
 from tasks.report import load_trees, render
 
 TRACE_EXPERIMENT = "ponder-traces"
@@ -48,10 +48,10 @@ def metrics_table(frame: pl.DataFrame) -> tuple[dict[str, float], list[dict[str,
 
 
 def log_inference_run(
+    ctx: StageContext,
+    *,
     params: dict[str, Any],
     frame: pl.DataFrame,
-    *,
-    lake: Lake,
     version: str | None,
     out_dir: Path,
     cases: list[Case],
@@ -60,7 +60,7 @@ def log_inference_run(
     """Metrics, the HTML report, one MLflow run, a sample of traces and the Prefect table
     artifact for a committed predictions version. Each side effect is its own task without
     retries: a retry of a whole step could log a second run or a second set of traces."""
-    domain = params["domain"]
+    domain = ctx.name
     metrics, table = metrics_table(frame)
     seconds = float(frame["latency_s"].sum()) or 1e-9
     metrics["cases_per_s"] = frame.height / seconds
@@ -69,23 +69,31 @@ def log_inference_run(
         metrics["prefix_cache_hit_rate"] = stats["hits"] / stats["queries"]
     trees = load_trees(pl.read_parquet(out_dir / "trees-*.parquet"))
     texts = dict(zip(frame["case_id"], frame["text"], strict=True))
-    target = lake.dataset_dir(domain, "predictions") / "_reports"
+    target = ctx.lake.dataset_dir(domain, "predictions") / "_reports"
     meta = {
         "model": frame["model_version"][0],
         "input": frame["input"][0],
         **{k: round(v, 4) for k, v in metrics.items()},
     }
     report = write_report(
-        frame,
-        trees,
+        ctx,
+        frame=frame,
+        trees=trees,
         title=f"ponder infer: {domain} {params['strategy']} ({version})",
         meta=meta,
-        inputs=case_inputs(domain, cases),
+        inputs=case_inputs(ctx.domain, cases),
         target=target / f"{version or frame['run_key'][0]}.html",
-        domain=domain,
     )
-    log_mlflow_run(params, metrics, table, report=report, version=version, frame=frame)
-    log_traces(domain, cases[: params["log_traces"]], trees, texts)
+    log_mlflow_run(
+        ctx,
+        params=params,
+        metrics=metrics,
+        table=table,
+        report=report,
+        version=version,
+        frame=frame,
+    )
+    log_traces(ctx, cases=cases[: params["log_traces"]], trees=trees, texts=texts)
     table_artifact(
         domain=domain,
         table=table,
@@ -97,18 +105,17 @@ def log_inference_run(
 
 @task(cache_policy=NO_CACHE)
 def write_report(
+    ctx: StageContext,
+    *,
     frame: pl.DataFrame,
     trees: dict,
-    *,
     title: str,
     meta: dict[str, Any],
     inputs: dict[str, tuple[str, str | None]],
     target: Path,
-    domain: str,
 ) -> Path:
     """The HTML report of one predictions version, written whole (temporary file, rename).
     The one place a report is rendered: after inference, and by ``ponder report``."""
-    from models.redaction import redactor
     from tasks.lake import tmp_beside
 
     page = render(
@@ -117,9 +124,9 @@ def write_report(
         trees,
         dict(zip(frame["case_id"], frame["text"], strict=True)),
         meta=meta,
-        redact=redactor(domain).text,
+        redact=ctx.redactor.text,
         inputs=inputs,
-        case_ref=redactor(domain).case_ref,
+        case_ref=ctx.redactor.case_ref,
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_beside(target)
@@ -130,10 +137,11 @@ def write_report(
 
 @task(cache_policy=NO_CACHE)
 def log_mlflow_run(
+    ctx: StageContext,
+    *,
     params: dict[str, Any],
     metrics: dict[str, float],
     table: list[dict[str, Any]],
-    *,
     report: Path,
     version: str | None,
     frame: pl.DataFrame,
@@ -144,7 +152,7 @@ def log_mlflow_run(
     from models.registry import connect, ensure_experiment
     from models.runs import tracked_run
 
-    domain = params["domain"]
+    domain = ctx.name
     connect()  # retries reaching the server itself; nothing is logged twice
     with tracked_run(f"infer-{domain}", experiment_id=ensure_experiment()) as run:
         mlflow.log_params({k: str(v)[:250] for k, v in params.items()})
@@ -164,8 +172,9 @@ def log_mlflow_run(
     return run.info.run_id
 
 
-def report_version(lake: Lake, domain: str, version: str | None, output: Path | None) -> Path:
+def report_version(ctx: StageContext, *, version: str | None, output: Path | None) -> Path:
     """Render the report of a stored predictions version (default the latest) again."""
+    lake, domain = ctx.lake, ctx.name
     info = (
         lake.info(domain, "predictions", version) if version else lake.latest(domain, "predictions")
     )
@@ -175,23 +184,20 @@ def report_version(lake: Lake, domain: str, version: str | None, output: Path | 
         raise PonderError("version", f"{domain} has no predictions yet", "run `ponder infer`")
     frame = pl.read_parquet(info.path / "part-*.parquet")
     return write_report(
-        frame,
-        load_trees(pl.read_parquet(info.path / "trees.parquet")),
+        ctx,
+        frame=frame,
+        trees=load_trees(pl.read_parquet(info.path / "trees.parquet")),
         title=f"ponder predictions {domain} {info.version}",
         meta={"rows": info.rows, "sources": ", ".join(info.manifest["sources"])},
         inputs={},
         target=output or info.path.parent / "_reports" / f"{info.version}.html",
-        domain=domain,
     )
 
 
-def case_inputs(domain: str, cases: list[Case]) -> dict[str, tuple[str, str | None]]:
+def case_inputs(d: Domain, cases: list[Case]) -> dict[str, tuple[str, str | None]]:
     """(the case as the model reads it, the expected answer JSON) per case id."""
     import json
 
-    from domains.base import get_domain
-
-    d = get_domain(domain)
     out = {}
     for c in cases:
         fam = d.family(c.family)
@@ -212,14 +218,16 @@ def _call_spans(node: Any, red: Any) -> None:
             span.set_outputs({"result": call.result, "error": call.error, "computed": True})
 
 
-def log_traces(domain: str, cases: list[Case], trees: dict, texts: dict[str, str]) -> list[str]:
+@task(cache_policy=NO_CACHE)  # not retried: a retry would log the traces twice
+def log_traces(
+    ctx: StageContext, *, cases: list[Case], trees: dict, texts: dict[str, str]
+) -> list[str]:
     """One trace per case, one child span per step of the chosen path."""
     import mlflow
 
-    from models.redaction import redactor
     from tasks.report import chosen_path
 
-    red = redactor(domain)
+    red, domain = ctx.redactor, ctx.name
     mlflow.set_experiment(TRACE_EXPERIMENT)
     ids = []
     for case in cases:

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from domains.base import ParseFailure, get_domain
 from domains.calc import FUNCTIONS, evaluate
 from tasks.collect import cases_from_files, feedback_from_files
+from tasks.context import StageContext
 from tasks.records import FEEDBACK_KINDS, check_feedback, split_feedback
 
 pytestmark = pytest.mark.reliability
@@ -144,7 +145,9 @@ def test_case_loader_never_crashes_and_every_rejection_has_a_reason(rows, fmt, n
     inbox = _inbox()
     try:
         _write(inbox / "cases" / "drop", rows, fmt, noise)
-        batch = cases_from_files.fn("medicine", inbox, 0.7, 0.1, 5.0)
+        batch = cases_from_files.fn(
+            StageContext.open("medicine"), inbox=inbox, train=0.7, eval_=0.1, max_file_mb=5.0
+        )
         assert all(str(r.get("reason") or "").strip() for r in batch.rejected)
         if fmt != "bytes":
             assert len(batch.rows) + len(batch.rejected) >= len(rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from tasks.context import StageContext
 from tasks.lake import Lake, row_hash
 
 
@@ -161,6 +163,7 @@ def test_names_from_parameters_never_reach_outside_the_lake(tmp_path: Path, reco
     lake = Lake(root)
     lake.write_version("medicine", "cases", _frame("a"), ["t"])
     (tmp_path / "secret.json").write_text("{}")
+    ctx = dataclasses.replace(StageContext.open("medicine"), lake=lake)
     attempts = escapes = 0
     for bad in HOSTILE:
         calls = [
@@ -170,7 +173,7 @@ def test_names_from_parameters_never_reach_outside_the_lake(tmp_path: Path, reco
         ]
         if bad:  # "lake:cases@" with nothing after the @ means the latest version
             src = f"lake:cases@{bad}"
-            calls.append((lambda s=src: load_cases.fn(lake, "medicine", s, None), "version"))
+            calls.append((lambda s=src: load_cases.fn(ctx, source=s, split=None), "version"))
         for call, field in calls:
             attempts += 1
             with pytest.raises(PonderError) as err:
