@@ -13,7 +13,7 @@ import json
 import shutil
 import stat
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,18 +121,8 @@ def cases_from_files(
 ) -> Batch:
     """Case files dropped in ``<inbox>/cases/``."""
     batch = Batch()
-    d = ctx.domain
-    for path in inbox_files(inbox, "cases"):
-        batch.files.append(path)
-        batch.sources.append(f"file:{path.name}")
-        if _refused(path, batch) or _too_big(path, max_file_mb, batch):
-            continue
-        try:
-            raw, unreadable = read_rows(path)
-        except Exception as err:  # noqa: BLE001 - an unreadable file is quarantined whole
-            batch.rejected.append(_whole_file(path, f"unreadable file: {str(err)[:200]}"))
-            continue
-        good, bad = validate_cases(d, raw, f"file:{path.name}", train, eval_)
+    for path, (raw, unreadable) in _readable(inbox, "cases", max_file_mb, batch, read_rows):
+        good, bad = validate_cases(ctx.domain, raw, f"file:{path.name}", train, eval_)
         batch.rows += good
         batch.rejected += [{**r, "source": f"file:{path.name}"} for r in unreadable + bad]
         batch.rows_in += len(raw) + len(unreadable)
@@ -143,20 +133,33 @@ def cases_from_files(
 def feedback_from_files(inbox: Path, max_file_mb: float) -> Batch:
     """Feedback files dropped in ``<inbox>/feedback/``, scanned lazily (streaming)."""
     batch = Batch()
-    for path in inbox_files(inbox, "feedback"):
+    for path, (frame, bad_lines) in _readable(
+        inbox, "feedback", max_file_mb, batch, scan_feedback_file
+    ):
+        batch.rejected += [{**r, "source": f"file:{path.name}"} for r in bad_lines]
+        batch.frames.append(normalize_feedback(frame, f"file:{path.name}"))
+    return batch
+
+
+def _readable(
+    inbox: Path, dataset: str, max_file_mb: float, batch: Batch, read: Callable[[Path], Any]
+) -> Iterator[tuple[Path, Any]]:
+    """Each inbox file of ``dataset`` with what ``read`` made of it. Every file is recorded
+    in the batch (so it moves to processed/); a refused, oversized or unreadable one is
+    quarantined whole, with its reason, and not yielded."""
+    for path in inbox_files(inbox, dataset):
         batch.files.append(path)
         batch.sources.append(f"file:{path.name}")
         if _refused(path, batch) or _too_big(path, max_file_mb, batch):
             continue
         try:
-            frame, bad_lines = scan_feedback_file(path)
-            frame.collect_schema()
-        except Exception as err:  # noqa: BLE001
+            content = read(path)
+            if isinstance(content[0], pl.LazyFrame):
+                content[0].collect_schema()  # a lazy scan fails here, not at commit
+        except Exception as err:  # noqa: BLE001 - an unreadable file is quarantined whole
             batch.rejected.append(_whole_file(path, f"unreadable file: {str(err)[:200]}"))
             continue
-        batch.rejected += [{**r, "source": f"file:{path.name}"} for r in bad_lines]
-        batch.frames.append(normalize_feedback(frame, f"file:{path.name}"))
-    return batch
+        yield path, content
 
 
 def scan_feedback_file(path: Path) -> tuple[pl.LazyFrame, list[dict[str, Any]]]:
