@@ -121,7 +121,7 @@ def evaluate_promote(
     preds = {
         "challenger": _predict(params, ctx, dataset=dataset, uri=f"models:/{name}/{challenger}")
     }
-    incumbent = f"models:/{name}/{champion}" if champion else _baseline(version, params.gate)
+    incumbent = f"models:/{name}/{champion}" if champion else gate_baseline(version, params.gate)
     if incumbent is not None:
         preds["champion"] = _predict(params, ctx, dataset=dataset, uri=incumbent)
     result = _compare(preds, params.gate, first=champion is None)
@@ -223,7 +223,7 @@ def _predict(params: EvaluateParams, ctx: StageContext, *, dataset: str, uri: st
     return frame.filter(pl.col("model_version") == out.model).collect()
 
 
-def _baseline(version: Any, gate: ev.GateConfig) -> str | None:
+def gate_baseline(version: Any, gate: ev.GateConfig) -> str | None:
     """What a first challenger must beat: the base model it was fine-tuned from (its
     ``ponder.base`` tag); None when the gate asks for the floor alone or the version has
     no such lineage."""

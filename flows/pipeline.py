@@ -210,7 +210,7 @@ def run_stage(ref: str, params: BaseModel, isolate: bool = False) -> Any:
     if not isolate:
         return load_ref(ref)(params)
     context = cloudpickle.dumps(serialize_context())
-    env = {"PREFECT_API_URL": _api_url()}
+    env = {"PREFECT_API_URL": api_url()}
     return run_isolated(_child, ref, params.model_dump(mode="json"), context, env=env, what=ref)
 
 
@@ -229,7 +229,7 @@ def load_ref(ref: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _api_url() -> str:
+def api_url() -> str:
     """This process's Prefect API (the temporary local server's address when none is set)."""
     from prefect.client.orchestration import get_client
 

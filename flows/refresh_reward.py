@@ -162,7 +162,7 @@ def refresh_reward(params: RefreshParams | None = None) -> RefreshResult:
         mlflow.log_params({f"cfg.{k}": str(v)[:250] for k, v in params.model_dump().items()})
         mlflow.log_metrics({k: float(v) for k, v in data.counts.items()})
         mlflow.set_tags({"ponder.stage": "refresh_reward", "ponder.domain": params.domain})
-        results.single_source = _warn_single_source(log, data)
+        results.single_source = warn_single_source(log, data)
         for kind in params.models:
             decision = _refresh_one(
                 ctx, kind, params, cases=cases, splits=splits, data=data, backbone=backbone
@@ -237,7 +237,7 @@ def _store(ctx: StageContext, data: rw.RewardData) -> None:
     lake.quarantine(domain, "pairs", rw.rejected_frame(data.rejected), ctx.run_id)
 
 
-def _warn_single_source(log: Any, data: rw.RewardData) -> str | None:
+def warn_single_source(log: Any, data: rw.RewardData) -> str | None:
     """The only pair source when there is just one (warned and tagged), else None."""
     sources = {p["source"] for p in data.pairs}
     if len(sources) != 1:

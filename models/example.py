@@ -16,6 +16,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from domains.errors import PonderError
 from models.settings import Settings, get_settings
@@ -69,7 +70,8 @@ def train_tiny_tokenizer(vocab_size: int = 512):
     )
 
 
-def _tiny_config(tokenizer, seed: int):
+def tiny_config(tokenizer: Any, seed: int) -> Any:
+    """A 2-layer Llama config sized to the tokenizer: the test models' architecture."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -96,10 +98,10 @@ def build_tiny_causal_lm(out_dir: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     tokenizer = train_tiny_tokenizer()
-    model = LlamaForCausalLM(_tiny_config(tokenizer, seed))
+    model = LlamaForCausalLM(tiny_config(tokenizer, seed))
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return _save(model, tokenizer, out_dir)
+    return save_model(model, tokenizer, out_dir)
 
 
 def build_tiny_reward_model(out_dir: Path, seed: int = 0, process: bool = False) -> Path:
@@ -110,13 +112,14 @@ def build_tiny_reward_model(out_dir: Path, seed: int = 0, process: bool = False)
 
     torch.manual_seed(seed)
     tokenizer = train_tiny_tokenizer()
-    config = _tiny_config(tokenizer, seed)
+    config = tiny_config(tokenizer, seed)
     config.num_labels = 1
     cls = LlamaForTokenClassification if process else LlamaForSequenceClassification
-    return _save(cls(config), tokenizer, out_dir)
+    return save_model(cls(config), tokenizer, out_dir)
 
 
-def _save(model, tokenizer, out_dir: Path) -> Path:
+def save_model(model: Any, tokenizer: Any, out_dir: Path) -> Path:
+    """Save a model and its tokenizer as a loadable folder (safetensors); returns it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
@@ -172,7 +175,7 @@ def convert_gguf(gguf_file: Path, out_dir: Path, dtype: str = "bfloat16") -> Pat
     if not tokenizer.chat_template:
         tokenizer.chat_template = CHAT_TEMPLATE
     fresh.generation_config.eos_token_id = tokenizer.eos_token_id
-    _save(fresh, tokenizer, out_dir)
+    save_model(fresh, tokenizer, out_dir)
     _strip_gguf_fields(Path(out_dir) / "config.json")
     return Path(out_dir)
 

@@ -35,11 +35,11 @@ def _key() -> bytes:
         return settings.redact_key.get_secret_value().encode()
     path = Path(settings.home) / ".redact-key"
     if not path.is_file():
-        _create_key(path)
+        create_key(path)
     return path.read_text().strip().encode()
 
 
-def _create_key(path: Path) -> None:
+def create_key(path: Path) -> None:
     """Write a fresh key beside ``path`` and link it into place, which fails if another
     process got there first: a reader never sees a created but still empty key file."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

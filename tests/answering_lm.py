@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.example import _save, _tiny_config, train_tiny_tokenizer
+from models.example import save_model, tiny_config, train_tiny_tokenizer
 
 
 def build_answering_lm(out_dir: Path, text: str, scale: float = 50.0) -> Path:
@@ -20,7 +20,7 @@ def build_answering_lm(out_dir: Path, text: str, scale: float = 50.0) -> Path:
     from transformers import LlamaForCausalLM
 
     tokenizer = train_tiny_tokenizer()
-    config = _tiny_config(tokenizer, 0)
+    config = tiny_config(tokenizer, 0)
     config.tie_word_embeddings = False
     model = LlamaForCausalLM(config)
     start = tokenizer.apply_chat_template(
@@ -41,4 +41,4 @@ def build_answering_lm(out_dir: Path, text: str, scale: float = 50.0) -> Path:
             model.lm_head.weight[nxt, k] = scale
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return _save(model, tokenizer, out_dir)
+    return save_model(model, tokenizer, out_dir)

@@ -153,8 +153,8 @@ def test_a_first_challenger_must_beat_its_base_model(fresh_lake, tmp_path, monke
     assert out.promoted and out.reasons[1].startswith("PASS accuracy +1.000")
     assert _aliases()["champion"] == str(better.version)
     lineage = SimpleNamespace(tags={"ponder.base": f"models:/{NAME}/{base_good}"})
-    assert ep._baseline(lineage, ev.GateConfig(first_baseline="none")) is None  # floor alone
-    assert ep._baseline(SimpleNamespace(tags={}), ev.GateConfig()) is None  # no lineage
+    assert ep.gate_baseline(lineage, ev.GateConfig(first_baseline="none")) is None  # floor alone
+    assert ep.gate_baseline(SimpleNamespace(tags={}), ev.GateConfig()) is None  # no lineage
 
 
 def _canned(correct: dict[str, list[bool]]):

@@ -205,7 +205,7 @@ def test_single_source_is_warned_and_tagged() -> None:
 
     import mlflow
 
-    from flows.refresh_reward import _warn_single_source
+    from flows.refresh_reward import warn_single_source
     from tasks.reward import RewardData
 
     log = logging.getLogger("test")
@@ -213,7 +213,7 @@ def test_single_source_is_warned_and_tagged() -> None:
     two = RewardData(pairs=[{"source": "verifier"}, {"source": "rating"}])
     connect()
     with mlflow.start_run() as run:
-        assert _warn_single_source(log, one) == "verifier"
-        assert _warn_single_source(log, two) is None
+        assert warn_single_source(log, one) == "verifier"
+        assert warn_single_source(log, two) is None
     tags = mlflow.get_run(run.info.run_id).data.tags
     assert tags["ponder.pairs.single_source"] == "verifier"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 
 def _race(path: str, barrier: mp.Barrier, out: mp.Queue) -> None:
-    from models.redaction import _create_key
+    from models.redaction import create_key
 
     barrier.wait()
-    _create_key(Path(path))
+    create_key(Path(path))
     out.put(Path(path).read_text())
 
 

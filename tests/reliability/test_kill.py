@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 from domains.base import get_domain
-from flows.pipeline import _api_url
+from flows.pipeline import api_url
 from models.registry import REGISTRATION_TAG, connect, model_name
 from tasks.lake import Lake
 from tasks.records import case_row, cases_frame
@@ -44,7 +44,7 @@ def _env(lake: Path, fault: str | None = None, **extra: str) -> dict[str, str]:
         **os.environ,
         "PONDER_LAKE_ROOT": str(lake),
         "PONDER_BACKEND": "transformers",
-        "PREFECT_API_URL": _api_url(),
+        "PREFECT_API_URL": api_url(),
         **extra,
     }
     env.pop("PONDER_FAILPOINTS", None)
