@@ -121,11 +121,7 @@ def _shown(name: str, run: Callable[[Any], Any], view: str) -> Callable:
     def go(params: Any) -> None:
         with staged(name):
             out = run(params)
-        show = getattr(views, view)
-        if view == "fields":
-            show(name, out)
-        else:
-            show(out)
+        getattr(views, view)(out)
 
     return go
 

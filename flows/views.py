@@ -20,9 +20,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def fields(name: str, out: Any) -> None:
-    """Any stage result, one field a row."""
-    table = Table(title=f"{name}: {type(out).__name__}", show_header=False)
+def fields(out: Any) -> None:
+    """Any stage result, one field a row, titled with its type (``InferResult``)."""
+    table = Table(title=type(out).__name__, show_header=False)
     for key, value in out.model_dump().items():
         table.add_row(key, "-" if value is None else str(value))
     console.print(table)

@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import polars as pl
 from prefect import task
@@ -71,10 +71,10 @@ def load_all_trees(ctx: StageContext, *, limit: int = 20) -> dict[str, ThoughtTr
     return trees
 
 
-@dataclass(frozen=True)
-class RewardInputs:
+class RewardInputs(NamedTuple):
     """What both builders read: the domain, its cases, reviewer feedback, stored thought
-    trees, and the index from a trace or tree leaf to its completion text."""
+    trees, and the index from a trace or tree leaf to its completion text (a named tuple,
+    so a builder unpacks it in one line)."""
 
     domain: Domain
     cases: dict[str, Case]
@@ -88,7 +88,7 @@ def build_pairs(
     inputs: RewardInputs, *, margin_per_point: float, per_case: int, use_reference: bool
 ) -> RewardData:
     """Pairs from all three sources, contradictions resolved, with counts per source."""
-    domain, cases, feedback, trees, index = _unpack(inputs)
+    domain, cases, feedback, trees, index = inputs
     out = RewardData()
     if feedback.height:
         for pairs, bad in (
@@ -106,10 +106,6 @@ def build_pairs(
     return out
 
 
-def _unpack(i: RewardInputs) -> tuple:
-    return i.domain, i.cases, i.feedback, i.trees, i.index
-
-
 @task(cache_policy=NO_CACHE)
 def build_steps(
     inputs: RewardInputs,
@@ -122,7 +118,7 @@ def build_steps(
     value_model: ProcessRM | None,
 ) -> RewardData:
     """Reviewer step labels plus Math-Shepherd MC returns blended by TD(lambda)."""
-    domain, cases, feedback, trees, index = _unpack(inputs)
+    domain, cases, feedback, trees, index = inputs
     out = RewardData()
     if feedback.height:
         out.steps, out.rejected = rd.reviewer_steps(feedback, cases, index)
