@@ -47,6 +47,18 @@ def metrics_table(frame: pl.DataFrame) -> tuple[dict[str, float], list[dict[str,
     return metrics, table.to_dicts()
 
 
+def run_metrics(frame: pl.DataFrame, generator: Any) -> tuple[dict[str, float], list[dict]]:
+    """``metrics_table`` plus throughput and, when the engine counts it, the prefix-cache
+    hit rate."""
+    metrics, table = metrics_table(frame)
+    seconds = float(frame["latency_s"].sum()) or 1e-9
+    metrics["cases_per_s"] = frame.height / seconds
+    stats = generator.prefix_cache_stats() or {}
+    if stats.get("queries"):
+        metrics["prefix_cache_hit_rate"] = stats["hits"] / stats["queries"]
+    return metrics, table
+
+
 def log_inference_run(
     ctx: StageContext,
     *,
@@ -61,12 +73,7 @@ def log_inference_run(
     artifact for a committed predictions version. Each side effect is its own task without
     retries: a retry of a whole step could log a second run or a second set of traces."""
     domain = ctx.name
-    metrics, table = metrics_table(frame)
-    seconds = float(frame["latency_s"].sum()) or 1e-9
-    metrics["cases_per_s"] = frame.height / seconds
-    stats = generator.prefix_cache_stats() or {}
-    if stats.get("queries"):
-        metrics["prefix_cache_hit_rate"] = stats["hits"] / stats["queries"]
+    metrics, table = run_metrics(frame, generator)
     trees = load_trees(pl.read_parquet(out_dir / "trees-*.parquet"))
     texts = dict(zip(frame["case_id"], frame["text"], strict=True))
     target = ctx.lake.dataset_dir(domain, "predictions") / "_reports"
@@ -84,15 +91,8 @@ def log_inference_run(
         inputs=case_inputs(ctx.domain, cases),
         target=target / f"{version or frame['run_key'][0]}.html",
     )
-    log_mlflow_run(
-        ctx,
-        params=params,
-        metrics=metrics,
-        table=table,
-        report=report,
-        version=version,
-        frame=frame,
-    )
+    run = {"metrics": metrics, "table": table, "report": report, "version": version}
+    log_mlflow_run(ctx, params=params, frame=frame, **run)
     log_traces(ctx, cases=cases[: params["log_traces"]], trees=trees, texts=texts)
     table_artifact(
         domain=domain,
