@@ -118,9 +118,10 @@ def _unit(w: Work, name: str, v: Stated, target: str, convert: str | None) -> st
 
 def _layout(units: Work, compute: Work) -> list[str]:
     """The two steps every formula calculator starts with: "Units:" (one line per input,
-    its unit restated) and then "Compute:". One layout for all: with three layouts across
-    the four demo formulas, GRPO round 1 moved anion gap to BMI's and added a wrong third
-    step to every answer (bench-loop, formulas-hard: 87.5% -> 25%)."""
+    its unit restated, in the order the read step lists the inputs) and then "Compute:".
+    One layout for all: with three layouts across the four demo formulas, GRPO round 1
+    moved anion gap to BMI's and added a wrong third step to every answer (bench-loop,
+    formulas-hard: 87.5% -> 25%)."""
     return ["Units:\n" + "\n".join(units.lines), "Compute:\n" + "\n".join(compute.lines)]
 
 
@@ -190,15 +191,13 @@ def _cockcroft_gault(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
 
 def _anion_gap(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
     na, cl, hco3 = (values[k].number for k in ("sodium", "chloride", "bicarbonate"))
-    # every number a call needs sits on its own line: with Na, Cl and HCO3 restated
-    # together and one call for all, the SFT model copied Cl's value into Na's slot
-    # (<<118 - (118 + 13)>>, 6 of 11 demo cases); the gap's label restates Na's value
-    units = Work()
-    for name, key in (("Cl", "chloride"), ("HCO3", "bicarbonate"), ("Na", "sodium")):
+    units = Work()  # in the order the read step lists them (a different order, or Na's
+    # value in the label, made the demo's SFT model rewrite the step: 8 of 11 wrong)
+    for name, key in (("Na", "sodium"), ("Cl", "chloride"), ("HCO3", "bicarbonate")):
         _unit(units, name, values[key], "mmol/L", None)
-    w = Work()
+    w = Work()  # two calls: with one, <<Na - (Cl + HCO3)>>, Cl's value went in Na's slot
     total = w.calc("Cl + HCO3", f"{cl} + {hco3}", "mmol/L")
-    w.calc(f"anion gap = Na {na} - (Cl + HCO3)", f"{na} - {total}", "mmol/L")
+    w.calc("anion gap = Na - (Cl + HCO3)", f"{na} - {total}", "mmol/L")
     return _layout(units, w)
 
 
@@ -217,8 +216,8 @@ def _corrected_calcium(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
 
 def _qtc(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
     units = Work()
+    qt = _unit(units, "QT", values["qt_ms"], "ms", None)  # the read step's order
     hr = _unit(units, "HR", values["hr"], "bpm", None)
-    qt = _unit(units, "QT", values["qt_ms"], "ms", None)
     w = Work()
     rr = w.calc("RR interval = 60 / HR", f"60 / {hr}", "s")
     w.calc("QTc = QT / sqrt(RR)", f"{qt} / sqrt({rr})", "ms")
