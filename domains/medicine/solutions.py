@@ -191,13 +191,15 @@ def _cockcroft_gault(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
 
 def _anion_gap(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
     na, cl, hco3 = (values[k].number for k in ("sodium", "chloride", "bicarbonate"))
-    units = Work()  # in the order the read step lists them (a different order, or Na's
-    # value in the label, made the demo's SFT model rewrite the step: 8 of 11 wrong)
+    units = Work()  # in the order the read step lists them: Na, Cl, HCO3
     for name, key in (("Na", "sodium"), ("Cl", "chloride"), ("HCO3", "bicarbonate")):
         _unit(units, name, values[key], "mmol/L", None)
-    w = Work()  # two calls: with one, <<Na - (Cl + HCO3)>>, Cl's value went in Na's slot
-    total = w.calc("Cl + HCO3", f"{cl} + {hco3}", "mmol/L")
-    w.calc("anion gap = Na - (Cl + HCO3)", f"{na} - {total}", "mmol/L")
+    # the calls take the values in that same order, Na - Cl, then - HCO3: with
+    # <<Cl + HCO3>> first, the demo's SFT model wrote HCO3 twice (<<20 + 20>>, 8 of 11 wrong)
+    # and with one call, <<Na - (Cl + HCO3)>>, it put Cl's value in Na's slot
+    w = Work()
+    first = w.calc("Na - Cl", f"{na} - {cl}", "mmol/L")
+    w.calc("anion gap = Na - Cl - HCO3", f"{first} - {hco3}", "mmol/L")
     return _layout(units, w)
 
 
