@@ -1,6 +1,8 @@
 """The context every stage builds once, at the top of its flow: settings, the lake, the run
 id, the domain's redactor and the engine scope. Each flow used to repeat these lines; now a
-flow says ``ctx = StageContext.open(params.domain)`` and hands ``ctx`` to its helpers."""
+flow says ``ctx = StageContext.open(params.domain)`` and hands ``ctx`` to its tasks, which
+take it first and keyword-only arguments after it (``commit_cases(ctx, batch=cases)``).
+Such a task uses ``cache_policy=NO_CACHE``: the context is not a cache key."""
 
 from __future__ import annotations
 
