@@ -133,9 +133,7 @@ def cases_from_files(
 def feedback_from_files(inbox: Path, max_file_mb: float) -> Batch:
     """Feedback files dropped in ``<inbox>/feedback/``, scanned lazily (streaming)."""
     batch = Batch()
-    for path, (frame, bad_lines) in _readable(
-        inbox, "feedback", max_file_mb, batch, scan_feedback_file
-    ):
+    for path, (frame, bad_lines) in _readable(inbox, "feedback", max_file_mb, batch, _scanned):
         batch.rejected += [{**r, "source": f"file:{path.name}"} for r in bad_lines]
         batch.frames.append(normalize_feedback(frame, f"file:{path.name}"))
     return batch
@@ -154,12 +152,18 @@ def _readable(
             continue
         try:
             content = read(path)
-            if isinstance(content[0], pl.LazyFrame):
-                content[0].collect_schema()  # a lazy scan fails here, not at commit
         except Exception as err:  # noqa: BLE001 - an unreadable file is quarantined whole
             batch.rejected.append(_whole_file(path, f"unreadable file: {str(err)[:200]}"))
             continue
         yield path, content
+
+
+def _scanned(path: Path) -> tuple[pl.LazyFrame, list[dict[str, Any]]]:
+    """``scan_feedback_file`` with the schema resolved now, so a bad file fails here (and is
+    quarantined whole), not when the frame is collected at commit."""
+    frame, bad = scan_feedback_file(path)
+    frame.collect_schema()
+    return frame, bad
 
 
 def scan_feedback_file(path: Path) -> tuple[pl.LazyFrame, list[dict[str, Any]]]:

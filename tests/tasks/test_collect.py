@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -12,17 +13,15 @@ from tasks.collect import from_generator
 from tasks.context import StageContext
 
 
+def _generated(domain: str, **kwargs: Any) -> Any:
+    """``from_generator`` with seed 0, everything in train, and the given knobs."""
+    defaults = {"per_cell": 1, "seed": 0, "train": 1.0, "eval_": 0.0}
+    return from_generator.fn(StageContext.open(domain), **(defaults | kwargs))
+
+
 def test_a_case_filter_keeps_only_matching_cases_at_the_asked_levels() -> None:
     where = {"calculator": ["anion_gap", "bmi"]}
-    batch = from_generator.fn(
-        StageContext.open("medicine"),
-        per_cell=3,
-        seed=0,
-        train=1.0,
-        eval_=0.0,
-        difficulties=[1, 2],
-        where=where,
-    )
+    batch = _generated("medicine", per_cell=3, difficulties=[1, 2], where=where)
     assert len(batch.rows) == 6 and batch.rows_in == 6
     assert {r["difficulty"] for r in batch.rows} == {1, 2}
     assert {json.loads(r["inputs"])["calculator"] for r in batch.rows} <= {"anion_gap", "bmi"}
@@ -32,14 +31,7 @@ def test_a_case_filter_keeps_only_matching_cases_at_the_asked_levels() -> None:
 
 
 def test_families_pick_a_subset_of_the_domain() -> None:
-    batch = from_generator.fn(
-        StageContext.open("finance_risk"),
-        per_cell=2,
-        seed=0,
-        train=1.0,
-        eval_=0.0,
-        families=["structuring"],
-    )
+    batch = _generated("finance_risk", per_cell=2, families=["structuring"])
     assert {r["family"] for r in batch.rows} == {"structuring"} and len(batch.rows) == 10
 
 
@@ -54,9 +46,7 @@ def test_families_pick_a_subset_of_the_domain() -> None:
 )
 def test_bad_filters_name_the_field_and_the_valid_values(kwargs, field, fix) -> None:
     with pytest.raises(PonderError) as err:
-        from_generator.fn(
-            StageContext.open("medicine"), per_cell=1, seed=0, train=1.0, eval_=0.0, **kwargs
-        )
+        _generated("medicine", **kwargs)
     assert err.value.field == field and fix in err.value.fix
 
 
