@@ -39,6 +39,8 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,11 +112,11 @@ class Clock:
             self.after()
         start = time.perf_counter()
         try:
-            result = fn(*args, **kwargs)
+            with _stage_engines():
+                result = fn(*args, **kwargs)
             self._record(name, result)
             return result
         finally:
-            _free_engines()
             self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - start
             if self.after is not None:
                 self.after()
@@ -130,15 +132,20 @@ class Clock:
         tmp.replace(self.journal)
 
 
-def _free_engines() -> None:
-    """Shut down the stage's vLLM engines: each reserves a fifth of RAM for its KV cache on
-    CPU, and in one process they pile up across stages until the next one cannot start."""
+@contextmanager
+def _stage_engines() -> Iterator[None]:
+    """Shut down the vLLM engines a stage started: each reserves a fifth of RAM for its KV
+    cache on CPU, and in one process they pile up across stages until the next one cannot
+    start. Engines that were running before the stage (the caller's) are left alone."""
     import gc
 
-    from models.engine import close_generators
+    from models.engine import scoped_generators
 
-    close_generators()
-    gc.collect()
+    try:
+        with scoped_generators():
+            yield
+    finally:
+        gc.collect()
 
 
 def bootstrap(xs: np.ndarray, seed: int = 0, n: int = 2000) -> tuple[float, float, float]:

@@ -119,3 +119,26 @@ def test_a_resumed_run_takes_finished_stages_from_the_journal(tmp_path) -> None:
     assert again.run("collect", stage, "v2") == {"version": "v1", "accuracy": [1.0, 0.0]}
     assert again.run("finetune", stage, "v3") == {"version": "v3", "accuracy": [1.0, 0.0]}
     assert calls == ["v1", "v3"]  # collect ran once; the failed stage ran again
+
+
+def test_a_stage_closes_only_the_engines_it_started(monkeypatch) -> None:
+    """Engines the caller already ran (a test session's shared engine, say) stay up."""
+    from bench.loop import Clock
+    from models import engine
+
+    class Engine:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    theirs, ours = Engine(), Engine()
+    monkeypatch.setattr(engine, "_ENGINES", {("theirs", "vllm"): theirs})
+
+    def stage() -> dict:
+        engine._ENGINES[("ours", "vllm")] = ours
+        return {}
+
+    Clock().run("infer", stage)
+    assert ours.closed and not theirs.closed
+    assert list(engine._ENGINES) == [("theirs", "vllm")]
