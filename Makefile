@@ -27,12 +27,14 @@ demo: install
 	$(VENV)/bin/ponder models fetch-example
 	$(VENV)/bin/ponder pipeline --config deployments/demo.yaml
 
-# The report test renders a page in headless Chromium (Debian's package). Best effort:
-# without root or apt the test is skipped and says why.
+# The report tests drive headless Chromium through its driver (Debian's chromium and
+# chromium-driver; nothing downloads a browser). Best effort: without root or apt the
+# browser tests are skipped and say why.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
-		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-		|| echo "chromium unavailable: the browser test will be skipped"
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+		&& command -v apt-get >/dev/null 2>&1 && apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+		|| echo "chromium or chromedriver unavailable: the browser tests will be skipped"
 
 # Two pytest-xdist workers, one test file each at a time (module fixtures stay whole): most
 # flow tests wait on servers and child processes, so two share the 2 cores well.

@@ -323,7 +323,9 @@ def models_rollback(
 def report_cmd(
     domain: Annotated[str, typer.Option(help="Domain name.")] = "finance_risk",
     version: Annotated[str | None, typer.Option(help="predictions version; latest.")] = None,
-    output: Annotated[Path | None, typer.Option(help="HTML file to write.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Folder to write the pages into (index.html first).")
+    ] = None,
 ) -> None:
     """Render the HTML report (cases + collapsible thought trees) of a predictions version."""
     from tasks.context import StageContext

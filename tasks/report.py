@@ -1,9 +1,16 @@
-"""One self-contained HTML page per inference batch: the case table and every thought tree.
+"""The HTML report of one inference batch, built for a reviewer: which cases to look at,
+and in each, which step to check first.
 
-Trees are nested ``<details>`` elements (collapsible without JavaScript); each step shows
-its PRM score, value and visits, terminal steps show their parsed answer, and the chosen
-path is highlighted so a reviewer can see where the reasoning went wrong. All model text is
-redacted (identifiers masked, ``domains.privacy``) and then HTML-escaped.
+- ``index.html``: the batch's settings and one row per case (verdict, expected answer,
+  confidence, the suspect step), with filters for wrong only, low confidence and family.
+- ``cases-001.html``, ...: at most ``PAGE_SIZE`` cases each, so a 10,000-case batch stays
+  usable. Per case: the input as the model read it and the expected answer, the verdict,
+  and the thought tree as nested ``<details>`` (collapsible without JavaScript). The chosen
+  path is open and highlighted; each step shows its PRM score and the change from the step
+  before; calculator results are marked as computed; the suspect step
+  (``models.search.suspect``) is flagged and open.
+
+All model text is redacted (identifiers masked, ``domains.privacy``) and then HTML-escaped.
 """
 
 from __future__ import annotations
@@ -12,11 +19,16 @@ import html
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
+from models.search.suspect import suspect_step
 from models.search.tree import Node, ThoughtTree
+
+PAGE_SIZE = 200  # cases per page: a 10,000-case batch stays usable in a browser
+LOW_CONFIDENCE = 0.5  # the "low confidence" filter's default threshold
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222}
@@ -24,22 +36,28 @@ table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;paddin
 th{background:#f4f4f4}.ok{color:#137333}.bad{color:#b3261e}
 details{margin-left:18px;border-left:2px solid #ddd;padding-left:8px}
 summary{cursor:pointer;font-size:13px}.chosen>summary{background:#fff3c4;font-weight:600}
+.suspect>summary{background:#fde7e9;outline:2px solid #b3261e}
+.flag{color:#fff;background:#b3261e;border-radius:3px;padding:0 5px;margin-left:6px}
 pre{white-space:pre-wrap;margin:4px 0 8px 0;font-size:12px;background:#fafafa;padding:6px}
-.meta{color:#666;font-size:12px}
+.meta{color:#666;font-size:12px}.filters{margin:12px 0;font-size:13px}
 .calc{font-size:12px;margin:2px 0 8px 0}.calc code{background:#e8f0fe;padding:1px 4px}
 mark.exact{background:#e6f4ea}
 """
 
-
-def chosen_path(tree: ThoughtTree, text: str) -> set[int]:
-    """Node ids of the path whose text is the chosen answer text (deepest match)."""
-    best: list[Node] = []
-    for leaf in tree.leaves():
-        path = tree.path(leaf)
-        if tree.text(leaf) == text and len(path) > len(best):
-            best = path
-    return {n.id for n in best}
-
+# the index page's filters: rows carry their family, verdict and confidence as data-*
+FILTER_JS = """
+function applyFilters(){
+ const wrong=document.getElementById('wrong').checked,low=document.getElementById('low').checked,
+  below=parseFloat(document.getElementById('below').value),fam=document.getElementById('family').value;
+ let shown=0;
+ for(const r of document.querySelectorAll('#cases tr[data-family]')){
+  const ok=(!wrong||r.dataset.correct==='0')&&(!low||parseFloat(r.dataset.confidence)<below)
+   &&(!fam||r.dataset.family===fam);
+  r.hidden=!ok; if(ok) shown++;
+ }
+ document.getElementById('shown').textContent=shown;
+}
+"""
 
 Redact = Callable[[str], str]
 
@@ -48,24 +66,206 @@ def _plain(text: str) -> str:
     return text
 
 
-def _node_html(tree: ThoughtTree, node: Node, chosen: set[int], red: Redact = _plain) -> str:
-    kids = "".join(_node_html(tree, k, chosen, red) for k in tree.children(node))
-    score = "-" if node.prm_score is None else f"{node.prm_score:.3f}"
+@dataclass(frozen=True)
+class Batch:
+    """What a report shows: one predictions version, its trees, and what is known of each
+    case (all keyed by case id)."""
+
+    title: str
+    predictions: pl.DataFrame
+    trees: dict[str, ThoughtTree]
+    texts: dict[str, str]  # the chosen answer text
+    meta: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # shown, expected
+    good: dict[str, set[int]] = field(default_factory=dict)  # leaves that reach the truth
+    links: dict[str, str] = field(default_factory=dict)  # "review in MLflow" URLs
+
+
+@dataclass(frozen=True)
+class _Case:
+    """One case as the pages show it."""
+
+    row: dict[str, Any]
+    ref: str
+    page: str
+    chosen: set[int]
+    suspect: Node | None
+    why: str
+
+
+def chosen_path(tree: ThoughtTree, text: str) -> set[int]:
+    """Node ids of the path whose text is the chosen answer text (deepest match)."""
+    return {n.id for n in _chosen_nodes(tree, text)}
+
+
+def _chosen_nodes(tree: ThoughtTree, text: str) -> list[Node]:
+    best: list[Node] = []
+    for leaf in tree.leaves():
+        path = tree.path(leaf)
+        if tree.text(leaf) == text and len(path) > len(best):
+            best = path
+    return best
+
+
+def render_pages(
+    batch: Batch,
+    *,
+    redact: Redact | None = None,
+    case_ref: Redact | None = None,
+    page_size: int = PAGE_SIZE,
+) -> dict[str, str]:
+    """File name -> page: ``index.html`` and the case pages. ``redact`` masks identifiers in
+    every text shown; ``case_ref`` turns a case id into the reference shown (an id may be
+    an MRN)."""
+    red, ref = redact or _plain, case_ref or _plain
+    rows = list(batch.predictions.sort("case_id").iter_rows(named=True))
+    cases = [_case(batch, r, k // page_size, ref) for k, r in enumerate(rows)]
+    pages = {"index.html": _index_html(batch, cases, red)}
+    for start in range(0, len(cases), page_size):
+        chunk = cases[start : start + page_size]
+        pages[chunk[0].page] = _case_page(batch, chunk, red)
+    return pages
+
+
+def _case(batch: Batch, row: dict[str, Any], page: int, ref: Redact) -> _Case:
+    case_id = row["case_id"]
+    tree = batch.trees.get(case_id)
+    path = _chosen_nodes(tree, batch.texts.get(case_id, "")) if tree else []
+    found = None
+    if tree is not None and row["correct"] is not True:
+        found = suspect_step(tree, path, good=batch.good.get(case_id))
+    return _Case(
+        row=row,
+        ref=ref(case_id),
+        page=f"cases-{page + 1:03d}.html",
+        chosen={n.id for n in path},
+        suspect=path[found.index] if found else None,
+        why=found.reason if found else "",
+    )
+
+
+def _index_html(batch: Batch, cases: list[_Case], red: Redact) -> str:
+    families = sorted({str(c.row["family"]) for c in cases})
+    options = "".join(f"<option>{html.escape(f)}</option>" for f in families)
+    filters = (
+        "<div class='filters'><label><input type='checkbox' id='wrong'> wrong only</label> "
+        "<label><input type='checkbox' id='low'> confidence below</label> "
+        f"<input type='number' id='below' value='{LOW_CONFIDENCE}' step='0.05' min='0' max='1' "
+        "style='width:4em'> <label>family <select id='family'><option value=''>all</option>"
+        f"{options}</select></label> <span class='meta'><span id='shown'>{len(cases)}</span>"
+        f" of {len(cases)} cases shown</span></div>"
+    )
+    head = (
+        "<table id='cases'><tr><th>case</th><th>family</th><th>level</th><th>answer</th>"
+        "<th>expected</th><th>confidence</th><th>verdict</th><th>suspect step</th>"
+        "<th>tokens</th><th>review</th></tr>"
+    )
+    rows = "".join(_row_html(batch, c, red) for c in cases)
+    script = (
+        f"<script>{FILTER_JS}for(const id of ['wrong','low','below','family'])"
+        "for(const ev of ['input','change'])"
+        "document.getElementById(id).addEventListener(ev,applyFilters);</script>"
+    )
+    return _page(batch, f"<h2>Cases</h2>{filters}{head}{rows}</table>{script}", red)
+
+
+def _page(batch: Batch, body: str, red: Redact, *, back: bool = False) -> str:
+    meta = "".join(
+        f"<div class='meta'>{html.escape(k)}: {html.escape(red(str(v)))}</div>"
+        for k, v in batch.meta.items()
+    )
+    title = html.escape(batch.title)
+    up = "<p><a href='index.html'>&larr; all cases</a></p>" if back else ""
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{STYLE}</style></head><body>{up}<h1>{title}</h1>{meta}{body}</body></html>"
+    )
+
+
+def _verdict(correct: bool | None) -> str:
+    if correct is None:
+        return ""
+    return '<span class="ok">correct</span>' if correct else '<span class="bad">wrong</span>'
+
+
+def _row_html(batch: Batch, c: _Case, red: Redact) -> str:
+    """One case's line in the index: data-* attributes feed the filters."""
+    r, ref = c.row, html.escape(c.ref)
+    expected = (batch.inputs.get(r["case_id"]) or ("", None))[1]
+    flag = "-" if c.suspect is None else f"step {c.suspect.depth}"
+    link = batch.links.get(r["case_id"])
+    review = f"<a href='{html.escape(link)}'>review in MLflow</a>" if link else ""
+    correct = "" if r["correct"] is None else str(int(r["correct"]))
+    return (
+        f"<tr data-family='{html.escape(str(r['family']))}' data-correct='{correct}' "
+        f"data-confidence='{r['confidence']:.3f}'><td><a href='{c.page}#{ref}'>{ref}</a></td>"
+        f"<td>{html.escape(str(r['family']))}</td><td>{r['difficulty']}</td>"
+        f"<td>{html.escape(red(str(r['answer']))[:80])}</td>"
+        f"<td>{html.escape(red(expected or '')[:80])}</td><td>{r['confidence']:.2f}</td>"
+        f"<td>{_verdict(r['correct'])}</td><td>{flag}</td><td>{r['tokens']}</td>"
+        f"<td>{review}</td></tr>"
+    )
+
+
+def _case_page(batch: Batch, cases: list[_Case], red: Redact) -> str:
+    sections = "".join(_case_section(batch, c, red) for c in cases)
+    return _page(batch, f"<h2>Thought trees</h2>{sections}", red, back=True)
+
+
+def _case_section(batch: Batch, c: _Case, red: Redact) -> str:
+    """One case: input, expected answer and verdict, the suspect step's reason, the tree."""
+    case_id, ref = c.row["case_id"], html.escape(c.ref)
+    tree = batch.trees.get(case_id)
+    if tree is None:
+        return f"<h3 id='{ref}'>{ref}</h3><div class='meta'>no tree stored</div>"
+    flag = (
+        f"<div class='meta'><span class='flag'>suspect</span> step {c.suspect.depth}: "
+        f"{html.escape(c.why)}</div>"
+        if c.suspect
+        else ""
+    )
+    link = batch.links.get(case_id)
+    review = f" <a href='{html.escape(link)}'>review in MLflow</a>" if link else ""
+    body = "".join(_node_html(tree, k, c, red) for k in tree.children(tree.root))
+    return (
+        f"<h3 id='{ref}'>{ref} {_verdict(c.row['correct'])}{review}</h3>"
+        f"{_case_html(batch.inputs.get(case_id), red)}{flag}"
+        f"<div class='meta'>{len(tree.nodes) - 1} steps in the tree, "
+        f"{tree.tokens_generated} tokens</div>{body}"
+    )
+
+
+def _node_html(tree: ThoughtTree, node: Node, c: _Case, red: Redact) -> str:
+    kids = "".join(_node_html(tree, k, c, red) for k in tree.children(node))
     answer = html.escape(red(node.answer or "unparsed"))
     label = (
-        f"step {node.depth} &middot; score {score} &middot; value {node.value:.3f} "
+        f"step {node.depth} &middot; {_score(tree, node)} &middot; value {node.value:.3f} "
         f"&middot; visits {node.visits} &middot; {node.n_tokens} tok"
         + (f" &middot; answer {answer}" if node.terminal else "")
         + (" &middot; cut at length" if node.finish_reason == "length" else "")
         + (f" &middot; {len(node.calls)} computed" if node.calls else "")
         + (f" &middot; {html.escape(node.stop_reason)}" if node.stop_reason else "")
+        + ("<span class='flag'>suspect</span>" if node is c.suspect else "")
     )
-    cls = ' class="chosen"' if node.id in chosen else ""
-    opened = " open" if node.id in chosen else ""
+    classes = " ".join(
+        name for name, on in (("chosen", node.id in c.chosen), ("suspect", node is c.suspect)) if on
+    )
+    cls = f' class="{classes}"' if classes else ""
+    opened = " open" if classes else ""
     return (
         f"<details{cls}{opened}><summary>{label}</summary>"
         f"<pre>{_marked(red(node.text))}</pre>{_calls_html(node, red)}{kids}</details>"
     )
+
+
+def _score(tree: ThoughtTree, node: Node) -> str:
+    """The step's PRM score and its change from the step before (the first from 1)."""
+    if node.prm_score is None:
+        return "PRM -"
+    parent = tree.nodes[node.parent] if node.parent is not None else None
+    before = 1.0 if parent is None or parent.parent is None else parent.prm_score
+    change = "" if before is None else f" (&Delta; {node.prm_score - before:+.3f})"
+    return f"PRM {node.prm_score:.3f}{change}"
 
 
 _EXACT = re.compile(r"&lt;&lt;(.*?)&gt;&gt; = ((?:error: [^\n]*)|[-0-9.]+)")
@@ -96,86 +296,14 @@ def _calls_html(node: Node, red: Redact) -> str:
     return f"<ul class='calc'>{items}</ul>"
 
 
-def render(
-    title: str,
-    predictions: pl.DataFrame,
-    trees: dict[str, ThoughtTree],
-    texts: dict[str, str],
-    *,
-    meta: dict[str, Any],
-    redact: Redact | None = None,
-    inputs: dict[str, tuple[str, str | None]] | None = None,
-    case_ref: Redact | None = None,
-) -> str:
-    """The whole page as a string; ``redact`` masks identifiers in every text shown.
-    ``inputs`` maps a case id to (the case as the model read it, the expected answer), shown
-    above its tree so a reviewer can judge each step. ``case_ref`` turns a case id into the
-    reference the page shows (a case id may be an MRN)."""
-    red = redact or _plain
-    ref = case_ref or _plain
-    rows = [_row_html(r, red, ref) for r in predictions.sort("case_id").iter_rows(named=True)]
-    sections = [
-        _tree_html(
-            case_id, tree, texts.get(case_id, ""), (inputs or {}).get(case_id), red=red, ref=ref
-        )
-        for case_id, tree in sorted(trees.items())
-    ]
-    head = "".join(
-        f"<div class='meta'>{html.escape(k)}: {html.escape(red(str(v)))}</div>"
-        for k, v in meta.items()
-    )
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-        f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{head}"
-        "<h2>Cases</h2><table><tr><th>case</th><th>family</th><th>difficulty</th>"
-        "<th>answer</th><th>confidence</th><th>verdict</th><th>tokens</th></tr>"
-        f"{''.join(rows)}</table><h2>Thought trees</h2>{''.join(sections)}</body></html>"
-    )
-
-
-def _row_html(r: dict[str, Any], red: Redact, ref: Redact) -> str:
-    """One case's line in the cases table."""
-    mark = (
-        ""
-        if r["correct"] is None
-        else '<span class="ok">correct</span>'
-        if r["correct"]
-        else '<span class="bad">wrong</span>'
-    )
-    return (
-        f"<tr><td><a href='#{html.escape(ref(r['case_id']))}'>"
-        f"{html.escape(ref(r['case_id']))}</a></td><td>{r['family']}</td>"
-        f"<td>{r['difficulty']}</td><td>{html.escape(red(str(r['answer'])))[:120]}</td>"
-        f"<td>{r['confidence']:.2f}</td><td>{mark}</td><td>{r['tokens']}</td></tr>"
-    )
-
-
-def _tree_html(
-    case_id: str,
-    tree: ThoughtTree,
-    text: str,
-    case: tuple[str, str | None] | None,
-    *,
-    red: Redact,
-    ref: Redact,
-) -> str:
-    """One case's section: its input and expected answer, then its thought tree."""
-    chosen = chosen_path(tree, text)
-    body = "".join(_node_html(tree, k, chosen, red) for k in tree.children(tree.root))
-    return (
-        f"<h3 id='{html.escape(ref(case_id))}'>{html.escape(ref(case_id))}</h3>"
-        f"{_case_html(case, red)}"
-        f"<div class='meta'>{len(tree.nodes) - 1} steps in the tree, "
-        f"{tree.tokens_generated} tokens</div>{body}"
-    )
-
-
 def _case_html(case: tuple[str, str | None] | None, red: Redact) -> str:
+    """The case as the model read it (the question is its last line) and the answer
+    expected, open: a reviewer judges each step against them."""
     if case is None:
         return ""
     shown, expected = case
     return (
-        f"<details><summary>input</summary><pre>{html.escape(red(shown))}</pre></details>"
+        f"<details open><summary>input</summary><pre>{html.escape(red(shown))}</pre></details>"
         f"<div class='meta'>expected answer: <code>{html.escape(red(expected or 'unknown'))}"
         "</code></div>"
     )

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from domains.base import Case, Domain
 from tasks.artifacts import table_artifact
 from tasks.context import StageContext
-from tasks.report import load_trees, render
+from tasks.report import Batch, load_trees, render_pages
 
 TRACE_EXPERIMENT = "ponder-traces"
 CASE_REF_TAG = "ponder.case_ref"  # a trace's case, as a keyed reference (never the raw id)
@@ -76,24 +76,26 @@ def log_inference_run(
     metrics, table = run_metrics(frame, generator)
     trees = load_trees(pl.read_parquet(out_dir / "trees-*.parquet"))
     texts = dict(zip(frame["case_id"], frame["text"], strict=True))
-    target = ctx.lake.dataset_dir(domain, "predictions") / "_reports"
+    traces = log_traces(ctx, cases=cases[: params["log_traces"]], trees=trees, texts=texts)
     meta = {
         "model": frame["model_version"][0],
         "input": frame["input"][0],
         **{k: round(v, 4) for k, v in metrics.items()},
     }
-    report = write_report(
-        ctx,
-        frame=frame,
-        trees=trees,
+    batch = Batch(
         title=f"ponder infer: {domain} {params['strategy']} ({version})",
+        predictions=frame,
+        trees=trees,
+        texts=texts,
         meta=meta,
         inputs=case_inputs(ctx.domain, cases),
-        target=target / f"{version or frame['run_key'][0]}.html",
+        good=right_leaves(ctx.domain, cases, trees),
+        links=trace_links(traces),
     )
+    target = ctx.lake.dataset_dir(domain, "predictions") / "_reports"
+    report = write_report(ctx, batch=batch, target=target / (version or frame["run_key"][0]))
     run = {"metrics": metrics, "table": table, "report": report, "version": version}
     log_mlflow_run(ctx, params=params, frame=frame, **run)
-    log_traces(ctx, cases=cases[: params["log_traces"]], trees=trees, texts=texts)
     table_artifact(
         domain=domain,
         table=table,
@@ -104,35 +106,25 @@ def log_inference_run(
 
 
 @task(cache_policy=NO_CACHE)
-def write_report(
-    ctx: StageContext,
-    *,
-    frame: pl.DataFrame,
-    trees: dict,
-    title: str,
-    meta: dict[str, Any],
-    inputs: dict[str, tuple[str, str | None]],
-    target: Path,
-) -> Path:
-    """The HTML report of one predictions version, written whole (temporary file, rename).
+def write_report(ctx: StageContext, *, batch: Batch, target: Path) -> Path:
+    """The HTML report of one predictions version as a folder (``index.html`` and the case
+    pages), written whole: a temporary folder, then renamed into place. Returns the index.
     The one place a report is rendered: after inference, and by ``ponder report``."""
+    import shutil
+
     from tasks.lake import tmp_beside
 
-    page = render(
-        title,
-        frame,
-        trees,
-        dict(zip(frame["case_id"], frame["text"], strict=True)),
-        meta=meta,
-        redact=ctx.redactor.text,
-        inputs=inputs,
-        case_ref=ctx.redactor.case_ref,
-    )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    pages = render_pages(batch, redact=ctx.redactor.text, case_ref=ctx.redactor.case_ref)
     tmp = tmp_beside(target)
-    tmp.write_text(page)
-    tmp.replace(target)
-    return target
+    tmp.mkdir(parents=True)
+    for name, page in pages.items():
+        (tmp / name).write_text(page)
+    old = tmp_beside(target)
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target / "index.html"
 
 
 @task(cache_policy=NO_CACHE)
@@ -160,7 +152,7 @@ def log_mlflow_run(
         for row in table:
             if row["accuracy"] is not None:
                 mlflow.log_metric(f"accuracy_{row['family']}_d{row['difficulty']}", row["accuracy"])
-        mlflow.log_artifact(str(report), artifact_path="report")
+        mlflow.log_artifacts(str(report.parent), artifact_path="report")
         mlflow.set_tags(
             {
                 "ponder.stage": "infer",
@@ -173,7 +165,8 @@ def log_mlflow_run(
 
 
 def report_version(ctx: StageContext, *, version: str | None, output: Path | None) -> Path:
-    """Render the report of a stored predictions version (default the latest) again."""
+    """Render the report of a stored predictions version (default the latest) again, into
+    the folder ``output`` (default beside the version); returns its index page."""
     lake, domain = ctx.lake, ctx.name
     info = (
         lake.info(domain, "predictions", version) if version else lake.latest(domain, "predictions")
@@ -183,15 +176,43 @@ def report_version(ctx: StageContext, *, version: str | None, output: Path | Non
 
         raise PonderError("version", f"{domain} has no predictions yet", "run `ponder infer`")
     frame = pl.read_parquet(info.path / "part-*.parquet")
-    return write_report(
-        ctx,
-        frame=frame,
-        trees=load_trees(pl.read_parquet(info.path / "trees.parquet")),
+    batch = Batch(
         title=f"ponder predictions {domain} {info.version}",
+        predictions=frame,
+        trees=load_trees(pl.read_parquet(info.path / "trees.parquet")),
+        texts=dict(zip(frame["case_id"], frame["text"], strict=True)),
         meta={"rows": info.rows, "sources": ", ".join(info.manifest["sources"])},
-        inputs={},
-        target=output or info.path.parent / "_reports" / f"{info.version}.html",
     )
+    return write_report(
+        ctx, batch=batch, target=output or info.path.parent / "_reports" / info.version
+    )
+
+
+def right_leaves(d: Domain, cases: list[Case], trees: dict[str, Any]) -> dict[str, set[int]]:
+    """Per case with a known answer, the ids of its tree's leaves whose answer is right:
+    the paths the suspect-step rule compares a wrong chosen path with."""
+    out = {}
+    for case in cases:
+        tree = trees.get(case.id)
+        if tree is None or case.truth is None:
+            continue
+        out[case.id] = {leaf.id for leaf in tree.leaves() if d.check(tree.text(leaf), case).correct}
+    return out
+
+
+def trace_links(traces: dict[str, str]) -> dict[str, str]:
+    """Case id -> the trace's page in the MLflow UI, when the tracking URI is a server
+    (a local SQLite store has no UI address to link to)."""
+    import mlflow
+
+    server = mlflow.get_tracking_uri().rstrip("/")
+    if not server.startswith(("http://", "https://")) or not traces:
+        return {}
+    experiment = mlflow.get_experiment_by_name(TRACE_EXPERIMENT)
+    if experiment is None:
+        return {}
+    base = f"{server}/#/experiments/{experiment.experiment_id}/traces"
+    return {c: f"{base}?selectedEvaluationId={t}&traceId={t}" for c, t in traces.items() if t}
 
 
 def case_inputs(d: Domain, cases: list[Case]) -> dict[str, tuple[str, str | None]]:
@@ -221,15 +242,16 @@ def _call_spans(node: Any, red: Any) -> None:
 @task(cache_policy=NO_CACHE)  # not retried: a retry would log the traces twice
 def log_traces(
     ctx: StageContext, *, cases: list[Case], trees: dict, texts: dict[str, str]
-) -> list[str]:
-    """One trace per case, one child span per step of the chosen path."""
+) -> dict[str, str]:
+    """One trace per case, one child span per step of the chosen path; case id -> trace id."""
     import mlflow
 
+    from models.registry import ensure_experiment
     from tasks.report import chosen_path
 
     red, domain = ctx.redactor, ctx.name
-    mlflow.set_experiment(TRACE_EXPERIMENT)
-    ids = []
+    ensure_experiment(TRACE_EXPERIMENT)  # connects first: this runs before the infer run
+    ids = {}
     for case in cases:
         tree = trees.get(case.id)
         if tree is None:
@@ -254,5 +276,5 @@ def log_traces(
             # redact before cutting: a cut can drop the label ("Dr.") that marks a name
             root.set_outputs({"answer": red.text(texts.get(case.id, ""))[-500:]})
             mlflow.update_current_trace(tags={CASE_REF_TAG: ref, "ponder.domain": domain})
-        ids.append(mlflow.get_last_active_trace_id())
+        ids[case.id] = mlflow.get_last_active_trace_id()
     return ids

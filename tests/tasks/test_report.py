@@ -1,21 +1,24 @@
-"""The HTML report: structure, escaping, and a real render in headless Chromium."""
+"""The reviewer's report: structure, escaping, paging, the suspect step, and a reviewer's
+clicks in headless Chromium (Debian's chromium and chromedriver, through Selenium)."""
 
 from __future__ import annotations
 
 import html
 import shutil
-import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from models.search.tree import ThoughtTree
-from tasks.report import chosen_path, render
+from tasks.report import Batch, chosen_path, render_pages
 from tests.injection import CORPUS
 
 
 def _tree() -> tuple[ThoughtTree, str]:
+    """Two first steps; the chosen path reads, then answers 4."""
     tree = ThoughtTree(prompt_token_ids=[1, 2, 3])
     a = tree.add(
         tree.root,
@@ -42,7 +45,7 @@ def _tree() -> tuple[ThoughtTree, str]:
         n_tokens=2,
         terminal=True,
         answer='{"value": 4}',
-        prm_score=0.95,
+        prm_score=0.35,
         visits=2,
         value=0.9,
     )
@@ -50,126 +53,145 @@ def _tree() -> tuple[ThoughtTree, str]:
     return tree, tree.text(end)
 
 
-def _page(tmp_path: Path) -> Path:
-    tree, text = _tree()
-    preds = pl.DataFrame(
+def _frame(n: int, *, correct: list[bool | None] | None = None) -> pl.DataFrame:
+    ids = [f"c{k:05d}" for k in range(n)]
+    return pl.DataFrame(
         {
-            "case_id": ["c1"],
-            "family": ["clinical_calc"],
-            "difficulty": [2],
-            "answer": ['{"value": 4}'],
-            "confidence": [0.9],
-            "correct": [True],
-            "tokens": [tree.tokens_generated],
-        }
+            "case_id": ids,
+            "family": ["clinical_calc" if k % 3 else "ctr" for k in range(n)],
+            "difficulty": [2] * n,
+            "answer": ['{"value": 4}'] * n,
+            "confidence": [0.9 if k % 2 else 0.3 for k in range(n)],
+            "correct": correct if correct is not None else [k % 2 == 1 for k in range(n)],
+            "tokens": [5] * n,
+        },
+        schema_overrides={"correct": pl.Boolean},
     )
-    path = tmp_path / "report.html"
-    path.write_text(render("test batch", preds, {"c1": tree}, {"c1": text}, meta={"model": "m"}))
-    return path
 
 
-def test_structure_and_escaping(tmp_path: Path) -> None:
+def _batch(n: int = 3, **kw: object) -> Batch:
+    tree, text = _tree()
+    frame = _frame(n)
+    ids = list(frame["case_id"])
+    return Batch(
+        title="test batch",
+        predictions=frame,
+        trees=dict.fromkeys(ids, tree),
+        texts=dict.fromkeys(ids, text),
+        meta={"model": "m"},
+        inputs={i: ("Na 140\nWhat is the anion gap?", '{"value": 5}') for i in ids},
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_structure_escaping_and_the_suspect_step() -> None:
     tree, text = _tree()
     assert chosen_path(tree, text) == {1, 3}
-    page = _page(tmp_path).read_text()
-    assert page.count("<details") == 4 and page.count('class="chosen"') == 2
-    assert "<script>" not in page and "&lt;script&gt;" in page
-    assert "cut at length" in page and "visits 3" in page and "correct" in page
+    pages = render_pages(_batch(3))
+    assert sorted(pages) == ["cases-001.html", "index.html"]
+    index, cases = pages["index.html"], pages["cases-001.html"]
+    assert index.count("<tr data-family=") == 3 and "cases-001.html#c00001" in index
+    assert "What is the anion gap?" in cases and "{&quot;value&quot;: 5}" in cases
+    assert "<script>alert" not in cases and "&lt;script&gt;" in cases
+    assert "cut at length" in cases and "visits 3" in cases
+    # c00000 and c00002 are wrong: the answer step fell most (0.90 -> 0.35) and is flagged
+    assert cases.count('class="chosen suspect"') == 2
+    assert "the largest fall in PRM score (0.90 to 0.35)" in cases
+    assert "PRM 0.350 (&Delta; -0.550)" in cases  # each step's change from the one before
+
+
+def test_a_right_sibling_path_moves_the_suspect_to_the_fork() -> None:
+    """When the other first step is known to reach the truth, the chosen path's first step
+    (where it left that path) is the suspect, whatever the scores say."""
+    batch = _batch(1, good={"c00000": {4}})
+    cases = render_pages(batch)["cases-001.html"]
+    assert "left a sibling path that reached the right answer" in cases
+    assert cases.index('class="chosen suspect"') < cases.index("Answer:")
 
 
 @pytest.mark.parametrize("injection", CORPUS)
 def test_injected_input_is_shown_escaped(injection: str) -> None:
     """The case input a reviewer reads carries injected text as text, never as markup."""
-    tree, text = _tree()
-    preds = pl.DataFrame(
-        {"case_id": ["c1"], "family": ["f"], "difficulty": [1], "answer": ["4"]}
-        | {"confidence": [0.5], "correct": [False], "tokens": [3]}
-    )
-    pages = [
-        render(
-            "t",
-            preds,
-            {"c1": tree},
-            {"c1": text},
-            meta={},
-            inputs={"c1": (f"Na 140\n{t}", f"4 {t}")},
-        )
-        for t in ("", injection)
-    ]
-    assert pages[1].count(html.escape(injection)) == 2
-    for tag in ("<script", "<pre", "</pre>", "</details>", "<|"):
-        assert pages[1].count(tag) == pages[0].count(tag), tag
+    pages = []
+    for t in ("", injection):
+        batch = _batch(1)
+        inputs = {"c00000": (f"Na 140\n{t}", f"4 {t}")}
+        pages.append(render_pages(replace(batch, inputs=inputs)))
+    for name in ("index.html", "cases-001.html"):
+        before, after = pages[0][name], pages[1][name]
+        for tag in ("<script", "<pre", "</pre>", "</details>", "<|", "<tr"):
+            assert after.count(tag) == before.count(tag), (name, tag)
+    assert html.escape(injection) in pages[1]["cases-001.html"]
+
+
+def test_a_large_batch_is_paged_and_every_page_stays_small() -> None:
+    """10,000 cases: pages of at most 200 cases, each under 5 MB, every row linked to the
+    page its tree is on."""
+    pages = render_pages(_batch(10_000))
+    assert len(pages) == 1 + 50
+    assert max(len(p.encode()) for p in pages.values()) < 5_000_000
+    assert pages["cases-050.html"].count("<h3 id=") == 200
+    assert "cases-050.html#c09999" in pages["index.html"]
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (make test installs it)")
-def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
-    page = _page(tmp_path)
-    shot = tmp_path / "report.png"
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1200,900",
-    ]
-    subprocess.run(
-        [CHROMIUM, *flags, f"--screenshot={shot}", page.as_uri()],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    data = shot.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-    dom = subprocess.run(
-        [CHROMIUM, *flags, "--dump-dom", page.as_uri()],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
-    assert dom.count("<details") == 4 and "test batch" in dom
+@pytest.fixture
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """Headless Chromium driven by Debian's chromedriver; Selenium Manager stays offline."""
+    if CHROMIUM is None or DRIVER is None:
+        pytest.skip("chromium or chromedriver not installed (make test installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"):
+        opts.add_argument(flag)
+    opts.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
+    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
 
 
-def test_calculator_steps_are_marked_as_computed() -> None:
-    from domains.calc import evaluate
+def _write(pages: dict[str, str], folder: Path) -> Path:
+    folder.mkdir()
+    for name, page in pages.items():
+        (folder / name).write_text(page)
+    return folder / "index.html"
 
-    tree = ThoughtTree(prompt_token_ids=[1])
-    calls = [evaluate("140 - (100 + 24)"), evaluate("1 / 0")]
-    tree.add(
-        tree.root,
-        text="AG = <<140 - (100 + 24)>> = 16, then <<1 / 0>> = error: division by zero\n\n",
-        token_ids=[2, 3],
-        n_tokens=2,
-        calls=calls,
-    )
-    preds = pl.DataFrame(
-        {
-            "case_id": ["c1"],
-            "family": ["clinical_calc"],
-            "difficulty": [1],
-            "answer": ["16"],
-            "confidence": [1.0],
-            "correct": [True],
-            "tokens": [2],
-        }
-    )
-    page = render(
-        "calc",
-        preds,
-        {"c1": tree},
-        {"c1": ""},
-        meta={},
-        inputs={"c1": ("Na 140 <b>", '{"value": 16}')},
-    )
-    assert "Na 140 &lt;b&gt;" in page and "expected answer: <code>{&quot;value&quot;: 16}" in page
-    assert "2 computed" in page and page.count("<mark class='exact'") == 2
-    assert "<b>16</b> <span class='ok'>computed</span>" in page
-    assert "error: division by zero</span>" in page
+
+def test_a_reviewer_filters_follows_a_link_and_sees_the_suspect(browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    d = browser
+    d.get(_write(render_pages(_batch(6)), tmp_path / "report").as_uri())
+    rows = d.find_elements(By.CSS_SELECTOR, "#cases tr[data-family]")
+
+    def shown() -> list[str]:
+        return [r.get_attribute("data-correct") for r in rows if r.is_displayed()]
+
+    assert len(shown()) == 6
+    d.find_element(By.ID, "wrong").click()
+    assert shown() == ["0", "0", "0"] and d.find_element(By.ID, "shown").text == "3"
+    Select(d.find_element(By.ID, "family")).select_by_visible_text("ctr")
+    assert len(shown()) == 1  # wrong and ctr: c00000 only (c00003 is right)
+    d.find_element(By.ID, "wrong").click()
+    Select(d.find_element(By.ID, "family")).select_by_visible_text("all")
+    d.find_element(By.ID, "low").click()  # confidence below 0.5: the even cases (0.3)
+    assert len(shown()) == 3 and d.find_element(By.ID, "shown").text == "3"
+    d.find_element(By.LINK_TEXT, "c00000").click()
+    assert d.current_url.endswith("cases-001.html#c00000")
+    flagged = d.find_element(By.CSS_SELECTOR, "#c00000 ~ details details.suspect > summary")
+    assert flagged.is_displayed() and "suspect" in flagged.text
+    closed = d.find_elements(By.CSS_SELECTOR, "details:not([open]) > summary")[0]
+    closed.click()  # a reviewer opens a collapsed branch
+    assert closed.find_element(By.XPATH, "..").get_attribute("open") is not None

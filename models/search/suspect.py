@@ -1,0 +1,106 @@
+"""Which step of a wrong path a reviewer should look at first: the suspect step.
+
+A reviewer of a wrong answer wants the step where the reasoning went wrong, not the whole
+tree. Every rule here has one signature, ``(tree, path, good) -> Suspect | None``, and is
+picked by name from ``SUSPECT_RULES`` (like the search strategies):
+
+- ``path`` is the chosen path, root excluded, as ``ThoughtTree.path`` returns it;
+- ``good`` holds the ids of leaves known to reach the right answer (by the expected answer
+  where the case has one); it is empty when nothing is known.
+
+The rule ponder uses is ``SUSPECT_RULE``: where a sibling path reached the right answer,
+the step at which the chosen path left it; otherwise the step whose PRM score fell most
+from the step before (the first step falls from 1, "nothing wrong yet"). ``bench/suspect.py``
+measures every rule against the first wrong step found by comparison with the reference
+solution, with "the last step" and "the lowest-value step" as the naive baselines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from domains.errors import PonderError
+from models.search.tree import Node, ThoughtTree
+
+
+class Suspect(NamedTuple):
+    """A rule's pick: the index of the step in the path, and why, in a reviewer's words."""
+
+    index: int
+    reason: str
+
+
+Rule = Callable[[ThoughtTree, list[Node], set[int]], Suspect | None]
+
+
+def last_step(tree: ThoughtTree, path: list[Node], good: set[int]) -> Suspect | None:
+    """Baseline: blame the last step."""
+    return Suspect(len(path) - 1, "the last step") if path else None
+
+
+def lowest_value(tree: ThoughtTree, path: list[Node], good: set[int]) -> Suspect | None:
+    """Baseline: the step with the lowest PRM score (the first such step on ties)."""
+    scores = _scores(path)
+    if scores is None:
+        return None
+    low = min(scores)
+    return Suspect(scores.index(low), f"the lowest PRM score on the path ({low:.2f})")
+
+
+def largest_drop(tree: ThoughtTree, path: list[Node], good: set[int]) -> Suspect | None:
+    """The step whose PRM score fell most from the previous step's (the first from 1)."""
+    scores = _scores(path)
+    if scores is None:
+        return None
+    before = [1.0, *scores]
+    drops = [b - a for b, a in zip(before, scores, strict=False)]
+    k = drops.index(max(drops))
+    return Suspect(k, f"the largest fall in PRM score ({before[k]:.2f} to {scores[k]:.2f})")
+
+
+def divergence(tree: ThoughtTree, path: list[Node], good: set[int]) -> Suspect | None:
+    """The first step of the chosen path that no path to a right answer shares; None when
+    no other path is known to be right, or when the chosen path is one of them."""
+    if not good or not path or path[-1].id in good:
+        return None
+    on_good = {n.id for leaf in good for n in tree.path(tree.nodes[leaf])}
+    for k, node in enumerate(path):
+        if node.id not in on_good:
+            return Suspect(k, "here the path left a sibling path that reached the right answer")
+    return None
+
+
+def divergence_then_drop(tree: ThoughtTree, path: list[Node], good: set[int]) -> Suspect | None:
+    """``divergence`` where a sibling path reached the right answer, else ``largest_drop``."""
+    return divergence(tree, path, good) or largest_drop(tree, path, good)
+
+
+def _scores(path: list[Node]) -> list[float] | None:
+    """The path's PRM scores, or None when any step has none (nothing to rank by)."""
+    scores = [n.prm_score for n in path]
+    if not scores or any(s is None for s in scores):
+        return None
+    return [float(s) for s in scores]  # type: ignore[arg-type]
+
+
+SUSPECT_RULES: dict[str, Rule] = {
+    "divergence_then_drop": divergence_then_drop,
+    "largest_drop": largest_drop,
+    "divergence": divergence,
+    "lowest_value": lowest_value,
+    "last_step": last_step,
+}
+SUSPECT_RULE = "divergence_then_drop"  # chosen by bench/suspect.py; see the module docstring
+
+
+def suspect_step(
+    tree: ThoughtTree, path: list[Node], *, good: set[int] | None = None, rule: str = SUSPECT_RULE
+) -> Suspect | None:
+    """The step a reviewer should check first on ``path`` (an index into it), by ``rule``;
+    None when the rule has nothing to go on (no scores, an empty path, no right sibling)."""
+    if rule not in SUSPECT_RULES:
+        raise PonderError(
+            "suspect_rule", f"unknown rule {rule!r}", f"use one of: {', '.join(SUSPECT_RULES)}"
+        )
+    return SUSPECT_RULES[rule](tree, path, good or set())

@@ -1,0 +1,67 @@
+"""The suspect-step rules on hand-built trees: each can point at a different step."""
+
+from __future__ import annotations
+
+import pytest
+
+from domains.errors import PonderError
+from models.search.suspect import SUSPECT_RULES, suspect_step
+from models.search.tree import Node, ThoughtTree
+
+
+def _tree() -> tuple[ThoughtTree, list[Node], Node]:
+    """root -> a (0.9) -> b (0.4) -> c (0.3, wrong leaf); a -> d (0.8) -> e (right leaf)."""
+    tree = ThoughtTree(prompt_token_ids=[1])
+    a = tree.add(tree.root, text="read", prm_score=0.9)
+    b = tree.add(a, text="convert", prm_score=0.4)
+    c = tree.add(b, text="answer 7", prm_score=0.3, terminal=True)
+    d = tree.add(a, text="convert again", prm_score=0.8)
+    e = tree.add(d, text="answer 5", prm_score=0.7, terminal=True)
+    return tree, tree.path(c), e
+
+
+@pytest.mark.parametrize(
+    ("rule", "good", "expected"),
+    [
+        ("last_step", False, "answer 7"),
+        ("lowest_value", False, "answer 7"),
+        ("largest_drop", False, "convert"),  # 0.9 -> 0.4 is the largest fall
+        ("divergence", True, "convert"),  # where the chosen path left the right one
+        ("divergence", False, None),  # nothing known to be right
+        ("divergence_then_drop", False, "convert"),
+    ],
+)
+def test_each_rule_points_at_its_step(rule: str, good: bool, expected: str | None) -> None:
+    tree, path, right = _tree()
+    found = suspect_step(tree, path, good={right.id} if good else None, rule=rule)
+    assert (path[found.index].text if found else None) == expected
+    assert found is None or found.reason
+
+
+def test_the_first_step_falls_from_one() -> None:
+    tree = ThoughtTree(prompt_token_ids=[1])
+    a = tree.add(tree.root, text="misread", prm_score=0.2)
+    b = tree.add(a, text="answer", prm_score=0.15, terminal=True)
+    found = suspect_step(tree, tree.path(b), rule="largest_drop")
+    assert found is not None and found.index == 0 and "1.00 to 0.20" in found.reason
+
+
+def test_divergence_prefers_the_sibling_over_the_scores() -> None:
+    """Scores blame step 1, but a right path shares step 1: the fork is at step 2."""
+    tree = ThoughtTree(prompt_token_ids=[1])
+    a = tree.add(tree.root, text="read", prm_score=0.1)
+    b = tree.add(a, text="wrong sum", prm_score=0.1)
+    c = tree.add(a, text="right sum", prm_score=0.1)
+    found = suspect_step(tree, tree.path(b), good={c.id})
+    assert found is not None and found.index == 1 and "sibling" in found.reason
+    assert suspect_step(tree, tree.path(c), good={c.id}, rule="divergence") is None
+
+
+def test_unscored_paths_and_unknown_rules() -> None:
+    tree = ThoughtTree(prompt_token_ids=[1])
+    a = tree.add(tree.root, text="no score")
+    assert suspect_step(tree, tree.path(a)) is None
+    assert suspect_step(tree, []) is None
+    with pytest.raises(PonderError) as err:
+        suspect_step(tree, tree.path(a), rule="vibes")
+    assert all(name in err.value.fix for name in SUSPECT_RULES)
