@@ -95,10 +95,11 @@ class _Case:
 
 def chosen_path(tree: ThoughtTree, text: str) -> set[int]:
     """Node ids of the path whose text is the chosen answer text (deepest match)."""
-    return {n.id for n in _chosen_nodes(tree, text)}
+    return {n.id for n in chosen_nodes(tree, text)}
 
 
-def _chosen_nodes(tree: ThoughtTree, text: str) -> list[Node]:
+def chosen_nodes(tree: ThoughtTree, text: str) -> list[Node]:
+    """The path whose text is the chosen answer text (deepest match), root excluded."""
     best: list[Node] = []
     for leaf in tree.leaves():
         path = tree.path(leaf)
@@ -130,7 +131,7 @@ def render_pages(
 def _case(batch: Batch, row: dict[str, Any], page: int, ref: Redact) -> _Case:
     case_id = row["case_id"]
     tree = batch.trees.get(case_id)
-    path = _chosen_nodes(tree, batch.texts.get(case_id, "")) if tree else []
+    path = chosen_nodes(tree, batch.texts.get(case_id, "")) if tree else []
     found = None
     if tree is not None and row["correct"] is not True:
         found = suspect_step(tree, path, good=batch.good.get(case_id))
