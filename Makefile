@@ -90,13 +90,13 @@ bench-loop: install
 
 # ~20 minutes on 2 cores: the first half of bench-loop's round 1 (SFT alone on the same
 # cases), held-out accuracy per calculator; to compare reference formats quickly.
-# A few seconds, after `make bench-loop`: how often the report's suspect-step flag points at the
+bench-sft: install
+	$(PY) -m bench.sft --suite $(SUITE)
+
+# Seconds, after `make bench-loop`: how often the report's suspect-step flag points at the
 # first wrong step of held-out wrong paths, against the last-step and lowest-value baselines.
 bench-suspect: install
 	$(PY) -m bench.suspect
-
-bench-sft: install
-	$(PY) -m bench.sft --suite $(SUITE)
 
 lint: install
 	$(VENV)/bin/ruff check --fix .
