@@ -318,6 +318,17 @@ def models_rollback(
     console.print(f"{name}@champion: {rolled_back} -> {champion} (previous = {rolled_back})")
 
 
+@app.command("review")
+@friendly
+def review_cmd(
+    domain: Annotated[str | None, typer.Option(help="Only this domain's queue.")] = None,
+) -> None:
+    """Show each review queue: pending and done items, by reviewer, and the UI address."""
+    from tasks.review import queue_status
+
+    views.review_queues(queue_status(domain))
+
+
 @app.command("report")
 @friendly
 def report_cmd(

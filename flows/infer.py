@@ -77,6 +77,13 @@ class InferParams(BaseModel):
         default="auto", description="Weight dtype for the engine."
     )
     log_traces: int = Field(default=5, ge=0, le=1000, description="Cases logged as MLflow traces.")
+    review_k: int = Field(
+        default=10,
+        ge=0,
+        le=10_000,
+        description="Cases sent to the domain's MLflow review queue (wrong, then disagreeing "
+        "paths, then least confident first); 0 sends none.",
+    )
     seed: int = Field(ge=0, le=2**32 - 1, default=0, description="Sampling seed.")
     tools: ToolNames = None
 
@@ -119,6 +126,7 @@ class InferResult(BaseModel):
     cases_per_s: float | None = Field(default=None, description="Throughput.")
     prefix_cache_hit_rate: float | None = Field(default=None, description="vLLM prefix cache.")
     report: str | None = Field(default=None, description="The HTML report's path.")
+    queued: int = Field(default=0, description="Cases this run added to the review queue.")
 
     @property
     def ref(self) -> str | None:
@@ -175,7 +183,7 @@ def infer(params: InferParams | None = None) -> InferResult:
     metrics = {k: v for k, v in summary["metrics"].items() if k != "cases"}
     return InferResult(cases=len(fitting), input=label, version=version, model=exact,
                        rejected=len(rejected), too_long=len(too_long), **metrics,
-                       report=summary["report"])  # fmt: skip
+                       report=summary["report"], queued=summary["queued"])  # fmt: skip
 
 
 def _split_by_fit(

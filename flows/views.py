@@ -195,3 +195,25 @@ def collected(result: CollectResult) -> None:
     for summary in (result.cases, result.feedback):
         if summary.quarantine_file:
             console.print(f"quarantine: {summary.quarantine_file}")
+
+
+def review_queues(statuses: list[Any]) -> None:
+    """``ponder review``: each queue's pending and finished items, who finished them, and
+    where to review (the MLflow UI, when the tracking URI is a server)."""
+    if not statuses:
+        console.print("no review queue yet: `ponder infer` fills one per domain (review_k)")
+        return
+    table = Table(title="review queues (MLflow, experiment ponder-traces)")
+    for column in ("queue", "pending", "done", "declined", "done by"):
+        table.add_column(column)
+    for s in statuses:
+        by = ", ".join(f"{who} {n}" for who, n in sorted(s.by_reviewer.items())) or "-"
+        table.add_row(s.name, str(s.pending), str(s.complete), str(s.declined), by)
+    console.print(table)
+    url = statuses[0].url
+    console.print(
+        f"review at: {url}"
+        if url
+        else "the tracking store is local: start `ponder serve` (or `mlflow server`) to review "
+        "in the MLflow UI"
+    )

@@ -25,6 +25,7 @@ BASE_POLICY = "ponder-base-policy"
 ALIASES = ("champion", "challenger", "previous")
 MODEL_KINDS = ("policy", "orm", "prm")
 EXPERIMENT = "ponder"
+TRACE_EXPERIMENT = "ponder-traces"  # reviewable traces and their review queues
 REGISTRATION_TAG = "ponder.registration"
 
 

@@ -16,11 +16,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from domains.base import Case, Domain
+from models.registry import TRACE_EXPERIMENT
 from tasks.artifacts import table_artifact
 from tasks.context import StageContext
 from tasks.report import Batch, load_trees, render_pages
+from tasks.review import fill_review_queue, needs_review
 
-TRACE_EXPERIMENT = "ponder-traces"
 CASE_REF_TAG = "ponder.case_ref"  # a trace's case, as a keyed reference (never the raw id)
 
 
@@ -76,7 +77,10 @@ def log_inference_run(
     metrics, table = run_metrics(frame, generator)
     trees = load_trees(pl.read_parquet(out_dir / "trees-*.parquet"))
     texts = dict(zip(frame["case_id"], frame["text"], strict=True))
-    traces = log_traces(ctx, cases=cases[: params["log_traces"]], trees=trees, texts=texts)
+    review = needs_review(frame, trees, k=params["review_k"])
+    traced = _traced(cases, sample=params["log_traces"], review=review)
+    traces = log_traces(ctx, cases=traced, trees=trees, texts=texts)
+    queue = fill_review_queue(ctx, traces={c: traces[c] for c in review if traces.get(c)})
     meta = {
         "model": frame["model_version"][0],
         "input": frame["input"][0],
@@ -102,7 +106,14 @@ def log_inference_run(
         key=f"infer-{domain.replace('_', '-')}",
         description="accuracy / tokens by family and difficulty",
     )
-    return {"metrics": metrics, "table": table, "report": str(report)}
+    queued = queue.added if queue else 0
+    return {"metrics": metrics, "table": table, "report": str(report), "queued": queued}
+
+
+def _traced(cases: list[Case], *, sample: int, review: list[str]) -> list[Case]:
+    """The cases logged as traces: the first ``sample``, and every case sent for review."""
+    wanted = set(review)
+    return [c for k, c in enumerate(cases) if k < sample or c.id in wanted]
 
 
 @task(cache_policy=NO_CACHE)

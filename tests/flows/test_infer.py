@@ -61,6 +61,7 @@ def test_infer_end_to_end(fresh_lake: Path, tiny_model: Path, vllm_engine) -> No
     src = _cases_file(fresh_lake / "cases.csv", long_note=True)
     out = infer(_params(tiny_model, src))
     assert out.cases == 3 and out.rejected == 1 and out.too_long == 1
+    assert out.queued == 3  # review_k 10 > 3 cases: every case waits for a reviewer
     lake = Lake(fresh_lake / "lake")
     info = lake.latest("medicine", "predictions")
     assert info.version == out.version == "v00001"
