@@ -167,13 +167,14 @@ def collect(params: CollectParams | None = None) -> CollectResult:
     newest, seen = None, None
     if "mlflow_feedback" in params.sources:
         state = lake.state(params.domain, watermark_key)
-        frame, newest, seen = feedback_from_mlflow(
+        frame, unusable, newest, seen = feedback_from_mlflow(
             ctx,
             experiment=params.mlflow_experiment,
             watermark_ms=int(state.get("last_ms", 0)),
             refs=case_refs(ctx),
         )
         feedback.frames.append(normalize_feedback(frame.lazy(), "mlflow"))
+        feedback.rejected += unusable
         feedback.sources.append(f"mlflow:{params.mlflow_experiment}>{state.get('last_ms', 0)}")
     known = None
     if params.check_traces:  # reuse the trace listing the mlflow source already made

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import mlflow
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from domains.base import Domain, DomainName
 from models.engine import SamplingConfig, get_generator, scoped_generators
@@ -56,6 +56,11 @@ class RefreshParams(BaseModel):
         description="Resampling weight per pair source (explicit / rating / verifier), each "
         "finite and in [0, 100].",
     )
+    step_weights: dict[str, Weight] = Field(
+        default={"reviewer": 3.0, "monte_carlo": 1.0},
+        description="Resampling weight per PRM step source (reviewer / monte_carlo): a "
+        "person's label counts above a Monte-Carlo estimate; each finite and in [0, 100].",
+    )
     margin_per_point: float = Field(
         default=0.5, ge=0, le=10, description="Bradley-Terry margin per rating point of gap."
     )
@@ -89,6 +94,15 @@ class RefreshParams(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Policy engine weight dtype."
     )
+
+    @field_validator("source_weights", "step_weights")
+    @classmethod
+    def _known_sources(cls, value: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        known = rd.PAIR_SOURCES if info.field_name == "source_weights" else rd.STEP_SOURCES
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown source(s) {unknown}; use {', '.join(known)}")
+        return value
 
 
 class RMDecision(BaseModel):
@@ -267,8 +281,9 @@ def _refresh_one(
     rows, long = _encoded(ctx, kind, params, cases=cases, data=data, backbone=backbone)
     domain = ctx.domain
     train, held = rw.heldout(rows, splits)
-    if kind == "orm":  # source weights shape training only; held-out pairs count once each
-        train = rd.weighted(train, params.source_weights, params.train.seed)
+    # source weights shape training only; held-out examples count once each
+    weights = params.source_weights if kind == "orm" else params.step_weights
+    train = rd.weighted(train, weights, params.train.seed)
     if not train:
         return {
             "decision": "skipped",

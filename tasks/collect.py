@@ -35,6 +35,7 @@ from tasks.records import (
     split_feedback,
     validate_cases,
 )
+from tasks.span_labels import is_span_label, span_label_rows
 
 INBOX_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
@@ -242,27 +243,47 @@ def experiment_traces(experiment: str) -> list[Any]:
 @task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def feedback_from_mlflow(
     ctx: StageContext, *, experiment: str, watermark_ms: int, refs: dict[str, str] | None = None
-) -> tuple[pl.DataFrame, int, set[str]]:
-    """Human feedback assessments on traces created or updated after the watermark, the new
-    watermark, and the ids of all traces seen (for the unknown-trace check). ``refs`` maps
-    a trace's case reference back to the case id (``case_refs``)."""
+) -> tuple[pl.DataFrame, list[dict[str, Any]], int, set[str]]:
+    """Human feedback assessments on traces created or updated after the watermark (a
+    trace's step-span labels become one row per reviewer, ``tasks.span_labels``), the
+    labels that could not be used (quarantine rows), the new watermark, and the ids of all
+    traces seen (for the unknown-trace check). ``refs`` maps a trace's case reference back
+    to the case id (``case_refs``)."""
     traces = experiment_traces(experiment)
-    rows, newest, domain = [], watermark_ms, ctx.name
+    rows, bad, newest, domain = [], [], watermark_ms, ctx.name
     for trace in traces:
         if (trace.info.tags or {}).get("ponder.domain", domain) != domain:
             continue  # feedback on another domain's trace
+        spans = []
         for a in trace.info.assessments or []:
             stamp = int(a.last_update_time_ms or a.create_time_ms or 0)
-            if stamp <= watermark_ms or getattr(a, "feedback", None) is None:
-                continue
-            newest = max(newest, stamp)
-            rows.append(assessment_row(trace, a, stamp, refs or {}))
+            if is_span_label(a):
+                spans.append(a)
+            elif stamp > watermark_ms and getattr(a, "feedback", None) is not None:
+                rows.append(assessment_row(trace, a, stamp, refs or {}))
+            newest = max(newest, stamp) if getattr(a, "feedback", None) is not None else newest
+        if any(_stamp(a) > watermark_ms for a in spans):  # all of them: labels add up
+            found, rejected = span_label_rows(
+                _with_spans(trace), spans, case_id=_trace_case(trace, refs or {})
+            )
+            rows, bad = rows + found, bad + rejected
     frame = (
         pl.DataFrame(rows, schema_overrides={"timestamp": pl.String})
         if rows
         else pl.DataFrame(schema=FEEDBACK_SCHEMA)
     )
-    return frame, newest, {t.info.trace_id for t in traces}
+    return frame, bad, newest, {t.info.trace_id for t in traces}
+
+
+def _stamp(a: Any) -> int:
+    return int(a.last_update_time_ms or a.create_time_ms or 0)
+
+
+def _with_spans(trace: Any) -> Any:
+    """The trace with its spans (the listing leaves them out)."""
+    import mlflow
+
+    return mlflow.get_trace(trace.info.trace_id)
 
 
 def case_refs(ctx: StageContext) -> dict[str, str]:

@@ -215,20 +215,37 @@ def reviewer_steps(
     feedback: pl.DataFrame, cases: dict[str, Case], index: dict[str, list[str]]
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Step targets from ``first_wrong_step`` (steps before it 1, from it on 0; 0 = none
-    wrong) and ``step_labels`` ("1101")."""
+    wrong) and ``step_labels`` ("1101"), one path per trace. Rules, each recorded:
+
+    - a reviewer's newest labels on a trace replace that reviewer's older ones;
+    - reviewers who disagree on a trace are merged step by step, and a step any of them
+      calls wrong is wrong (a step one person doubts is not taught as right)."""
     rows, bad = [], []
     kinds = feedback.filter(pl.col("kind").is_in(["first_wrong_step", "step_labels"]))
-    for row in kinds.iter_rows(named=True):
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in kinds.sort("timestamp", nulls_last=False).iter_rows(named=True):
+        key = (row["trace_id"], row["reviewer_id"])
+        if key in newest:
+            bad.append(rejection(newest[key], "replaced by the same reviewer's newer labels"))
+        newest[key] = row
+    by_trace: dict[str, list[tuple[dict[str, Any], list[float]]]] = {}
+    for row in newest.values():
         steps = index.get(row["trace_id"])
-        case = cases.get(row["case_id"])
-        if case is None or not steps:
+        if cases.get(row["case_id"]) is None or not steps:
             bad.append(rejection(row, "case or trace_id resolves to no completion"))
             continue
         labels = _labels(row, len(steps))
         if labels is None:
             bad.append(rejection(row, f"labels do not match the completion's {len(steps)} steps"))
             continue
-        rows.append(step_row(case, steps, labels, "reviewer"))
+        by_trace.setdefault(row["trace_id"], []).append((row, labels))
+    for trace_id, labelled in by_trace.items():
+        merged = [min(step) for step in zip(*(labels for _, labels in labelled), strict=True)]
+        if any(labels != merged for _, labels in labelled):
+            reason = "reviewers disagree: merged, a step any reviewer calls wrong is wrong"
+            bad += [rejection(row, reason) for row, _ in labelled]
+        case = cases[labelled[0][0]["case_id"]]
+        rows.append(step_row(case, index[trace_id], merged, "reviewer"))
     return rows, bad
 
 

@@ -77,3 +77,16 @@ def test_out_of_range_values_fail_at_construction_naming_the_field(model, kwargs
     text = str(err.value)
     assert field in text
     assert any(w in text for w in ("less than", "greater than", "finite", "below", "at most"))
+
+
+@pytest.mark.parametrize(
+    ("field", "weights", "valid"),
+    [
+        ("source_weights", {"explict": 2.0}, "explicit"),
+        ("step_weights", {"human": 3.0}, "reviewer"),
+    ],
+)
+def test_an_unknown_weight_source_names_the_valid_ones(field, weights, valid) -> None:
+    with pytest.raises(ValidationError) as err:
+        RefreshParams(domain="medicine", **{field: weights})
+    assert field in str(err.value) and valid in str(err.value)

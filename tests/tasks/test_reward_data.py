@@ -27,6 +27,8 @@ def _fb(rows: list[dict]) -> pl.DataFrame:
         "rejected",
         "first_wrong_step",
         "step_labels",
+        "reviewer_id",
+        "timestamp",
     )
     return pl.DataFrame(
         [{c: r.get(c) for c in cols} for r in rows],
@@ -74,17 +76,46 @@ def test_contradictions_majority_and_ties() -> None:
 
 
 def test_reviewer_step_labels() -> None:
-    index = {"t": ["s1\n\n", "s2\n\n", "s3"]}
+    index = {t: ["s1\n\n", "s2\n\n", "s3"] for t in ("t1", "t2", "t3")}
     fb = _fb(
         [
-            {"kind": "first_wrong_step", "case_id": IDS[1], "trace_id": "t", "first_wrong_step": 2},
-            {"kind": "step_labels", "case_id": IDS[1], "trace_id": "t", "step_labels": "110"},
-            {"kind": "step_labels", "case_id": IDS[1], "trace_id": "t", "step_labels": "11"},
+            {
+                "kind": "first_wrong_step",
+                "case_id": IDS[1],
+                "trace_id": "t1",
+                "first_wrong_step": 2,
+            },
+            {"kind": "step_labels", "case_id": IDS[1], "trace_id": "t2", "step_labels": "110"},
+            {"kind": "step_labels", "case_id": IDS[1], "trace_id": "t3", "step_labels": "11"},
         ]
     )
     rows, bad = rd.reviewer_steps(fb, CASES, index)
     assert [r["targets"] for r in rows] == [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]
     assert len(bad) == 1 and "3 steps" in bad[0]["reason"]
+
+
+def test_reviewers_are_resolved_by_rule_and_never_double_counted() -> None:
+    """One path per trace: a reviewer's newer labels replace older ones, and disagreeing
+    reviewers merge with a step any of them calls wrong counted wrong; each is recorded."""
+    index = {"t": ["s1\n\n", "s2\n\n", "s3"]}
+    label = {"kind": "step_labels", "case_id": IDS[1], "trace_id": "t"}
+    fb = _fb(
+        [
+            label | {"reviewer_id": "ana", "timestamp": "2026-01-01", "step_labels": "000"},
+            label | {"reviewer_id": "ana", "timestamp": "2026-01-02", "step_labels": "110"},
+            label | {"reviewer_id": "bo", "timestamp": "2026-01-01", "step_labels": "101"},
+        ]
+    )
+    rows, bad = rd.reviewer_steps(fb, CASES, index)
+    assert [r["targets"] for r in rows] == [[1.0, 0.0, 0.0]]
+    reasons = sorted(b["reason"] for b in bad)
+    assert reasons[0] == "replaced by the same reviewer's newer labels"
+    assert (
+        reasons[1:] == ["reviewers disagree: merged, a step any reviewer calls wrong is wrong"] * 2
+    )
+    agree = _fb([label | {"reviewer_id": who, "step_labels": "110"} for who in ("ana", "bo")])
+    rows, bad = rd.reviewer_steps(agree, CASES, index)
+    assert [r["targets"] for r in rows] == [[1.0, 1.0, 0.0]] and bad == []
 
 
 def test_weights_resample_by_source() -> None:
