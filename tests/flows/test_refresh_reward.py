@@ -188,7 +188,11 @@ def test_refresh_registers_challengers_and_gates(fresh_lake, tiny_model, vllm_en
     res = worse.orm
     assert res.decision == "kept_challenger", res
     assert res.heldout_accuracy < orm.heldout_accuracy
-    assert res.champion_heldout_accuracy == pytest.approx(orm.heldout_accuracy)
+    # the gate compares both on this refresh's held-out pairs: the infer run above stored
+    # new trees for the test cases (the newest tree of a case wins), so that set is not the
+    # first refresh's (measured: 7 held-out pairs, then 6), and neither is the champion's score
+    assert res.champion_heldout_accuracy is not None
+    assert res.heldout_accuracy < res.champion_heldout_accuracy
     champion = client.get_model_version_by_alias(model_name(DOMAIN, "orm"), "champion")
     assert str(champion.version) == orm.version
 
