@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRA  ?= cpu
 
-.PHONY: install browser demo test e2e reliability bench bench-quality bench-reward bench-rl bench-compute bench-loop bench-sft bench-suspect lint clean
+.PHONY: install browser demo test e2e reliability bench bench-quality bench-reward bench-rl bench-compute bench-loop bench-sft bench-suspect screenshots lint clean
 
 install: $(STAMP)
 
@@ -97,6 +97,11 @@ bench-sft: install
 # first wrong step of held-out wrong paths, against the last-step and lowest-value baselines.
 bench-suspect: install
 	$(PY) -m bench.suspect
+
+# After `make demo`: the README's pictures of the reviewer's report and of a case's trace in
+# the MLflow UI (a throwaway `mlflow server` on loopback), into docs/.
+screenshots: install browser
+	$(PY) -m bench.screenshots --domain medicine
 
 lint: install
 	$(VENV)/bin/ruff check --fix .
