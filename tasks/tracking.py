@@ -187,16 +187,30 @@ def report_version(ctx: StageContext, *, version: str | None, output: Path | Non
 
         raise PonderError("version", f"{domain} has no predictions yet", "run `ponder infer`")
     frame = pl.read_parquet(info.path / "part-*.parquet")
+    trees = load_trees(pl.read_parquet(info.path / "trees.parquet"))
+    cases = _lake_cases(ctx, set(frame["case_id"]))
     batch = Batch(
         title=f"ponder predictions {domain} {info.version}",
         predictions=frame,
-        trees=load_trees(pl.read_parquet(info.path / "trees.parquet")),
+        trees=trees,
         texts=dict(zip(frame["case_id"], frame["text"], strict=True)),
         meta={"rows": info.rows, "sources": ", ".join(info.manifest["sources"])},
+        inputs=case_inputs(ctx.domain, cases),
+        good=right_leaves(ctx.domain, cases, trees),
     )
     return write_report(
         ctx, batch=batch, target=output or info.path.parent / "_reports" / info.version
     )
+
+
+def _lake_cases(ctx: StageContext, ids: set[str]) -> list[Case]:
+    """The lake's cases with these ids (a version scored from a file has none there)."""
+    from tasks.infer import row_case
+
+    if ctx.lake.latest(ctx.name, "cases") is None:
+        return []
+    rows = ctx.lake.scan(ctx.name, "cases").filter(pl.col("id").is_in(list(ids))).collect()
+    return [row_case(r) for r in rows.iter_rows(named=True)]
 
 
 def right_leaves(d: Domain, cases: list[Case], trees: dict[str, Any]) -> dict[str, set[int]]:

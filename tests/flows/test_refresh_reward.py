@@ -170,6 +170,13 @@ def test_refresh_registers_challengers_and_gates(fresh_lake, tiny_model, vllm_en
     )
     preds = lake.scan(DOMAIN, "predictions", scored.version).collect()
     assert preds["scorer"].str.starts_with(f"orm@v{orm.version}").all()
+    from tasks.context import StageContext
+    from tasks.tracking import report_version
+
+    # `ponder report` on a version scored from the lake shows each case's input and answer
+    again = report_version(StageContext.open(DOMAIN), version=None, output=fresh_lake / "rep")
+    pages = "".join(p.read_text() for p in again.parent.glob("cases-*.html"))
+    assert pages.count("expected answer: <code>{") == preds.height
 
     # Careless reviewers prefer a guess over the reference on every training case; trained
     # on their preferences alone, the challenger is worse on held-out verified pairs.
