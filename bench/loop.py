@@ -255,7 +255,9 @@ def rollouts(
             model=model,
             strategy="self_consistency",
             width=args.rollout_width,
-            max_tokens=max_tokens,
+            # a sampling strategy's max_tokens is the budget of all its paths: each path
+            # gets the per-answer cap (at 320 for both, round 1's answers were cut: 21% parsed)
+            max_tokens=max_tokens * args.rollout_width,
             log_traces=0,
         )
     ).model_dump()
@@ -367,21 +369,29 @@ def simulated_labels(domain: str, predictions: str, inbox: Path, cap: int) -> in
         for leaf in tree.leaves()[:2]:
             steps = [n.text for n in tree.path(leaf)]
             ok = d.check(tree.text(leaf), case).correct
-            rows.append(
-                {
-                    "case_id": case_id,
-                    "trace_id": f"{case_id}#{leaf.id}",
-                    "reviewer_id": REVIEWER,
-                    "kind": "first_wrong_step",
-                    "first_wrong_step": first_wrong_step(steps, case.reference, ok),
-                    "rationale": "simulated: compared with the reference solution",
-                }
-            )
+            wrong = first_wrong_step(steps, case.reference, ok)
+            rows.append(label_row(case_id, leaf.id, wrong))
     rows = rows[:cap]
     target = inbox / "feedback" / f"simulated-{predictions}.csv"
     target.parent.mkdir(parents=True, exist_ok=True)
     pl.DataFrame(rows).write_csv(target)
     return len(rows)
+
+
+def label_row(case_id: str, leaf: int, first_wrong: int) -> dict[str, Any]:
+    """One simulated reviewer's first-wrong-step label, as a person's feedback file row
+    (with its timestamp: without one collect quarantined every simulated label)."""
+    import datetime as dt
+
+    return {
+        "case_id": case_id,
+        "trace_id": f"{case_id}#{leaf}",
+        "reviewer_id": REVIEWER,
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+        "kind": "first_wrong_step",
+        "first_wrong_step": first_wrong,
+        "rationale": "simulated: compared with the reference solution",
+    }
 
 
 # -- the loop ------------------------------------------------------------------------------

@@ -142,3 +142,18 @@ def test_a_stage_closes_only_the_engines_it_started(monkeypatch) -> None:
     Clock().run("infer", stage)
     assert ours.closed and not theirs.closed
     assert list(engine._ENGINES) == [("theirs", "vllm")]
+
+
+def test_simulated_labels_pass_collects_validation(tmp_path) -> None:
+    """The labels go through the path a person's CSV takes; none may be quarantined."""
+    import polars as pl
+
+    from bench.loop import label_row
+    from tasks.records import check_feedback, normalize_feedback, split_feedback
+
+    path = tmp_path / "simulated.csv"
+    pl.DataFrame([label_row("case-1", 3, 2), label_row("case-2", 5, 0)]).write_csv(path)
+    frame = normalize_feedback(pl.scan_csv(path), "file:simulated.csv")
+    valid, rejected = split_feedback(check_feedback(frame))
+    assert rejected.collect().height == 0, rejected.collect()["reason"].to_list()
+    assert valid.collect()["first_wrong_step"].to_list() == [2, 0]
