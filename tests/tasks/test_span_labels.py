@@ -9,13 +9,16 @@ from mlflow.entities import AssessmentSource
 
 from tasks.span_labels import span_label_rows
 
+# traces of their own: collect tests read every trace of ponder-traces in the session store
+EXPERIMENT = "test-span-labels"
+
 
 def _trace(steps: int) -> tuple[str, dict[int, str], str]:
     """A real trace shaped like log_traces': a case span, then 'step k' spans, each with a
     'calc' child. Returns (trace id, step -> span id, a calc span's id)."""
-    from models.registry import TRACE_EXPERIMENT, ensure_experiment
+    from models.registry import ensure_experiment
 
-    ensure_experiment(TRACE_EXPERIMENT)
+    ensure_experiment(EXPERIMENT)
     ids = {}
     with mlflow.start_span(name="case ref-1"):
         for k in range(1, steps + 1):
@@ -74,7 +77,7 @@ def test_the_collect_reader_picks_span_labels_up(labels: list) -> None:
     for k, value in labels:
         _label(trace_id, steps[k], value, "ana")
     frame, bad, _, seen = feedback_from_mlflow.fn(
-        StageContext.open("medicine"), experiment="ponder-traces", watermark_ms=0
+        StageContext.open("medicine"), experiment=EXPERIMENT, watermark_ms=0
     )
     assert trace_id in seen and not [b for b in bad if b["source"].endswith(trace_id)]
     mine = frame.filter(frame["trace_id"] == trace_id)
