@@ -239,6 +239,17 @@ def connect(settings: Settings | None = None) -> Any:
     return mlflow.MlflowClient(settings.tracking_uri, settings.tracking_uri)
 
 
+def ui_address(experiment_id: str) -> str | None:
+    """The experiment's page in the MLflow UI (``<server>/#/experiments/<id>``) when the
+    tracking URI is a server; None for a local store, which has no UI address."""
+    import mlflow
+
+    server = mlflow.get_tracking_uri().rstrip("/")
+    if not server.startswith(("http://", "https://")):
+        return None
+    return f"{server}/#/experiments/{experiment_id}"
+
+
 def ensure_experiment(name: str = EXPERIMENT, settings: Settings | None = None) -> str:
     """Experiment id (now the active one), created with artifacts under the configured
     artifact root when missing."""

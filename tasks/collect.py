@@ -35,7 +35,7 @@ from tasks.records import (
     split_feedback,
     validate_cases,
 )
-from tasks.span_labels import is_span_label, span_label_rows
+from tasks.span_labels import is_span_label, span_label_rows, stamp_ms
 
 INBOX_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
@@ -256,13 +256,13 @@ def feedback_from_mlflow(
             continue  # feedback on another domain's trace
         spans = []
         for a in trace.info.assessments or []:
-            stamp = int(a.last_update_time_ms or a.create_time_ms or 0)
+            stamp = stamp_ms(a)
             if is_span_label(a):
                 spans.append(a)
             elif stamp > watermark_ms and getattr(a, "feedback", None) is not None:
                 rows.append(assessment_row(trace, a, stamp, refs or {}))
             newest = max(newest, stamp) if getattr(a, "feedback", None) is not None else newest
-        if any(_stamp(a) > watermark_ms for a in spans):  # all of them: labels add up
+        if any(stamp_ms(a) > watermark_ms for a in spans):  # all of them: labels add up
             found, rejected = span_label_rows(
                 _with_spans(trace), spans, case_id=_trace_case(trace, refs or {})
             )
@@ -273,10 +273,6 @@ def feedback_from_mlflow(
         else pl.DataFrame(schema=FEEDBACK_SCHEMA)
     )
     return frame, bad, newest, {t.info.trace_id for t in traces}
-
-
-def _stamp(a: Any) -> int:
-    return int(a.last_update_time_ms or a.create_time_ms or 0)
 
 
 def _with_spans(trace: Any) -> Any:

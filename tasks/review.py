@@ -147,18 +147,13 @@ class QueueStatus(BaseModel):
 
 def queue_status(domain: str | None = None) -> list[QueueStatus]:
     """Every review queue of the traces' experiment (or only ``domain``'s), with counts."""
-    import mlflow
     from mlflow.genai import review_queues as rq
 
-    from models.registry import TRACE_EXPERIMENT, ensure_experiment
+    from models.registry import TRACE_EXPERIMENT, ensure_experiment, ui_address
 
     experiment = ensure_experiment(TRACE_EXPERIMENT)
-    server = mlflow.get_tracking_uri().rstrip("/")
-    url = (
-        f"{server}/#/experiments/{experiment}/review-queue"
-        if server.startswith(("http://", "https://"))
-        else None
-    )
+    page = ui_address(experiment)
+    url = f"{page}/review-queue" if page else None
     out = []
     queues = _every_page(
         lambda token: rq.list_review_queues(experiment_id=experiment, page_token=token)

@@ -32,6 +32,11 @@ RIGHT = {"correct", "true", "1", "right", "yes"}
 WRONG = {"wrong", "false", "0", "incorrect", "no"}
 
 
+def stamp_ms(a: Any) -> int:
+    """An assessment's last change, in ms since the epoch (0 when MLflow has none)."""
+    return int(a.last_update_time_ms or a.create_time_ms or 0)
+
+
 def is_span_label(a: Any) -> bool:
     """Whether an assessment labels one span (not the whole trace)."""
     return bool(getattr(a, "span_id", None)) and getattr(a, "feedback", None) is not None
@@ -85,7 +90,7 @@ def _row(
 ) -> dict[str, Any] | str:
     """One reviewer's labels on one trace as a feedback row, or why they are not usable."""
     wrong = sorted(k for k, ok in labelled.items() if not ok)
-    stamp = max(int(a.last_update_time_ms or a.create_time_ms or 0) for a in marks)
+    stamp = max(stamp_ms(a) for a in marks)
     ids = sorted(a.assessment_id for a in marks)
     row: dict[str, Any] = {
         "feedback_id": "spans-" + hashlib.sha256("|".join(ids).encode()).hexdigest()[:24],

@@ -230,13 +230,13 @@ def trace_links(traces: dict[str, str]) -> dict[str, str]:
     (a local SQLite store has no UI address to link to)."""
     import mlflow
 
-    server = mlflow.get_tracking_uri().rstrip("/")
-    if not server.startswith(("http://", "https://")) or not traces:
+    from models.registry import ui_address
+
+    experiment = mlflow.get_experiment_by_name(TRACE_EXPERIMENT) if traces else None
+    page = ui_address(experiment.experiment_id) if experiment else None
+    if page is None:
         return {}
-    experiment = mlflow.get_experiment_by_name(TRACE_EXPERIMENT)
-    if experiment is None:
-        return {}
-    base = f"{server}/#/experiments/{experiment.experiment_id}/traces"
+    base = f"{page}/traces"
     return {c: f"{base}?selectedEvaluationId={t}&traceId={t}" for c, t in traces.items() if t}
 
 
