@@ -301,5 +301,5 @@ def log_traces(
             # redact before cutting: a cut can drop the label ("Dr.") that marks a name
             root.set_outputs({"answer": red.text(texts.get(case.id, ""))[-500:]})
             mlflow.update_current_trace(tags={CASE_REF_TAG: ref, "ponder.domain": domain})
-        ids[case.id] = mlflow.get_last_active_trace_id()
+        ids[case.id] = root.trace_id  # the span's own: the last active trace is process-wide
     return ids

@@ -206,7 +206,7 @@ def test_mlflow_feedback_round_trip_and_unknown_trace(fresh_lake: Path) -> None:
     with mlflow.start_span(name="case") as span:
         span.set_inputs({"case": "c-42"})
         mlflow.update_current_trace(tags={"ponder.case_id": "c-42"})
-    trace_id = mlflow.get_last_active_trace_id()
+    trace_id = span.trace_id
     log_feedback(trace_id, "first_wrong_step", "2", "dr-who", rationale="step 2 misreads K")
     log_feedback(trace_id, "rating", "4", "dr-who")
     (fresh_lake / "inbox" / "feedback" / "orphan.csv").write_text(
@@ -260,9 +260,9 @@ def test_cli_feedback_log_and_import(fresh_lake: Path) -> None:
 
     connect()
     mlflow.set_experiment("ponder-traces")
-    with mlflow.start_span(name="case"):
+    with mlflow.start_span(name="case") as span:
         mlflow.update_current_trace(tags={"ponder.case_id": "c-7"})
-    trace_id = mlflow.get_last_active_trace_id()
+    trace_id = span.trace_id
     runner = CliRunner()
     ok = runner.invoke(
         app,

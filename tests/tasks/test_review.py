@@ -43,9 +43,9 @@ def _traces(n: int) -> dict[str, str]:
     ensure_experiment(TRACE_EXPERIMENT)
     out = {}
     for k in range(n):
-        with mlflow.start_span(name=f"case {k}"):
-            pass
-        out[f"c{k}"] = mlflow.get_last_active_trace_id()
+        with mlflow.start_span(name=f"case {k}") as span:
+            out[f"c{k}"] = span.trace_id  # not the last active trace: that is process-wide
+    assert len(set(out.values())) == n
     return out
 
 

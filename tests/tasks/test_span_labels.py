@@ -20,13 +20,13 @@ def _trace(steps: int) -> tuple[str, dict[int, str], str]:
 
     ensure_experiment(EXPERIMENT)
     ids = {}
-    with mlflow.start_span(name="case ref-1"):
+    with mlflow.start_span(name="case ref-1") as root:
         for k in range(1, steps + 1):
             with mlflow.start_span(name=f"step {k}") as span:
                 ids[k] = span.span_id
                 with mlflow.start_span(name="calc") as calc:
                     calc_id = calc.span_id
-    return mlflow.get_last_active_trace_id(), ids, calc_id
+    return root.trace_id, ids, calc_id
 
 
 def _label(trace_id: str, span_id: str, value: object, who: str, name: str = "step") -> None:
