@@ -236,8 +236,9 @@ def feedback_import(
 @friendly
 def feedback_log(
     trace_id: Annotated[str, typer.Option(help="MLflow trace id (tr-...).")],
-    name: Annotated[str, typer.Option(help="rating, thumbs, first_wrong_step, step_labels, "
-                                      "corrected_answer, preference or rationale.")],
+    name: Annotated[str, typer.Option(help="rating, thumbs, verdict (correct or wrong), "
+                                      "first_wrong_step, step_labels, corrected_answer, "
+                                      "preference or rationale.")],
     value: Annotated[str, typer.Option(help="Value; JSON is parsed (4, true, {...}).")],
     reviewer: Annotated[str, typer.Option(help="Reviewer id.")],
     rationale: Annotated[str | None, typer.Option(help="Why.")] = None,

@@ -35,7 +35,7 @@ from tasks.records import (
     split_feedback,
     validate_cases,
 )
-from tasks.span_labels import is_span_label, span_label_rows, stamp_ms
+from tasks.span_labels import is_right, is_span_label, span_label_rows, stamp_ms
 
 INBOX_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
@@ -311,6 +311,9 @@ def assessment_row(
         in ("rating", "thumbs", "first_wrong_step", "step_labels", "corrected_answer", "preference")
         else "rationale"
     )
+    if a.name == "verdict":  # the reviewer's overall call on the trace: correct / wrong
+        right = is_right(value)
+        kind, value = "thumbs", value if right is None else right  # neither: quarantined
     row: dict[str, Any] = {
         "feedback_id": a.assessment_id,
         "trace_id": trace.info.trace_id,

@@ -79,10 +79,13 @@ def span_label_rows(
 
 def _verdict(a: Any) -> bool | None:
     """True = right, False = wrong; a first-wrong mark is a wrong step whatever its value."""
-    if a.name == "first_wrong_step":
-        return False
-    value = str(a.value).strip().lower()
-    return True if value in RIGHT else False if value in WRONG else None
+    return False if a.name == "first_wrong_step" else is_right(a.value)
+
+
+def is_right(value: Any) -> bool | None:
+    """A reviewer's correct / wrong (or true / false, yes / no) as a bool; None if neither."""
+    text = str(value).strip().lower()
+    return True if text in RIGHT else False if text in WRONG else None
 
 
 def _row(

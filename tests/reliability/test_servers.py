@@ -3,11 +3,8 @@ nothing partial in the registry. Two promotions at once: one wins, the other is 
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -18,45 +15,9 @@ from models.registry import model_name
 from models.runs import orphaned
 from tasks.lake import Lake
 from tests.reliability.test_kill import _argv, _env, _finetune_params, _seed_cases
+from tests.servers import mlflow_server, stop
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.reliability]
-BIN = Path(sys.executable).parent
-
-
-def _mlflow_server(root: Path, port: int) -> subprocess.Popen:
-    cmd = [
-        str(BIN / "mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(root / "artifacts"),
-        "--workers",
-        "1",
-    ]
-    log = open(root / "mlflow.log", "ab")  # noqa: SIM115 (the server owns it)
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return proc
-        except OSError:
-            time.sleep(1)
-    proc.kill()
-    raise AssertionError((root / "mlflow.log").read_text()[-2000:])
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, 9)
-    proc.wait(30)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, log: Path, timeout: float) -> None:
@@ -72,7 +33,7 @@ def test_mlflow_down_before_registration(fresh_lake, tiny_model, tmp_path, recor
     _seed_cases(lake)
     port, store = free_port(), tmp_path / "store"
     store.mkdir()
-    server = _mlflow_server(store, port)
+    server = mlflow_server(store, port)
     uri = f"http://127.0.0.1:{port}"
     env = _env(
         lake.root,
@@ -87,7 +48,7 @@ def test_mlflow_down_before_registration(fresh_lake, tiny_model, tmp_path, recor
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_for(tmp_path / "registry.before_register.reached", proc, log, 400)
-        _stop(server)  # the tracking server dies while the run is open
+        stop(server)  # the tracking server dies while the run is open
         start = time.monotonic()
         (tmp_path / "registry.before_register.go").touch()
         proc.wait(timeout=300)
@@ -96,14 +57,14 @@ def test_mlflow_down_before_registration(fresh_lake, tiny_model, tmp_path, recor
         if proc.poll() is None:
             proc.kill()
     err = log.read_text()
-    server = _mlflow_server(store, port)  # back up: look at what landed
+    server = mlflow_server(store, port)  # back up: look at what landed
     try:
         client = mlflow.MlflowClient(uri, uri)
         versions = client.search_model_versions(f"name = '{model_name('medicine', 'policy')}'")
         exp = client.get_experiment_by_name("ponder")
         runs = client.search_runs([exp.experiment_id]) if exp else []
     finally:
-        _stop(server)
+        stop(server)
     assert proc.returncode != 0 and f"the MLflow server at {uri} is unreachable" in err
     assert waited < 120, f"gave up after {waited:.0f} s: retries must be bounded"
     assert versions == [], "nothing partial may land in the registry"

@@ -60,3 +60,25 @@ def test_free_path_never_returns_a_taken_name(tmp_path) -> None:
     names = {free_path(target) for _ in range(50)} | {free_path(tmp_path / "dangling.csv")}
     assert len(names) == 51 and all(not p.exists() for p in names)
     assert all(p.suffix == ".csv" and p.name.startswith(("fb-", "dangling-")) for p in names)
+
+
+@pytest.mark.parametrize(
+    ("value", "thumbs"), [("correct", "true"), ("Wrong", "false"), ("meh", "meh")]
+)
+def test_a_trace_verdict_reads_as_thumbs(value: str, thumbs: str) -> None:
+    """The reviewer's overall call ("verdict": correct / wrong) is a thumbs row; any other
+    value stays as written, so validation quarantines it with its reason."""
+    from types import SimpleNamespace
+
+    from tasks.collect import assessment_row
+
+    trace = SimpleNamespace(info=SimpleNamespace(trace_id="tr-1", tags={"ponder.case_id": "c1"}))
+    a = SimpleNamespace(
+        name="verdict",
+        value=value,
+        assessment_id="a-1",
+        rationale=None,
+        source=SimpleNamespace(source_id="ana"),
+    )
+    row = assessment_row(trace, a, 0)
+    assert (row["kind"], row["thumbs"], row["case_id"]) == ("thumbs", thumbs, "c1")
