@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRA  ?= cpu
 
-.PHONY: install browser demo test e2e reliability bench bench-quality bench-reward bench-rl bench-compute bench-loop bench-sft bench-suspect screenshots lint clean
+.PHONY: install browser demo test e2e reliability bench bench-quality bench-reward bench-rl bench-compute bench-loop bench-sft bench-suspect bench-report screenshots lint clean
 
 install: $(STAMP)
 
@@ -97,6 +97,11 @@ bench-sft: install
 # first wrong step of held-out wrong paths, against the last-step and lowest-value baselines.
 bench-suspect: install
 	$(PY) -m bench.suspect
+
+# ~3 minutes: a 10,000-case report (16-path trees) rendered and opened page by page in
+# headless Chromium; page sizes and open times against issue 22's 5 MB and 2 s.
+bench-report: install browser
+	$(PY) -m bench.report_pages
 
 # After `make demo`: the README's pictures of the reviewer's report and of a case's trace in
 # the MLflow UI (a throwaway `mlflow server` on loopback), into docs/.

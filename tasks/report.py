@@ -28,6 +28,17 @@ from models.search.suspect import suspect_step
 from models.search.tree import Node, ThoughtTree
 
 PAGE_SIZE = 200  # cases per page: a 10,000-case batch stays usable in a browser
+# The index lists every case. Its rows come in tables of INDEX_CHUNK with fixed column
+# widths, each table skipped by layout and paint until it nears the screen
+# (content-visibility): one 10,000-row table took 3 s to lay out.
+INDEX_CHUNK = 200
+HEADERS = ("case", "family", "level", "answer", "expected", "confidence", "verdict",
+           "suspect step", "tokens", "review")  # fmt: skip
+COLUMNS = (
+    "<colgroup>"
+    + "".join(f"<col style='width:{w}%'>" for w in (13, 9, 4, 16, 16, 7, 6, 7, 6, 16))
+    + "</colgroup>"
+)
 LOW_CONFIDENCE = 0.5  # the "low confidence" filter's default threshold
 
 STYLE = """
@@ -42,6 +53,9 @@ pre{white-space:pre-wrap;margin:4px 0 8px 0;font-size:12px;background:#fafafa;pa
 .meta{color:#666;font-size:12px}.filters{margin:12px 0;font-size:13px}
 .calc{font-size:12px;margin:2px 0 8px 0}.calc code{background:#e8f0fe;padding:1px 4px}
 mark.exact{background:#e6f4ea}
+#cases table{table-layout:fixed;width:100%;margin:0}
+#cases td{overflow:hidden;text-overflow:ellipsis}
+.chunk{content-visibility:auto;contain-intrinsic-size:auto 5000px}
 """
 
 # the index page's filters: rows carry their family, verdict and confidence as data-*
@@ -55,6 +69,8 @@ function applyFilters(){
    &&(!fam||r.dataset.family===fam);
   r.hidden=!ok; if(ok) shown++;
  }
+ for(const c of document.querySelectorAll('#cases .chunk'))
+  c.hidden=!c.querySelector('tr:not([hidden])');
  document.getElementById('shown').textContent=shown;
 }
 """
@@ -156,18 +172,19 @@ def _index_html(batch: Batch, cases: list[_Case], red: Redact) -> str:
         f"{options}</select></label> <span class='meta'><span id='shown'>{len(cases)}</span>"
         f" of {len(cases)} cases shown</span></div>"
     )
-    head = (
-        "<table id='cases'><tr><th>case</th><th>family</th><th>level</th><th>answer</th>"
-        "<th>expected</th><th>confidence</th><th>verdict</th><th>suspect step</th>"
-        "<th>tokens</th><th>review</th></tr>"
+    chunks = "".join(
+        f"<div class='chunk'><table>{COLUMNS}{''.join(_row_html(batch, c, red) for c in part)}"
+        "</table></div>"
+        for part in (cases[k : k + INDEX_CHUNK] for k in range(0, len(cases), INDEX_CHUNK))
     )
-    rows = "".join(_row_html(batch, c, red) for c in cases)
+    head = f"<table>{COLUMNS}<tr>{''.join(f'<th>{h}</th>' for h in HEADERS)}</tr></table>"
     script = (
         f"<script>{FILTER_JS}for(const id of ['wrong','low','below','family'])"
         "for(const ev of ['input','change'])"
         "document.getElementById(id).addEventListener(ev,applyFilters);</script>"
     )
-    return _page(batch, f"<h2>Cases</h2>{filters}{head}{rows}</table>{script}", red)
+    body = f"<h2>Cases</h2>{filters}<div id='cases'>{head}{chunks}</div>{script}"
+    return _page(batch, body, red)
 
 
 def _page(batch: Batch, body: str, red: Redact, *, back: bool = False) -> str:
