@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRA  ?= cpu
 
-.PHONY: install browser demo test e2e reliability bench bench-quality bench-reward bench-rl bench-compute bench-loop bench-sft bench-suspect bench-report screenshots lint clean
+.PHONY: install browser demo test e2e reliability bench bench-quality bench-reward bench-rl bench-compute bench-loop bench-sft bench-suspect bench-report bench-review-latency screenshots lint clean
 
 install: $(STAMP)
 
@@ -102,6 +102,11 @@ bench-suspect: install
 # headless Chromium; page sizes and open times against issue 22's 5 MB and 2 s.
 bench-report: install browser
 	$(PY) -m bench.report_pages
+
+# ~4 minutes: a reviewer's step labels on the demo's setup (example model, SQLite MLflow)
+# until a refreshed, gated PRM is registered; the seconds of each stage.
+bench-review-latency: install
+	$(PY) -m bench.review_latency
 
 # After `make demo`: the README's pictures of the reviewer's report and of a case's trace in
 # the MLflow UI (a throwaway `mlflow server` on loopback), into docs/.
