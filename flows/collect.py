@@ -29,6 +29,7 @@ from tasks.collect import (
     feedback_from_files,
     feedback_from_mlflow,
     from_generator,
+    from_medcalc_bench,
     from_sql,
     mark_processed,
     publish_artifacts,
@@ -38,7 +39,7 @@ from tasks.context import StageContext
 from tasks.events import FEEDBACK_READY, announce
 from tasks.records import normalize_feedback, validate_cases
 
-Source = Literal["generator", "files", "sql", "mlflow_feedback"]
+Source = Literal["generator", "files", "sql", "mlflow_feedback", "medcalc_bench"]
 
 
 class CollectParams(BaseModel):
@@ -87,6 +88,10 @@ class CollectParams(BaseModel):
     )
     sql_cases_query: str | None = Field(default=None, description="SQL returning case rows.")
     sql_feedback_query: str | None = Field(default=None, description="SQL returning feedback rows.")
+    path: Path | None = Field(
+        default=None,
+        description="The file a dataset source reads: the MedCalc-Bench CSV (medcalc_bench).",
+    )
     mlflow_experiment: str = Field(
         default="ponder-traces", description="Experiment whose traces carry feedback."
     )
@@ -113,6 +118,8 @@ class CollectParams(BaseModel):
             )
         if "sql" in self.sources and not self.sql_uri:
             raise ValueError("source 'sql' needs sql_uri")
+        if "medcalc_bench" in self.sources and self.path is None:
+            raise ValueError("source 'medcalc_bench' needs path (the dataset's CSV file)")
         if self.sql_uri and _has_password(self.sql_uri):
             raise ValueError(
                 "sql_uri carries a password, which would be stored with the run's parameters "
@@ -138,6 +145,10 @@ class DatasetSummary(BaseModel):
     rows_total: int = Field(description="Rows in that version.")
     quarantine_file: str | None = Field(description="This run's quarantine file, if any.")
     path: str | None = Field(description="Folder of the new version, if one was made.")
+    sources: list[str] = Field(
+        default_factory=list,
+        description="What each source read, e.g. medcalc_bench:FILE (label_disagreement: ...).",
+    )
 
     @property
     def ref(self) -> str:
@@ -242,6 +253,9 @@ def gather(ctx: StageContext, params: CollectParams, inbox: Path) -> tuple[Batch
             ),
         )
         _merge(feedback, feedback_from_files(inbox, params.max_file_mb))
+    if "medcalc_bench" in params.sources and params.path is not None:
+        _merge(cases, from_medcalc_bench(ctx, path=params.path, train=params.train,
+                                         eval_=params.eval))  # fmt: skip
     if "sql" in params.sources and params.sql_uri:
         uri = SqlSource(uri=params.sql_uri, password=sql_password(params.sql_password_secret))
         if params.sql_cases_query:

@@ -13,6 +13,7 @@ import json
 import shutil
 import stat
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,8 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from domains.loading import read_rows
+from domains.errors import PonderError, reason_of
+from domains.loading import read_rows, row_to_case
 from tasks.context import StageContext
 from tasks.lake import Lake, VersionInfo
 from tasks.records import (
@@ -82,6 +84,54 @@ def from_generator(
                 batch.rows.append(case_row(case, "generator", train, eval_))
     batch.rows_in = len(batch.rows)
     return batch
+
+
+@task(cache_policy=NO_CACHE)
+def from_medcalc_bench(ctx: StageContext, *, path: Path, train: float, eval_: float) -> Batch:
+    """A MedCalc-Bench CSV as it ships (``domains.medicine.medcalc_bench``): rows of the
+    calculators ponder implements become cases, every other row is quarantined with its
+    reason. Label disagreements (ponder's calculator outside the row's limits) are counted
+    per calculator in the source label and the log."""
+    from domains.medicine import medcalc_bench as mb
+
+    if ctx.name != "medicine":
+        raise PonderError("sources", f"medcalc_bench holds medicine cases, not {ctx.name}",
+                          "collect it with --domain medicine")  # fmt: skip
+    frame = _dataset_csv(path, mb.COLUMNS, "MedCalc-Bench")
+    source = f"medcalc_bench:{path.name}"
+    batch, disagree = Batch(rows_in=frame.height), Counter()
+    for n, row in enumerate(frame.iter_rows(named=True)):
+        try:
+            case = row_to_case(ctx.domain, mb.row_case(row))
+        except Exception as err:  # noqa: BLE001 - every failure becomes a quarantine reason
+            where = {"Row Number": row.get("Row Number"), "Calculator": row.get("Calculator Name")}
+            batch.rejected.append({"row": n, "source": source, "reason": reason_of(err),
+                                   "raw": json.dumps(where)})  # fmt: skip
+            continue
+        if "label_disagreement" in case.inputs["origin"]["tags"]:
+            disagree[case.inputs["calculator"]] += 1
+        batch.rows.append(case_row(case, source, train, eval_) | {"row": n})
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(disagree.items())) or "none"
+    batch.sources.append(f"{source} (label_disagreement: {counts})")
+    get_run_logger().info("MedCalc-Bench %s: label_disagreement per calculator: %s",
+                          path.name, counts)  # fmt: skip
+    return batch
+
+
+def _dataset_csv(path: Path, columns: Sequence[str], name: str) -> pl.DataFrame:
+    """A public dataset's CSV, every column as text; wrong or missing columns are a
+    file-level error that names the columns expected and found."""
+    if not path.is_file():
+        raise PonderError("path", f"{path} is not a file", f"give the {name} CSV file")
+    found = pl.scan_csv(path, infer_schema=False).collect_schema().names()
+    missing = [c for c in columns if c not in found]
+    if missing:
+        raise PonderError(
+            "path",
+            f"{path.name} is not a {name} file: missing columns {missing}; found {found}",
+            f"give the dataset's CSV as it ships, with the columns {list(columns)}",
+        )
+    return pl.read_csv(path, infer_schema=False, columns=list(columns))
 
 
 def inbox_files(inbox: Path, dataset: str) -> list[Path]:
@@ -511,6 +561,7 @@ def _summary(
         "rows_total": (info or latest).rows if (info or latest) else 0,
         "quarantine_file": str(quarantined) if quarantined else None,
         "path": str(info.path) if info else None,
+        "sources": list(batch.sources),
     }
 
 
