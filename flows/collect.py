@@ -32,6 +32,7 @@ from tasks.collect import (
     from_medcalc_bench,
     from_sql,
     mark_processed,
+    over_context,
     publish_artifacts,
     record_in_mlflow,
 )
@@ -91,6 +92,19 @@ class CollectParams(BaseModel):
     path: Path | None = Field(
         default=None,
         description="The file a dataset source reads: the MedCalc-Bench CSV (medcalc_bench).",
+    )
+    max_prompt_tokens: int | None = Field(
+        default=None,
+        ge=16,
+        le=10_000_000,
+        description="Cases whose prompt is longer (in tokenizer_model's tokens) are "
+        "quarantined with their count, never cut: the model's context minus the answer "
+        "budget. None: no check.",
+    )
+    tokenizer_model: str | None = Field(
+        default=None,
+        description="Model (path or models:/ URI) whose tokenizer counts prompt tokens; None: "
+        "the domain's policy champion, else the base policy (as infer resolves it).",
     )
     mlflow_experiment: str = Field(
         default="ponder-traces", description="Experiment whose traces carry feedback."
@@ -266,6 +280,8 @@ def gather(ctx: StageContext, params: CollectParams, inbox: Path) -> tuple[Batch
             frame = from_sql("feedback", uri, params.sql_feedback_query)
             feedback.frames.append(normalize_feedback(frame.lazy(), "sql"))
             feedback.sources.append("sql")
+    if params.max_prompt_tokens is not None and cases.rows:
+        over_context(ctx, batch=cases, limit=params.max_prompt_tokens, model=params.tokenizer_model)
     return cases, feedback
 
 

@@ -118,6 +118,34 @@ def from_medcalc_bench(ctx: StageContext, *, path: Path, train: float, eval_: fl
     return batch
 
 
+@task(cache_policy=NO_CACHE)
+def over_context(ctx: StageContext, *, batch: Batch, limit: int, model: str | None) -> int:
+    """Move the batch's cases whose prompt (chat template included) is over ``limit``
+    tokens of ``model``'s tokenizer to its quarantine, with the count: a note is never cut.
+    Returns how many moved."""
+    from transformers import AutoTokenizer
+
+    from models.chat import safe_messages
+    from tasks.infer import resolve_model, row_case
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(ctx, model=model)[2])
+    keep = []
+    for row in batch.rows:
+        messages = safe_messages(tokenizer, ctx.domain.prompt(row_case(row)))
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                            return_dict=False)  # fmt: skip
+        if len(ids) <= limit:
+            keep.append(row)
+            continue
+        batch.rejected.append({
+            "row": row.get("row"), "source": row["source"], "raw": None,
+            "reason": f"prompt is {len(ids)} tokens > max_prompt_tokens {limit}: not cut; use a "
+            "model with a longer context and raise max_prompt_tokens",
+        })  # fmt: skip
+    moved, batch.rows = len(batch.rows) - len(keep), keep
+    return moved
+
+
 def _dataset_csv(path: Path, columns: Sequence[str], name: str) -> pl.DataFrame:
     """A public dataset's CSV, every column as text; wrong or missing columns are a
     file-level error that names the columns expected and found."""

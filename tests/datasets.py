@@ -83,3 +83,7 @@ def write_medcalc(
         out.writerow(columns)
         out.writerows([[r.get(c, "") for c in columns] for r in rows])
     return path
+
+
+# a supported row whose note (about 9,000 characters) does not fit a short context
+LONG = _row(8, "Anion Gap", **{"Patient Note": (NOTE + " ") * 100})

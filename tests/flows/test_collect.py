@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -470,6 +471,20 @@ def test_medcalc_bench_file_through_collect_and_the_cli(fresh_lake: Path, tmp_pa
     )  # fmt: skip
     assert shown.exit_code != 0
     assert "missing columns ['Question']" in shown.output and "Patient Note" in shown.output
+
+
+def test_a_case_over_the_context_is_quarantined_with_its_token_count(
+    fresh_lake: Path, tmp_path: Path, tiny_model: Path
+) -> None:
+    from tests.datasets import LONG, ROWS, write_medcalc
+
+    path = write_medcalc(tmp_path / "medcalc.csv", [ROWS[0], LONG])
+    params = _params(fresh_lake, per_cell=0, sources=["medcalc_bench"], path=path,
+                     max_prompt_tokens=2048, tokenizer_model=str(tiny_model))  # fmt: skip
+    result = collect(params)
+    assert result.cases.valid == 1 and result.cases.quarantined == 1
+    (reason,) = pl.read_parquet(result.cases.quarantine_file)["reason"].to_list()
+    assert re.fullmatch(r"prompt is \d{4,} tokens > max_prompt_tokens 2048: not cut; .*", reason)
 
 
 def mb_columns_without_question() -> tuple[str, ...]:
