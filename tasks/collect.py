@@ -23,6 +23,7 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from domains.base import Case
 from domains.errors import PonderError, reason_of
 from domains.loading import read_rows, row_to_case
 from tasks.context import StageContext
@@ -88,34 +89,46 @@ def from_generator(
 
 @task(cache_policy=NO_CACHE)
 def from_medcalc_bench(ctx: StageContext, *, path: Path, train: float, eval_: float) -> Batch:
-    """A MedCalc-Bench CSV as it ships (``domains.medicine.medcalc_bench``): rows of the
-    calculators ponder implements become cases, every other row is quarantined with its
-    reason. Label disagreements (ponder's calculator outside the row's limits) are counted
-    per calculator in the source label and the log."""
+    """A MedCalc-Bench CSV as it ships (``read_medcalc``) as a batch of case rows. Label
+    disagreements are counted per calculator in the source label and the log."""
+    cases, rejected, disagree = read_medcalc(ctx, path)
+    batch = Batch(rejected=rejected, rows_in=len(cases) + len(rejected))
+    batch.rows = [case_row(case, f"medcalc_bench:{path.name}", train, eval_) | {"row": n}
+                  for n, case in cases]  # fmt: skip
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(disagree.items())) or "none"
+    batch.sources.append(f"medcalc_bench:{path.name} (label_disagreement: {counts})")
+    get_run_logger().info("MedCalc-Bench %s: label_disagreement per calculator: %s",
+                          path.name, counts)  # fmt: skip
+    return batch
+
+
+def read_medcalc(
+    ctx: StageContext, path: Path
+) -> tuple[list[tuple[int, Case]], list[dict[str, Any]], Counter]:
+    """(row number, case) for the rows of the calculators ponder implements, the quarantine
+    rows of the others with their reasons (``domains.medicine.medcalc_bench``), and the
+    label disagreements per calculator. Used by collect and by ``infer --input
+    medcalc_bench:FILE``."""
     from domains.medicine import medcalc_bench as mb
 
     if ctx.name != "medicine":
         raise PonderError("sources", f"medcalc_bench holds medicine cases, not {ctx.name}",
-                          "collect it with --domain medicine")  # fmt: skip
+                          "read it with --domain medicine")  # fmt: skip
     frame = _dataset_csv(path, mb.COLUMNS, "MedCalc-Bench")
     source = f"medcalc_bench:{path.name}"
-    batch, disagree = Batch(rows_in=frame.height), Counter()
+    cases, rejected, disagree = [], [], Counter()
     for n, row in enumerate(frame.iter_rows(named=True)):
         try:
             case = row_to_case(ctx.domain, mb.row_case(row))
         except Exception as err:  # noqa: BLE001 - every failure becomes a quarantine reason
             where = {"Row Number": row.get("Row Number"), "Calculator": row.get("Calculator Name")}
-            batch.rejected.append({"row": n, "source": source, "reason": reason_of(err),
-                                   "raw": json.dumps(where)})  # fmt: skip
+            rejected.append({"row": n, "source": source, "reason": reason_of(err),
+                             "raw": json.dumps(where)})  # fmt: skip
             continue
         if "label_disagreement" in case.inputs["origin"]["tags"]:
             disagree[case.inputs["calculator"]] += 1
-        batch.rows.append(case_row(case, source, train, eval_) | {"row": n})
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(disagree.items())) or "none"
-    batch.sources.append(f"{source} (label_disagreement: {counts})")
-    get_run_logger().info("MedCalc-Bench %s: label_disagreement per calculator: %s",
-                          path.name, counts)  # fmt: skip
-    return batch
+        cases.append((n, case))
+    return cases, rejected, disagree
 
 
 @task(cache_policy=NO_CACHE)
