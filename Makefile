@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRA  ?= cpu
 
-.PHONY: install browser demo test e2e reliability bench bench-quality bench-reward bench-rl bench-compute bench-loop bench-sft bench-suspect bench-report bench-review-latency screenshots lint clean
+.PHONY: install browser demo test e2e reliability bench bench-quality bench-reward bench-rl bench-compute bench-loop bench-sft bench-suspect bench-report bench-review-latency bench-realdata screenshots lint clean
 
 install: $(STAMP)
 
@@ -107,6 +107,11 @@ bench-report: install browser
 # until a refreshed, gated PRM is registered; the seconds of each stage.
 bench-review-latency: install
 	$(PY) -m bench.review_latency
+
+# ~1 minute: a 1,000-row MedCalc-Bench-format file through collect (rows/s, and the label
+# disagreements found against those planted). The IBM AML part is not built yet.
+bench-realdata: install
+	$(PY) -m bench.realdata
 
 # After `make demo`: the README's pictures of the reviewer's report and of a case's trace in
 # the MLflow UI (a throwaway `mlflow server` on loopback), into docs/.

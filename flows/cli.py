@@ -99,6 +99,18 @@ NO_TOOLS = Extra(
 )
 
 
+SOURCE = Extra(
+    "source",
+    Annotated[
+        list[str] | None,
+        typer.Option(help="Read only this source, repeatable (= --set sources=[...]); "
+                     "e.g. --source medcalc_bench --path FILE."),
+    ],
+    None,
+    lambda values, names: put(values, ("sources",), list(names)) if names else None,
+)  # fmt: skip
+
+
 def _skip(values: dict[str, Any], stages: list[str] | None) -> None:
     for stage in stages or []:
         if stage not in STAGES:
@@ -152,7 +164,7 @@ def _serve(config: ServeConfig) -> None:
 
 COMMANDS = (  # name, params model, what runs it, help, conveniences
     ("collect", CollectParams, _shown("collect", collect, "collected"),
-     "Cases and feedback into a new lake version (the collect flow).", ()),
+     "Cases and feedback into a new lake version (the collect flow).", (SOURCE,)),
     ("infer", InferParams, _shown("infer", infer, "fields"),
      "Batch deep-reasoning inference once (the infer flow).", (NO_TOOLS,)),
     ("refresh-reward", RefreshParams, _shown("refresh-reward", refresh_reward, "fields"),

@@ -29,8 +29,10 @@ from tasks.collect import (
     feedback_from_files,
     feedback_from_mlflow,
     from_generator,
+    from_medcalc_bench,
     from_sql,
     mark_processed,
+    over_context,
     publish_artifacts,
     record_in_mlflow,
 )
@@ -38,7 +40,7 @@ from tasks.context import StageContext
 from tasks.events import FEEDBACK_READY, announce
 from tasks.records import normalize_feedback, validate_cases
 
-Source = Literal["generator", "files", "sql", "mlflow_feedback"]
+Source = Literal["generator", "files", "sql", "mlflow_feedback", "medcalc_bench"]
 
 
 class CollectParams(BaseModel):
@@ -87,6 +89,23 @@ class CollectParams(BaseModel):
     )
     sql_cases_query: str | None = Field(default=None, description="SQL returning case rows.")
     sql_feedback_query: str | None = Field(default=None, description="SQL returning feedback rows.")
+    path: Path | None = Field(
+        default=None,
+        description="The file a dataset source reads: the MedCalc-Bench CSV (medcalc_bench).",
+    )
+    max_prompt_tokens: int | None = Field(
+        default=None,
+        ge=16,
+        le=10_000_000,
+        description="Cases whose prompt is longer (in tokenizer_model's tokens) are "
+        "quarantined with their count, never cut: the model's context minus the answer "
+        "budget. None: no check.",
+    )
+    tokenizer_model: str | None = Field(
+        default=None,
+        description="Model (path or models:/ URI) whose tokenizer counts prompt tokens; None: "
+        "the domain's policy champion, else the base policy (as infer resolves it).",
+    )
     mlflow_experiment: str = Field(
         default="ponder-traces", description="Experiment whose traces carry feedback."
     )
@@ -113,6 +132,8 @@ class CollectParams(BaseModel):
             )
         if "sql" in self.sources and not self.sql_uri:
             raise ValueError("source 'sql' needs sql_uri")
+        if "medcalc_bench" in self.sources and self.path is None:
+            raise ValueError("source 'medcalc_bench' needs path (the dataset's CSV file)")
         if self.sql_uri and _has_password(self.sql_uri):
             raise ValueError(
                 "sql_uri carries a password, which would be stored with the run's parameters "
@@ -138,6 +159,10 @@ class DatasetSummary(BaseModel):
     rows_total: int = Field(description="Rows in that version.")
     quarantine_file: str | None = Field(description="This run's quarantine file, if any.")
     path: str | None = Field(description="Folder of the new version, if one was made.")
+    sources: list[str] = Field(
+        default_factory=list,
+        description="What each source read, e.g. medcalc_bench:FILE (label_disagreement: ...).",
+    )
 
     @property
     def ref(self) -> str:
@@ -242,6 +267,9 @@ def gather(ctx: StageContext, params: CollectParams, inbox: Path) -> tuple[Batch
             ),
         )
         _merge(feedback, feedback_from_files(inbox, params.max_file_mb))
+    if "medcalc_bench" in params.sources and params.path is not None:
+        _merge(cases, from_medcalc_bench(ctx, path=params.path, train=params.train,
+                                         eval_=params.eval))  # fmt: skip
     if "sql" in params.sources and params.sql_uri:
         uri = SqlSource(uri=params.sql_uri, password=sql_password(params.sql_password_secret))
         if params.sql_cases_query:
@@ -252,6 +280,8 @@ def gather(ctx: StageContext, params: CollectParams, inbox: Path) -> tuple[Batch
             frame = from_sql("feedback", uri, params.sql_feedback_query)
             feedback.frames.append(normalize_feedback(frame.lazy(), "sql"))
             feedback.sources.append("sql")
+    if params.max_prompt_tokens is not None and cases.rows:
+        over_context(ctx, batch=cases, limit=params.max_prompt_tokens, model=params.tokenizer_model)
     return cases, feedback
 
 

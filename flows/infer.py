@@ -49,7 +49,9 @@ class InferParams(BaseModel):
 
     domain: DomainName = Field(default="finance_risk", description="Registered domain name.")
     input: str = Field(
-        default="lake:cases", description="lake:cases[@vNNNNN] or a CSV/JSONL/Parquet path."
+        default="lake:cases",
+        description="lake:cases[@vNNNNN], a CSV/JSONL/Parquet path of cases, or "
+        "medcalc_bench:PATH (the dataset's CSV as it ships).",
     )
     split: str | None = Field(default="test", description="Split filter for lake input.")
     model: str | None = Field(

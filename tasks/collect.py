@@ -13,6 +13,7 @@ import json
 import shutil
 import stat
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,9 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from domains.loading import read_rows
+from domains.base import Case
+from domains.errors import PonderError, reason_of
+from domains.loading import read_rows, row_to_case
 from tasks.context import StageContext
 from tasks.lake import Lake, VersionInfo
 from tasks.records import (
@@ -82,6 +85,94 @@ def from_generator(
                 batch.rows.append(case_row(case, "generator", train, eval_))
     batch.rows_in = len(batch.rows)
     return batch
+
+
+@task(cache_policy=NO_CACHE)
+def from_medcalc_bench(ctx: StageContext, *, path: Path, train: float, eval_: float) -> Batch:
+    """A MedCalc-Bench CSV as it ships (``read_medcalc``) as a batch of case rows. Label
+    disagreements are counted per calculator in the source label and the log."""
+    cases, rejected, disagree = read_medcalc(ctx, path)
+    batch = Batch(rejected=rejected, rows_in=len(cases) + len(rejected))
+    batch.rows = [case_row(case, f"medcalc_bench:{path.name}", train, eval_) | {"row": n}
+                  for n, case in cases]  # fmt: skip
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(disagree.items())) or "none"
+    batch.sources.append(f"medcalc_bench:{path.name} (label_disagreement: {counts})")
+    get_run_logger().info("MedCalc-Bench %s: label_disagreement per calculator: %s",
+                          path.name, counts)  # fmt: skip
+    return batch
+
+
+def read_medcalc(
+    ctx: StageContext, path: Path
+) -> tuple[list[tuple[int, Case]], list[dict[str, Any]], Counter]:
+    """(row number, case) for the rows of the calculators ponder implements, the quarantine
+    rows of the others with their reasons (``domains.medicine.medcalc_bench``), and the
+    label disagreements per calculator. Used by collect and by ``infer --input
+    medcalc_bench:FILE``."""
+    from domains.medicine import medcalc_bench as mb
+
+    if ctx.name != "medicine":
+        raise PonderError("sources", f"medcalc_bench holds medicine cases, not {ctx.name}",
+                          "read it with --domain medicine")  # fmt: skip
+    frame = _dataset_csv(path, mb.COLUMNS, "MedCalc-Bench")
+    source = f"medcalc_bench:{path.name}"
+    cases, rejected, disagree = [], [], Counter()
+    for n, row in enumerate(frame.iter_rows(named=True)):
+        try:
+            case = row_to_case(ctx.domain, mb.row_case(row))
+        except Exception as err:  # noqa: BLE001 - every failure becomes a quarantine reason
+            where = {"Row Number": row.get("Row Number"), "Calculator": row.get("Calculator Name")}
+            rejected.append({"row": n, "source": source, "reason": reason_of(err),
+                             "raw": json.dumps(where)})  # fmt: skip
+            continue
+        if "label_disagreement" in case.inputs["origin"]["tags"]:
+            disagree[case.inputs["calculator"]] += 1
+        cases.append((n, case))
+    return cases, rejected, disagree
+
+
+@task(cache_policy=NO_CACHE)
+def over_context(ctx: StageContext, *, batch: Batch, limit: int, model: str | None) -> int:
+    """Move the batch's cases whose prompt (chat template included) is over ``limit``
+    tokens of ``model``'s tokenizer to its quarantine, with the count: a note is never cut.
+    Returns how many moved."""
+    from transformers import AutoTokenizer
+
+    from models.chat import safe_messages
+    from tasks.infer import resolve_model, row_case
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(ctx, model=model)[2])
+    keep = []
+    for row in batch.rows:
+        messages = safe_messages(tokenizer, ctx.domain.prompt(row_case(row)))
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                            return_dict=False)  # fmt: skip
+        if len(ids) <= limit:
+            keep.append(row)
+            continue
+        batch.rejected.append({
+            "row": row.get("row"), "source": row["source"], "raw": None,
+            "reason": f"prompt is {len(ids)} tokens > max_prompt_tokens {limit}: not cut; use a "
+            "model with a longer context and raise max_prompt_tokens",
+        })  # fmt: skip
+    moved, batch.rows = len(batch.rows) - len(keep), keep
+    return moved
+
+
+def _dataset_csv(path: Path, columns: Sequence[str], name: str) -> pl.DataFrame:
+    """A public dataset's CSV, every column as text; wrong or missing columns are a
+    file-level error that names the columns expected and found."""
+    if not path.is_file():
+        raise PonderError("path", f"{path} is not a file", f"give the {name} CSV file")
+    found = pl.scan_csv(path, infer_schema=False).collect_schema().names()
+    missing = [c for c in columns if c not in found]
+    if missing:
+        raise PonderError(
+            "path",
+            f"{path.name} is not a {name} file: missing columns {missing}; found {found}",
+            f"give the dataset's CSV as it ships, with the columns {list(columns)}",
+        )
+    return pl.read_csv(path, infer_schema=False, columns=list(columns))
 
 
 def inbox_files(inbox: Path, dataset: str) -> list[Path]:
@@ -511,6 +602,7 @@ def _summary(
         "rows_total": (info or latest).rows if (info or latest) else 0,
         "quarantine_file": str(quarantined) if quarantined else None,
         "path": str(info.path) if info else None,
+        "sources": list(batch.sources),
     }
 
 

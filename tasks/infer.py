@@ -105,6 +105,13 @@ def load_cases(
             frame = frame.filter(pl.col("split") == split)
         cases = [row_case(r) for r in frame.sort("id").collect().iter_rows(named=True)]
         return cases, [], f"lake:{domain}/cases@{info.version}" + (f"[{split}]" if split else "")
+    if source.startswith("medcalc_bench:"):
+        from tasks.collect import read_medcalc
+
+        path = Path(source.partition(":")[2])
+        found, rejected, _ = read_medcalc(ctx, path)
+        label = f"medcalc_bench:{path.name}:{_file_digest(path)}"
+        return sorted((c for _, c in found), key=lambda c: c.id), rejected, label
     loaded = ctx.domain.load(Path(source))
     label = f"file:{Path(source).name}:{_file_digest(Path(source))}"
     return sorted(loaded.cases, key=lambda c: c.id), loaded.rejected, label

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from domains.base import Domain, Family, Verdict, set_f1
 from domains.medicine.calculators import CALCULATORS, PatientFacts
+from domains.medicine.medcalc_bench import Origin
 from domains.medicine.notes import draw_facts, render_note
 from domains.medicine.solutions import solution
 from domains.parsing import key_values, to_float, to_str_list
@@ -29,11 +30,32 @@ class ClinicalInputs(Record):
     calculator: CalcName = Field(description="Calculator key, e.g. cha2ds2_vasc.")
     note: str = Field(min_length=1, max_length=20_000, description="Free-text patient note.")
     facts: PatientFacts | None = Field(default=None, description="Structured facts, if known.")
+    question: str | None = Field(
+        default=None,
+        max_length=4_000,
+        description="The dataset's question, when the case came with one (MedCalc-Bench).",
+        exclude_if=lambda v: v is None,
+    )
+    origin: Origin | None = Field(
+        default=None,
+        description="Where the case came from and the label cross-check (never shown).",
+        exclude_if=lambda v: v is None,
+    )
 
 
 class ClinicalAnswer(Record):
     value: float = Field(description="Score or computed value.")
     criteria: list[str] = Field(default_factory=list, description="Criteria met (scores).")
+    lower: float | None = Field(
+        default=None,
+        description="Lowest accepted value: a dataset's own tolerance (truth only).",
+        exclude_if=lambda v: v is None,
+    )
+    upper: float | None = Field(
+        default=None,
+        description="Highest accepted value: a dataset's own tolerance (truth only).",
+        exclude_if=lambda v: v is None,
+    )
 
     @field_validator("value", mode="before")
     @classmethod
@@ -76,7 +98,8 @@ class ClinicalCalc(Family):
     def render(self, x: BaseModel) -> str:
         assert isinstance(x, ClinicalInputs)
         spec = CALCULATORS[x.calculator]
-        return f"Calculator: {spec.title} ({spec.unit})\nNote: {x.note}"
+        asked = f"\nQuestion: {x.question}" if x.question else ""
+        return f"Calculator: {spec.title} ({spec.unit})\nNote: {x.note}{asked}"
 
     def coerce(self, payload: dict[str, Any] | str) -> BaseModel:
         if isinstance(payload, str):
@@ -90,6 +113,8 @@ class ClinicalCalc(Family):
         spec = CALCULATORS[inputs.calculator]
         if spec.unit == "points":  # scores are exact, including Wells PE half points
             ok = abs(answer.value - truth.value) < 1e-9
+        elif truth.lower is not None and truth.upper is not None:  # the dataset's tolerance
+            ok = truth.lower - 1e-9 <= answer.value <= truth.upper + 1e-9
         else:
             ok = abs(answer.value - truth.value) <= 0.05 * abs(truth.value) + 1e-9
         crit = set_f1(set(truth.criteria), set(answer.criteria))

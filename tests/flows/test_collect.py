@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -444,3 +445,49 @@ def test_a_database_password_never_travels_with_the_parameters(monkeypatch) -> N
     assert source.url().password == "s3cr3t" and "s3cr3t" not in repr(source)
     line = "connecting to postgresql://ann:s3cr3t@db/x failed"
     assert "s3cr3t" not in Redactor(RedactionConfig(), b"k" * 32).text(line)
+
+
+def test_medcalc_bench_file_through_collect_and_the_cli(fresh_lake: Path, tmp_path: Path) -> None:
+    """A MedCalc-Bench CSV as it ships: supported rows land as cases, the rest go to the
+    quarantine with their reasons; wrong columns are one error naming both lists."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tests.datasets import ROWS, write_medcalc
+
+    path = write_medcalc(tmp_path / "medcalc.csv", ROWS)
+    result = collect(_params(fresh_lake, per_cell=0, sources=["medcalc_bench"], path=path))
+    assert result.cases.valid == 3 and result.cases.quarantined == 4
+    reasons = sorted(pl.read_parquet(result.cases.quarantine_file)["reason"].to_list())
+    assert "calculator not implemented: Free Water Deficit" in reasons
+    assert any("label_disagreement: bmi 1" in s for s in result.cases.sources)
+    again = collect(_params(fresh_lake, per_cell=0, sources=["medcalc_bench"], path=path))
+    assert not again.cases.new_version  # the same file gives the same ids and content
+    write_medcalc(tmp_path / "bad.csv", ROWS[:1], columns=mb_columns_without_question())
+    shown = CliRunner().invoke(
+        app,
+        ["collect", "--domain", "medicine", "--source", "medcalc_bench", "--path",
+         str(tmp_path / "bad.csv"), "--per-cell", "0", "--no-check-traces"],
+    )  # fmt: skip
+    assert shown.exit_code != 0
+    assert "missing columns ['Question']" in shown.output and "Patient Note" in shown.output
+
+
+def test_a_case_over_the_context_is_quarantined_with_its_token_count(
+    fresh_lake: Path, tmp_path: Path, tiny_model: Path
+) -> None:
+    from tests.datasets import LONG, ROWS, write_medcalc
+
+    path = write_medcalc(tmp_path / "medcalc.csv", [ROWS[0], LONG])
+    params = _params(fresh_lake, per_cell=0, sources=["medcalc_bench"], path=path,
+                     max_prompt_tokens=2048, tokenizer_model=str(tiny_model))  # fmt: skip
+    result = collect(params)
+    assert result.cases.valid == 1 and result.cases.quarantined == 1
+    (reason,) = pl.read_parquet(result.cases.quarantine_file)["reason"].to_list()
+    assert re.fullmatch(r"prompt is \d{4,} tokens > max_prompt_tokens 2048: not cut; .*", reason)
+
+
+def mb_columns_without_question() -> tuple[str, ...]:
+    from domains.medicine.medcalc_bench import COLUMNS
+
+    return tuple(c for c in COLUMNS if c != "Question")

@@ -163,3 +163,14 @@ def test_bad_inputs(fresh_lake: Path, tiny_model: Path, vllm_engine) -> None:
         infer(_params(tiny_model, src, model="models:/ponder-nope-policy@champion"))
     with pytest.raises(ValidationError, match="width"):
         _params(tiny_model, src, width=0)
+
+
+def test_a_medcalc_bench_file_is_read_as_it_ships(fresh_lake: Path, tiny_model: Path, vllm_engine):
+    """``--input medcalc_bench:FILE``: the supported rows are scored against the rows' own
+    limits; the others are counted as rejected, with their reasons, and never scored."""
+    from tests.datasets import ROWS, write_medcalc
+
+    path = write_medcalc(fresh_lake / "medcalc.csv", ROWS)
+    out = infer(_params(tiny_model, path, input=f"medcalc_bench:{path}", log_traces=0, review_k=0))
+    assert out.cases == 3 and out.rejected == 4, out
+    assert out.input.startswith("medcalc_bench:medcalc.csv:")

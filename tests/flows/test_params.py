@@ -90,3 +90,14 @@ def test_an_unknown_weight_source_names_the_valid_ones(field, weights, valid) ->
     with pytest.raises(ValidationError) as err:
         RefreshParams(domain="medicine", **{field: weights})
     assert field in str(err.value) and valid in str(err.value)
+
+
+def test_a_dataset_source_in_the_pipeline_config_needs_its_path(tmp_path) -> None:
+    """``collect: {sources: [medcalc_bench], path: FILE}`` in a pipeline config (or a
+    deployment's parameters) is valid; without the path it is refused, naming it."""
+    ok = PipelineParams.model_validate(
+        {"domain": "medicine", "collect": {"sources": ["medcalc_bench"], "path": str(tmp_path)}}
+    )
+    assert ok.collect is not None and ok.collect.path == tmp_path
+    with pytest.raises(ValidationError, match="source 'medcalc_bench' needs path"):
+        CollectParams(sources=["medcalc_bench"])
