@@ -104,7 +104,7 @@ SOURCE = Extra(
     Annotated[
         list[str] | None,
         typer.Option(help="Read only this source, repeatable (= --set sources=[...]); "
-                     "e.g. --source medcalc_bench --path FILE."),
+                     "e.g. --source medcalc_bench --path FILE, --source ibm_aml --path DIR."),
     ],
     None,
     lambda values, names: put(values, ("sources",), list(names)) if names else None,

@@ -29,6 +29,7 @@ from tasks.collect import (
     feedback_from_files,
     feedback_from_mlflow,
     from_generator,
+    from_ibm_aml,
     from_medcalc_bench,
     from_sql,
     mark_processed,
@@ -38,9 +39,11 @@ from tasks.collect import (
 )
 from tasks.context import StageContext
 from tasks.events import FEEDBACK_READY, announce
+from tasks.ibm_aml import IBMAmlOptions
 from tasks.records import normalize_feedback, validate_cases
 
-Source = Literal["generator", "files", "sql", "mlflow_feedback", "medcalc_bench"]
+Source = Literal["generator", "files", "sql", "mlflow_feedback", "medcalc_bench", "ibm_aml"]
+DATASET_SOURCES = ("medcalc_bench", "ibm_aml")  # the public datasets, read from path
 
 
 class CollectParams(BaseModel):
@@ -91,7 +94,12 @@ class CollectParams(BaseModel):
     sql_feedback_query: str | None = Field(default=None, description="SQL returning feedback rows.")
     path: Path | None = Field(
         default=None,
-        description="The file a dataset source reads: the MedCalc-Bench CSV (medcalc_bench).",
+        description="What a dataset source reads: the MedCalc-Bench CSV (medcalc_bench), or "
+        "the folder of one IBM AML set, *_Trans.csv and *_Patterns.txt (ibm_aml).",
+    )
+    ibm_aml: IBMAmlOptions = Field(
+        default_factory=IBMAmlOptions,
+        description="ibm_aml: negative alerts, alert windows, size cap and sampling seed.",
     )
     max_prompt_tokens: int | None = Field(
         default=None,
@@ -132,8 +140,12 @@ class CollectParams(BaseModel):
             )
         if "sql" in self.sources and not self.sql_uri:
             raise ValueError("source 'sql' needs sql_uri")
-        if "medcalc_bench" in self.sources and self.path is None:
-            raise ValueError("source 'medcalc_bench' needs path (the dataset's CSV file)")
+        datasets = [s for s in self.sources if s in DATASET_SOURCES]
+        if len(datasets) > 1:
+            raise ValueError(f"sources {datasets}: one dataset source per run (path is one)")
+        if datasets and self.path is None:
+            what = "CSV file" if datasets[0] == "medcalc_bench" else "folder"
+            raise ValueError(f"source '{datasets[0]}' needs path (the dataset's {what})")
         if self.sql_uri and _has_password(self.sql_uri):
             raise ValueError(
                 "sql_uri carries a password, which would be stored with the run's parameters "
@@ -270,6 +282,9 @@ def gather(ctx: StageContext, params: CollectParams, inbox: Path) -> tuple[Batch
     if "medcalc_bench" in params.sources and params.path is not None:
         _merge(cases, from_medcalc_bench(ctx, path=params.path, train=params.train,
                                          eval_=params.eval))  # fmt: skip
+    if "ibm_aml" in params.sources and params.path is not None:
+        _merge(cases, from_ibm_aml(ctx, path=params.path, options=params.ibm_aml,
+                                   train=params.train, eval_=params.eval))  # fmt: skip
     if "sql" in params.sources and params.sql_uri:
         uri = SqlSource(uri=params.sql_uri, password=sql_password(params.sql_password_secret))
         if params.sql_cases_query:

@@ -27,6 +27,7 @@ from domains.base import Case
 from domains.errors import PonderError, reason_of
 from domains.loading import read_rows, row_to_case
 from tasks.context import StageContext
+from tasks.ibm_aml import IBMAmlOptions
 from tasks.lake import Lake, VersionInfo
 from tasks.records import (
     FEEDBACK_SCHEMA,
@@ -99,6 +100,33 @@ def from_medcalc_bench(ctx: StageContext, *, path: Path, train: float, eval_: fl
     batch.sources.append(f"medcalc_bench:{path.name} (label_disagreement: {counts})")
     get_run_logger().info("MedCalc-Bench %s: label_disagreement per calculator: %s",
                           path.name, counts)  # fmt: skip
+    return batch
+
+
+@task(cache_policy=NO_CACHE)
+def from_ibm_aml(
+    ctx: StageContext, *, path: Path, options: IBMAmlOptions, train: float, eval_: float
+) -> Batch:
+    """An IBM AML set as it ships (a folder: ``tasks.ibm_aml``) as a batch of alert cases:
+    one per laundering attempt, plus negative alerts."""
+    from tasks.ibm_aml import read_ibm_aml
+
+    if ctx.name != "finance_risk":
+        raise PonderError("sources", f"ibm_aml holds finance_risk cases, not {ctx.name}",
+                          "read it with --domain finance_risk")  # fmt: skip
+    alerts = read_ibm_aml(path, options=options, scratch_root=ctx.lake.root / "_scratch")
+    source = f"ibm_aml:{path.name}"
+    batch = Batch(rejected=alerts.rejected, rows_in=alerts.rows_in)
+    for n, dump in alerts.cases:
+        try:
+            case = row_to_case(ctx.domain, dump)
+        except Exception as err:  # noqa: BLE001 - every failure becomes a quarantine reason
+            batch.rejected.append({"row": n, "source": source, "reason": reason_of(err),
+                                   "raw": None})  # fmt: skip
+            continue
+        batch.rows.append(case_row(case, source, train, eval_) | {"row": n})
+    batch.sources.append(f"{source} ({alerts.rows_in:,} transactions: {alerts.attempts} "
+                         f"attempts, {alerts.negatives} negative alerts)")  # fmt: skip
     return batch
 
 

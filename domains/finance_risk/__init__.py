@@ -15,5 +15,12 @@ class FinanceRisk(Domain):
     name = "finance_risk"
     persona = "You are a senior financial-crime and credit-risk analyst at a US bank."
     families = {f.name: f for f in (AMLTypology(), Structuring(), CreditCapital())}
-    # account ids in alerts and transaction lists (A2126, C004512) are customer identifiers
-    redaction = RedactionConfig(patterns={"account": r"(?<![\w-])(?P<id>[AC]\d{4,8})(?![\w-])"})
+    # account ids in alerts and transaction lists are customer identifiers: the generator's
+    # (A2126, C004512) and IBM AML's nine hex digits (8000EBD30; a number with a decimal
+    # part is an amount, not an account)
+    redaction = RedactionConfig(
+        patterns={
+            "account": r"(?<![\w-])(?P<id>[AC]\d{4,8})(?![\w-])",
+            "ibm_account": r"(?<![\w.-])(?P<id>[0-9A-F]{9})(?![\w-])(?!\.\d)",
+        }
+    )

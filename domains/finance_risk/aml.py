@@ -32,7 +32,13 @@ TYPOLOGIES = (
     "scatter_gather",
     "gather_scatter",
 )
-FORMATS = ("ACH", "Wire", "Cash", "Cheque", "Credit Card", "Bitcoin")
+# "none": no laundering pattern in the extract (negative alerts drawn from real-format data;
+# the generator always plants one pattern)
+LABELS = (*TYPOLOGIES, "none")
+FORMATS = ("ACH", "Wire", "Cash", "Cheque", "Credit Card", "Bitcoin")  # what the generator draws
+# every channel a transaction may carry: IBM's AML data also books "Reinvestment"
+ALL_FORMATS = (*FORMATS, "Reinvestment")
+MAX_TRANSACTIONS = 200  # the family's size limit: the largest extract the generator writes
 OCCUPATIONS = (
     "import/export trader",
     "restaurant owner",
@@ -52,7 +58,7 @@ class Txn(Record):
     to_account: str = Field(description="Beneficiary account.")
     amount: float = Field(gt=0, description="Amount (positive).")
     currency: str = Field(default="USD", description="ISO currency.")
-    payment_format: Literal[FORMATS] = Field(description="Payment channel.")  # type: ignore[valid-type]
+    payment_format: Literal[ALL_FORMATS] = Field(description="Payment channel.")  # type: ignore[valid-type]
     alert_id: str | None = Field(default=None, description="Alert id if flagged by the system.")
 
 
@@ -64,19 +70,42 @@ class KYC(Record):
     expected_monthly_volume: float = Field(ge=0)
 
 
+class Origin(Record):
+    """Where an alert read from a public dataset came from, and how its truth was made."""
+
+    dataset: str = Field(description="The source dataset, e.g. ibm_aml.")
+    line: int | None = Field(
+        default=None, description="The patterns file's line that opens the attempt."
+    )
+    typology: str | None = Field(default=None, description="The dataset's own typology name.")
+    detail: str | None = Field(default=None, description="The block header's detail suffix.")
+    truth: str = Field(description="How the truth was made, in words.")
+
+
 class AMLInputs(Record):
     """Alert, subject KYC and the transaction extract."""
 
     alert_id: str = Field(description="Alert id.")
     subject_account: str = Field(description="Account the alert fired on.")
-    kyc: KYC = Field(description="Subject's KYC profile.")
+    kyc: KYC | None = Field(
+        default=None, description="Subject's KYC profile (None: the source has none)."
+    )
+    entity_type: str | None = Field(
+        default=None,
+        max_length=40,
+        description="The subject's kind of legal entity where the source names it "
+        "(e.g. 'Corporation'), never the entity's name.",
+    )
     transactions: list[Txn] = Field(
         min_length=1, max_length=MAX_ITEMS, description="Transaction extract."
+    )
+    origin: Origin | None = Field(
+        default=None, description="The dataset a case was read from (None: the generator)."
     )
 
 
 class AMLAnswer(Record):
-    typology: Literal[TYPOLOGIES] = Field(description="AMLSim typology label.")  # type: ignore[valid-type]
+    typology: Literal[LABELS] = Field(description="AMLSim typology label, or none.")  # type: ignore[valid-type]
     accounts: list[str] = Field(max_length=MAX_ITEMS, description="Member accounts of the pattern.")
     transactions: list[str] = Field(max_length=MAX_ITEMS, description="Laundering transaction ids.")
 
@@ -145,7 +174,8 @@ class AMLTypology(Family):
         "random (funds hop along a chain of accounts without returning), scatter_gather "
         "(one pays many intermediaries who all pay one), gather_scatter (many pay one hub "
         "that pays many). Laundered amounts shrink about 10% per hop. List every account in "
-        "the pattern and every laundering transaction id."
+        "the pattern and every laundering transaction id. If no pattern is present, answer "
+        "the typology none with empty lists."
     )
     # Placeholders, not values: a model that copies the example must not score by luck.
     answer_example = (
@@ -176,17 +206,15 @@ class AMLTypology(Family):
             "transactions": rows,
         }
         truth = {"typology": typology, "accounts": sorted(members), "transactions": bad}
-        return inputs, truth, _steps(typology, members, bad, rows, difficulty)
+        return inputs, truth, reference_steps(typology, members, bad, rows, difficulty)
 
     def render(self, x: BaseModel) -> str:
         assert isinstance(x, AMLInputs)
-        k = x.kyc
         currencies = {t.currency for t in x.transactions}
         tagged = any(t.alert_id for t in x.transactions)
         head = [
             f"Alert {x.alert_id} on account {x.subject_account}",
-            f"KYC: {k.name}, {k.customer_type}, {k.occupation}, {k.country}, expected "
-            f"monthly volume USD {k.expected_monthly_volume:,.0f}",
+            _kyc_line(x),
             f"Amounts in {currencies.pop()}." if len(currencies) == 1 else "",
             "txn,time,from,to,amount,format"
             + (",currency" if currencies else "")
@@ -212,6 +240,17 @@ class AMLTypology(Family):
             detail=f"label {'ok' if label else 'wrong'}; accounts F1 {acc:.2f}; "
             f"transactions F1 {txn:.2f}",
         )
+
+
+def _kyc_line(x: AMLInputs) -> str:
+    k = x.kyc
+    if k is None:
+        kind = f" Entity type: {x.entity_type}." if x.entity_type else ""
+        return "KYC: not provided by the source." + kind
+    return (
+        f"KYC: {k.name}, {k.customer_type}, {k.occupation}, {k.country}, expected "
+        f"monthly volume USD {k.expected_monthly_volume:,.0f}"
+    )
 
 
 MARGIN = (0.08, 0.12)  # what an intermediary keeps per hop: "about 10%"
@@ -319,9 +358,12 @@ def _kyc(rng: random.Random) -> dict:
     }
 
 
-def _steps(
+def reference_steps(
     typology: str, members: list[str], bad: list[str], rows: list[dict], difficulty: int
 ) -> list[str]:
+    """The reference solution's steps: the laundering transactions (``bad``, in time
+    order) among ``rows``, the amounts per hop through the calculator, the accounts and the
+    typology. Also used for alerts read from IBM's AML data (``ibm_aml``)."""
     by_id = {r["txn_id"]: r for r in rows}
     chain = "; ".join(
         f"{t}: {by_id[t]['from_account']}->{by_id[t]['to_account']} {by_id[t]['amount']:,.2f}"

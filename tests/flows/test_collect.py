@@ -473,6 +473,33 @@ def test_medcalc_bench_file_through_collect_and_the_cli(fresh_lake: Path, tmp_pa
     assert "missing columns ['Question']" in shown.output and "Patient Note" in shown.output
 
 
+def test_an_ibm_aml_set_through_collect_and_the_cli(fresh_lake: Path, tmp_path: Path) -> None:
+    """An IBM AML folder as it ships: attempts and negative alerts land as finance cases,
+    unreadable rows and the unclosed block go to the quarantine; the CLI reads it too, and
+    a folder that is not a set is one error naming the fix."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tests.datasets import write_ibm
+
+    folder = write_ibm(tmp_path / "HI-Small")
+    params = _params(fresh_lake, domain="finance_risk", per_cell=0, sources=["ibm_aml"],
+                     path=folder)  # fmt: skip
+    result = collect(params)
+    assert result.cases.valid == 4 and result.cases.quarantined == 3
+    assert result.cases.per_family == {"aml_typology": 4} and result.cases.rows_in == 18
+    assert any("2 attempts, 2 negative alerts" in s for s in result.cases.sources)
+    assert not collect(params).cases.new_version  # the same files give the same cases
+    shown = CliRunner().invoke(
+        app,
+        ["collect", "--domain", "finance_risk", "--source", "ibm_aml", "--path",
+         str(tmp_path), "--per-cell", "0", "--no-check-traces"],
+    )  # fmt: skip
+    said = " ".join(shown.output.split())
+    assert shown.exit_code != 0 and "0 files like *trans*.csv" in said
+    assert "fix: put one IBM AML set" in said
+
+
 def test_a_case_over_the_context_is_quarantined_with_its_token_count(
     fresh_lake: Path, tmp_path: Path, tiny_model: Path
 ) -> None:

@@ -101,3 +101,9 @@ def test_a_dataset_source_in_the_pipeline_config_needs_its_path(tmp_path) -> Non
     assert ok.collect is not None and ok.collect.path == tmp_path
     with pytest.raises(ValidationError, match="source 'medcalc_bench' needs path"):
         CollectParams(sources=["medcalc_bench"])
+    with pytest.raises(ValidationError, match="source 'ibm_aml' needs path .the dataset's folder"):
+        CollectParams(sources=["ibm_aml"])
+    with pytest.raises(ValidationError, match="one dataset source per run"):
+        CollectParams(sources=["ibm_aml", "medcalc_bench"], path=tmp_path)
+    with pytest.raises(ValidationError, match="ibm_aml.negative_ratio"):
+        CollectParams(sources=["ibm_aml"], path=tmp_path, ibm_aml={"negative_ratio": -1})
