@@ -108,10 +108,12 @@ bench-report: install browser
 bench-review-latency: install
 	$(PY) -m bench.review_latency
 
-# ~1 minute: a 1,000-row MedCalc-Bench-format file through collect (rows/s, and the label
-# disagreements found against those planted). The IBM AML part is not built yet.
+# ~5 minutes: a 1,000-row MedCalc-Bench-format file through collect (rows/s, and the label
+# disagreements found against those planted); then IBM-AML-format sets of 1M and 5M
+# transactions through the ibm_aml source (transactions/s and peak RSS at each size).
 bench-realdata: install
-	$(PY) -m bench.realdata
+	$(PY) -m bench.realdata --part medcalc
+	$(PY) -m bench.realdata --part ibm --rows 5000000
 
 # After `make demo`: the README's pictures of the reviewer's report and of a case's trace in
 # the MLflow UI (a throwaway `mlflow server` on loopback), into docs/.

@@ -173,7 +173,7 @@ def pattern_key(line: str) -> tuple[Any, ...]:
     try:
         when = dt.datetime.strptime(v["timestamp"], TIME_FORMAT)
     except ValueError:
-        raise ValueError(f"Timestamp {v['timestamp'][:20]!r} is not YYYY/MM/DD HH:MM") from None
+        raise ValueError("Timestamp is not YYYY/MM/DD HH:MM") from None  # the cell never shown
     try:
         banks = int(v["from_bank"]), int(v["to_bank"])
         paid = float(v["amount_paid"])

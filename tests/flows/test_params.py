@@ -99,6 +99,9 @@ def test_a_dataset_source_in_the_pipeline_config_needs_its_path(tmp_path) -> Non
         {"domain": "medicine", "collect": {"sources": ["medcalc_bench"], "path": str(tmp_path)}}
     )
     assert ok.collect is not None and ok.collect.path == tmp_path
+    collect = {"sources": ["ibm_aml"], "path": str(tmp_path), "ibm_aml": {"negative_ratio": 0.5}}
+    ibm = PipelineParams.model_validate({"domain": "finance_risk", "collect": collect})
+    assert ibm.collect is not None and ibm.collect.ibm_aml.negative_ratio == 0.5
     with pytest.raises(ValidationError, match="source 'medcalc_bench' needs path"):
         CollectParams(sources=["medcalc_bench"])
     with pytest.raises(ValidationError, match="source 'ibm_aml' needs path .the dataset's folder"):

@@ -58,7 +58,7 @@ def test_every_broken_block_is_refused_with_its_line_and_reason() -> None:
     assert got[4].startswith("typology not mapped: SMURFING")
     assert "closes as FAN-IN" in got[7]
     assert got[10] == "line 11: 10 fields, expected 11 (" + ", ".join(fmt.COLUMNS) + ")"
-    assert got[13] == "line 14: Timestamp '2022-09-02T10:05' is not YYYY/MM/DD HH:MM"
+    assert got[13] == "line 14: Timestamp is not YYYY/MM/DD HH:MM"
 
 
 def _row(n: int, src: str, dst: str, amount: float, hour: int) -> dict:
