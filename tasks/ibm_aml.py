@@ -5,8 +5,9 @@ transactions CSV is read once, as a polars streaming scan, into a typed Parquet 
 scratch folder (every cell that does not parse gives the row a quarantine reason). Every
 later pass reads that copy and keeps only the few rows it needs:
 
-1. the rows that touch an attempt's member accounts or are flagged as laundering: the
-   patterns file's lines are matched to them, so each attempt's transactions get their ids;
+1. the rows that match a patterns-file line (a join on timestamp, banks, accounts and amount
+   paid), so each attempt's transactions get their ids; and the accounts of rows flagged as
+   laundering;
 2. negative alerts' subjects: rows ranked by a hash of their row number and the seed, whose
    accounts never take part in laundering;
 3. the rows of the alerts' subjects and members inside each alert's window, and then those
@@ -226,12 +227,11 @@ def _build(
                      for r, why in bad.iter_rows()]  # fmt: skip
     good = scan.filter(pl.col("reason").is_null()).drop("reason")
     members = {k[i] for a in attempts for k in a.keys for i in (2, 4)}
-    touched = _touching(good, members, laundering=True)
-    alerts = _positives(attempts, touched, options, source, out)
-    dirty = members | set(touched.filter(pl.col("is_laundering") == 1)
-                          .select(pl.concat_list("from_account", "to_account").explode())
-                          .to_series().to_list())  # fmt: skip
-    alerts += _negatives(good, dirty, alerts, options)
+    alerts = _positives(attempts, _matching(good, attempts), options, source, out)
+    flagged = (good.filter(pl.col("is_laundering") == 1)
+               .select(pl.concat_list("from_account", "to_account").explode().unique())
+               .collect(engine="streaming").to_series().to_list())  # fmt: skip
+    alerts += _negatives(good, members | set(flagged), alerts, options)
     out.attempts = sum(a.attempt is not None for a in alerts)
     out.negatives = len(alerts) - out.attempts
     _fill(good, alerts, options)
@@ -260,27 +260,29 @@ class Alert:
         return found or {self.subject}
 
 
-def _touching(
-    scan: pl.LazyFrame,
-    accounts: set[str],
-    *,
-    laundering: bool = False,
-    span: tuple[dt.datetime, dt.datetime] | None = None,
-) -> pl.DataFrame:
-    """The rows whose originator or beneficiary is in ``accounts`` (or that are flagged as
-    laundering), inside ``span`` when given: one streaming pass."""
-    wanted = pl.Series(sorted(accounts), dtype=pl.String).implode()
-    test = pl.col("from_account").is_in(wanted) | pl.col("to_account").is_in(wanted)
-    if laundering:
-        test = test | (pl.col("is_laundering") == 1)
-    if span is not None:
-        test = test & pl.col("timestamp").is_between(*span)
-    return scan.filter(test).collect(engine="streaming")
+_KEY = ["timestamp", "from_bank", "from_account", "to_bank", "to_account", "cents"]
+
+
+def _matching(good: pl.LazyFrame, attempts: list[fmt.Attempt]) -> pl.DataFrame:
+    """The rows whose ``key`` is one of the attempts' lines: one streaming join."""
+    keys = pl.DataFrame(
+        [k[:5] + (round(k[5] * 100),) for a in attempts for k in a.keys],
+        schema={"timestamp": pl.Datetime("us"), "from_bank": pl.Int64, "from_account": pl.String,
+                "to_bank": pl.Int64, "to_account": pl.String, "cents": pl.Int64},
+        orient="row",
+    ).unique()  # fmt: skip
+    cents = (pl.col("amount_paid") * 100).round().cast(pl.Int64).alias("cents")
+    return (
+        good.with_columns(cents)
+        .join(keys.lazy(), on=_KEY, how="semi")
+        .drop("cents")
+        .collect(engine="streaming")
+    )
 
 
 def _positives(
     attempts: list[fmt.Attempt],
-    touched: pl.DataFrame,
+    matched: pl.DataFrame,
     options: IBMAmlOptions,
     source: str,
     out: Alerts,
@@ -288,7 +290,7 @@ def _positives(
     """Each attempt with its lines matched one to one to transactions-file rows; an attempt
     with a line that matches no row, or with more rows than fit, is quarantined."""
     index: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
-    for r in touched.sort("row").iter_rows(named=True):
+    for r in matched.sort("row").iter_rows(named=True):
         index[_row_key(r)].append(r)
     pad = dt.timedelta(hours=options.window_pad_hours)
     alerts = []
@@ -378,27 +380,53 @@ def _fill(good: pl.LazyFrame, alerts: list[Alert], options: IBMAmlOptions) -> No
     alert holds one pattern. Sampled with the seed down to ``max_transactions``."""
     if not alerts:
         return
-    span = (min(a.start for a in alerts), max(a.end for a in alerts))
-    first = _touching(good, set().union(*(a.accounts for a in alerts)), span=span)
-    near = {id(a): _in_window(first, a, a.accounts) for a in alerts}
-    parties = {id(a): {x for r in near[id(a)] for x in (r["from_account"], r["to_account"])}
-               - a.accounts for a in alerts}  # fmt: skip
-    second = _touching(good, set().union(*parties.values()), span=span)
-    for a in alerts:
+    near = _windowed(good, alerts, [a.accounts for a in alerts])
+    parties = [{x for r in near[i].values() for x in _ends(r)} - a.accounts
+               for i, a in enumerate(alerts)]  # fmt: skip
+    far = _windowed(good, alerts, parties)
+    for i, a in enumerate(alerts):
         own = {r["row"] for r in a.bad}
-        rows = {r["row"]: r for r in near[id(a)] + _in_window(second, a, parties[id(a)])}
+        rows = near[i] | far[i]
         pool = [rows[n] for n in sorted(rows) if n not in own and not rows[n]["is_laundering"]]
         room = options.max_transactions - len(a.bad)
         rng = random.Random(f"{options.seed}|{a.key}")
         a.context = pool if len(pool) <= room else rng.sample(pool, room)
 
 
-def _in_window(frame: pl.DataFrame, a: Alert, accounts: set[str]) -> list[dict[str, Any]]:
-    wanted = pl.Series(sorted(accounts), dtype=pl.String).implode()
-    return frame.filter(
-        pl.col("timestamp").is_between(a.start, a.end)
-        & (pl.col("from_account").is_in(wanted) | pl.col("to_account").is_in(wanted))
-    ).to_dicts()
+def _ends(r: dict[str, Any]) -> tuple[str, str]:
+    return r["from_account"], r["to_account"]
+
+
+def _windowed(
+    good: pl.LazyFrame, alerts: list[Alert], accounts: list[set[str]]
+) -> list[dict[int, dict[str, Any]]]:
+    """Per alert, row number -> row for the rows of its ``accounts`` inside its window: a
+    streaming filter keeps the rows of any of these accounts (columnar, in polars), a join
+    with the small table of (account, alert, window) keeps those inside their alert's
+    window, and only these become Python rows."""
+    wins = pl.DataFrame(
+        [(acct, i, a.start, a.end) for i, a in enumerate(alerts) for acct in accounts[i]],
+        schema={"account": pl.String, "alert": pl.Int64, "start": pl.Datetime("us"),
+                "end": pl.Datetime("us")},
+        orient="row",
+    )  # fmt: skip
+    everyone = pl.Series(sorted(set().union(*accounts)), dtype=pl.String).implode()
+    span = (min(a.start for a in alerts), max(a.end for a in alerts))
+    near = good.filter(
+        (pl.col("from_account").is_in(everyone) | pl.col("to_account").is_in(everyone))
+        & pl.col("timestamp").is_between(*span)
+    ).collect(engine="streaming")  # the rows of these accounts: a streaming filter
+    inside = pl.col("timestamp").is_between(pl.col("start"), pl.col("end"))
+    frame = pl.concat(
+        [
+            near.join(wins, left_on=side, right_on="account").filter(inside).drop("start", "end")
+            for side in ("from_account", "to_account")
+        ]  # fmt: skip
+    ).unique(["alert", "row"])
+    out: list[dict[int, dict[str, Any]]] = [{} for _ in alerts]
+    for r in frame.iter_rows(named=True):
+        out[r.pop("alert")][r["row"]] = r
+    return out
 
 
 def _entity_types(accounts: Path | None, subjects: set[str]) -> dict[str, str]:
