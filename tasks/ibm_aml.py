@@ -144,9 +144,14 @@ def check_header(path: Path, expected: tuple[str, ...], name: str) -> None:
 def typed_copy(trans: Path, out: Path) -> None:
     """The transactions CSV, streamed once into Parquet: typed columns, the 1-based data
     row number ``row``, and ``reason`` (why the row cannot be read; null when it can)."""
+    # IBM's files never quote: a quote is a character of its cell (an unclosed one must not
+    # swallow the rest of the file), and a 12th field is read into "extra" to refuse the row
+    names = (*fmt.FIELDS, "extra")
     raw = pl.scan_csv(trans, has_header=False, skip_rows=1, row_index_name="row",
-                      row_index_offset=1, schema=dict.fromkeys(fmt.FIELDS, pl.String),
-                      quote_char='"')  # fmt: skip
+                      row_index_offset=1, schema=dict.fromkeys(names, pl.String),
+                      quote_char=None, truncate_ragged_lines=True,
+                      missing_columns="insert", extra_columns="ignore")  # fmt: skip
+    raw = raw.filter(~pl.all_horizontal(pl.col(*names).is_null()))  # blank lines hold nothing
     c = pl.col
     # cells are read as they are: a padded number fails its cast and quarantines the row
     # (trimming every text cell would cost most of the pass)
@@ -156,17 +161,21 @@ def typed_copy(trans: Path, out: Path) -> None:
         c("amount_paid", "amount_received").cast(pl.Float64, strict=False),
         c("is_laundering").cast(pl.Int8, strict=False),
     )
-    typed.with_columns(_reason()).sink_parquet(out, compression="lz4")
+    typed.with_columns(_reason()).drop("extra").sink_parquet(out, compression="lz4")
 
 
 def _reason() -> pl.Expr:
     """The first field of a row that cannot be read, with the fix, as one text."""
     c = pl.col
     checks = [
+        (c("extra").is_not_null(), f"more than the {len(fmt.COLUMNS)} fields of the header"),
+        (c("is_laundering").is_null(), f"fewer than the {len(fmt.COLUMNS)} fields of the header"),
         (c("timestamp").is_null(), "Timestamp: not YYYY/MM/DD HH:MM"),
         (c("from_bank").is_null() | c("to_bank").is_null(), "From Bank/To Bank: not an integer"),
         (c("from_account").fill_null("").str.len_bytes() == 0, "Account (originator): empty"),
         (c("to_account").fill_null("").str.len_bytes() == 0, "Account (beneficiary): empty"),
+        (c("from_account").str.contains('"', literal=True)
+         | c("to_account").str.contains('"', literal=True), "Account: holds a quote"),
         (c("amount_paid").fill_null(0) <= 0, "Amount Paid: must be a positive number"),
         (c("amount_received").is_null(), "Amount Received: not a number"),
         (c("payment_currency").fill_null("").str.len_bytes() == 0, "Payment Currency: empty"),

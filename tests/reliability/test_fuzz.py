@@ -27,6 +27,7 @@ from domains.calc import FUNCTIONS, evaluate
 from tasks.collect import cases_from_files, feedback_from_files
 from tasks.context import StageContext
 from tasks.records import FEEDBACK_KINDS, check_feedback, split_feedback
+from tests.datasets import IBM_PATTERNS, IBM_TRANS
 
 pytestmark = pytest.mark.reliability
 N = int(os.environ.get("PONDER_FUZZ_EXAMPLES", "300"))
@@ -229,6 +230,49 @@ def test_calculator_never_raises_and_answers_within_1_ms(expr: str) -> None:
     assert call.inserted.startswith(" = ")
     assert min(took) < 1e-3, (expr, min(took))
     RAN["calculator"] += 1
+
+
+_IBM_LINES = IBM_TRANS.splitlines()[1:]
+_IBM_JUNK = ["", " ", '"', "8100A0001", "-5", "1e308", "nan", "2022/13/45 99:99", ",", "\x00", "é"]
+
+
+@st.composite
+def ibm_lines(draw: st.DrawFn) -> list[str]:
+    """Transactions-file lines near the format: real lines with cells replaced, dropped or
+    added, and raw noise lines."""
+    out = []
+    for _ in range(draw(st.integers(0, 8))):
+        cells = draw(st.sampled_from(_IBM_LINES)).split(",")
+        for _ in range(draw(st.integers(0, 3))):
+            i = draw(st.integers(0, len(cells) - 1))
+            cells[i] = draw(st.sampled_from(_IBM_JUNK) | st.text(max_size=12))
+        cells = cells[: draw(st.integers(0, len(cells) + 2))] + ["x"] * draw(st.integers(0, 2))
+        out.append(",".join(cells).replace("\n", " ").replace("\r", " "))
+    return out
+
+
+@FUZZ
+@given(ibm_lines(), st.lists(st.sampled_from(IBM_PATTERNS.splitlines()) | st.text(max_size=40),
+                             max_size=12))  # fmt: skip
+@example(  # found by this test: a first line with 13 fields made polars refuse the file
+    ["2022/09/01 00:20,10,8000EBD30,10,8000EBD30,3697.34,US Dollar,3697.34,US Dollar,"
+     "Reinvestment,0,x,x"], [])  # fmt: skip
+def test_ibm_aml_reader_never_crashes_and_every_rejection_has_a_reason(lines, patterns) -> None:
+    from tasks.ibm_aml import IBMAmlOptions, read_ibm_aml
+    from tests.datasets import IBM_HEADER, write_ibm
+
+    root = Path(tempfile.mkdtemp(prefix="ponder-fuzz-ibm-"))
+    try:
+        folder = write_ibm(root / "set", trans=IBM_HEADER + "\n".join(lines) + "\n",
+                           patterns="\n".join(patterns) + "\n")  # fmt: skip
+        alerts = read_ibm_aml(folder, options=IBMAmlOptions(), scratch_root=root / "scratch")
+        assert all(str(r.get("reason") or "").strip() for r in alerts.rejected)
+        rows = [r for r in alerts.rejected if "_Trans.csv row" in r["reason"]]
+        assert alerts.rows_in + 0 >= len(rows)
+        assert all(c["truth"]["typology"] for _, c in alerts.cases)
+    finally:
+        shutil.rmtree(root)
+    RAN["IBM AML reader"] += 1
 
 
 @pytest.fixture(scope="module", autouse=True)

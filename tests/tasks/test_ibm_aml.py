@@ -53,6 +53,20 @@ def test_unreadable_rows_and_broken_blocks_are_quarantined_with_where_and_why(
     assert len(alerts.rejected) == 3
 
 
+def test_ragged_quoted_and_blank_lines_never_stop_the_file(tmp_path: Path) -> None:
+    """A row with a field too few or too many, or an unclosed quote, is quarantined alone;
+    a blank line holds nothing and is skipped."""
+    good = "2022/09/06 10:00,41,8400D0001,42,8400D0002,10.00,US Dollar,10.00,US Dollar,ACH,0"
+    extra = "\n".join([good.rsplit(",", 1)[0], good + ",9", good.replace(",8400D0001", ',"8400'),
+                       "", good])  # fmt: skip
+    alerts = _read(write_ibm(tmp_path / "set", trans=IBM_TRANS + extra + "\n"), tmp_path)
+    reasons = {r["row"]: r["reason"].split(": ", 1)[1] for r in alerts.rejected}
+    assert reasons[19] == "fewer than the 11 fields of the header"
+    assert reasons[20] == "more than the 11 fields of the header"
+    assert reasons[21] == "Account: holds a quote"
+    assert 22 not in reasons and 23 not in reasons and alerts.rows_in == 22
+
+
 def test_negative_alerts_avoid_every_laundering_account(tmp_path: Path) -> None:
     alerts = _read(write_ibm(tmp_path / "set"), tmp_path, negative_ratio=1.0)
     laundering = {"8100A0001", "8100A0002", "8100A0003", "8100A0004", "8200B0001",
