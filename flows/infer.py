@@ -172,7 +172,9 @@ def infer(params: InferParams | None = None) -> InferResult:
         meta=meta,
         scorer=scorer,
     )
-    version, frame = commit_predictions(ctx, out_dir=out_dir, sources=[label, exact])
+    shards = [[c.id for c in shard] for shard in _shards(params, fitting)]
+    version, frame = commit_predictions(ctx, out_dir=out_dir, sources=[label, exact],
+                                        shards=shards)  # fmt: skip
     summary = log_inference_run(
         ctx,
         params=params.model_dump(),
@@ -235,7 +237,7 @@ def _search_shards(
 ) -> None:
     """Search each shard and write it (a rerun skips finished shards), with progress."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    shards = [cases[i : i + params.shard_size] for i in range(0, len(cases), params.shard_size)]
+    shards = _shards(params, cases)
     progress = create_progress_artifact(
         progress=0.0,
         key=f"infer-{meta['run_key']}",
@@ -257,6 +259,11 @@ def _search_shards(
         update_progress_artifact(progress, progress=100.0 * (n + 1) / len(shards))
         console_progress.step("cases", min(len(cases), (n + 1) * params.shard_size), len(cases))
         failpoint("infer.shard")
+
+
+def _shards(params: InferParams, cases: list[Case]) -> list[list[Case]]:
+    """The run's shards: ``shard_size`` cases each, in input order."""
+    return [cases[i : i + params.shard_size] for i in range(0, len(cases), params.shard_size)]
 
 
 def _scorer(params: InferParams, domain, cases) -> object:

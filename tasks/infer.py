@@ -184,9 +184,11 @@ def search_shard(
     meta: dict[str, str],
     tools: list[str] | None = None,
 ) -> Path:
-    """Search one shard and write its predictions + trees atomically; skip if already done."""
+    """Search one shard and write its predictions + trees atomically; skip it when a shard
+    of these very cases is already there (a run with another shard size left other cases
+    under the same name: those are searched again)."""
     target = out_dir / f"shard-{index:05d}.parquet"
-    if target.is_file():
+    if _holds(target, [c.id for c in cases]):
         return target
     d = ctx.domain
     problems = [
@@ -242,16 +244,49 @@ def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _holds(path: Path, case_ids: list[str]) -> bool:
+    """Whether the shard file at ``path`` exists and holds exactly these cases, in order."""
+    if not path.is_file():
+        return False
+    try:
+        return pl.read_parquet(path, columns=["case_id"])["case_id"].to_list() == case_ids
+    except (pl.exceptions.PolarsError, OSError):
+        return False  # a damaged file is searched again
+
+
+def gather_shards(out_dir: Path, shards: list[list[str]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(predictions, trees) of the run's shards 0..n-1, checked against the cases each was
+    given: a missing or foreign shard fails with its name (a partial run never looks
+    complete), and a case that arrives twice is kept once."""
+    missing = [f"shard-{i:05d}" for i, ids in enumerate(shards)
+               if not _holds(out_dir / f"shard-{i:05d}.parquet", ids)
+               or not (out_dir / f"trees-{i:05d}.parquet").is_file()]  # fmt: skip
+    if missing:
+        raise PonderError(
+            "shards",
+            f"{len(missing)} of {len(shards)} shards are missing or hold other cases: "
+            f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''} in {out_dir}",
+            "rerun infer with the same parameters: finished shards are reused",
+        )
+    names = [f"{i:05d}.parquet" for i in range(len(shards))]
+    frame = pl.concat(
+        [pl.read_parquet(out_dir / f"shard-{n}") for n in names], how="diagonal_relaxed"
+    )
+    trees = pl.concat([pl.read_parquet(out_dir / f"trees-{n}") for n in names])
+    return frame.unique("case_id", keep="first", maintain_order=True), trees.unique(
+        "case_id", keep="first", maintain_order=True
+    )
+
+
 @task(cache_policy=NO_CACHE)
 def commit_predictions(
-    ctx: StageContext, *, out_dir: Path, sources: list[str]
+    ctx: StageContext, *, out_dir: Path, sources: list[str], shards: list[list[str]]
 ) -> tuple[str | None, pl.DataFrame]:
-    """All shards of the run as one predictions version (trees copied alongside)."""
+    """The run's shards (``gather_shards``) as one predictions version, trees alongside."""
     from tasks.lake import row_hash
 
-    frame = pl.read_parquet(out_dir / "shard-*.parquet")
+    frame, trees = gather_shards(out_dir, shards)
     frame = frame.with_columns(row_hash(["case_id", "run_key"]))
-    trees = pl.read_parquet(out_dir / "trees-*.parquet")
     info = ctx.lake.write_version(
         ctx.name, "predictions", frame, sources, attachments={"trees.parquet": trees}
     )

@@ -1,0 +1,39 @@
+"""Gathering a run's shards into one predictions version: exactly the shards asked for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from domains.errors import PonderError
+from tasks.infer import gather_shards
+
+SHARDS = [["c1", "c2"], ["c3", "c4"], ["c5"]]
+
+
+def _write(out: Path, index: int, ids: list[str]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{"case_id": c, "run_key": "k", "correct": None if c == "c5" else True} for c in ids]
+    pl.DataFrame(rows).write_parquet(out / f"shard-{index:05d}.parquet")
+    trees = [{"case_id": c, "tree": "{}"} for c in ids]
+    pl.DataFrame(trees).write_parquet(out / f"trees-{index:05d}.parquet")
+
+
+def test_every_shard_is_gathered_once_even_when_one_arrives_twice(tmp_path: Path) -> None:
+    for i, ids in enumerate(SHARDS):
+        _write(tmp_path, i, ids)
+    _write(tmp_path, 1, SHARDS[1])  # a retried child delivers shard 1 again
+    _write(tmp_path, 7, ["c1", "c9"])  # left by a run with another shard size: not asked for
+    frame, trees = gather_shards(tmp_path, SHARDS)
+    assert frame["case_id"].to_list() == ["c1", "c2", "c3", "c4", "c5"]
+    assert trees["case_id"].to_list() == frame["case_id"].to_list()
+
+
+def test_a_missing_or_foreign_shard_fails_the_commit_with_its_name(tmp_path: Path) -> None:
+    _write(tmp_path, 0, SHARDS[0])
+    _write(tmp_path, 2, ["c5", "c6"])  # shard 2 of another split of the cases
+    with pytest.raises(PonderError, match=r"2 of 3 shards .*: shard-00001, shard-00002") as err:
+        gather_shards(tmp_path, SHARDS)
+    assert "finished shards are reused" in str(err.value)
