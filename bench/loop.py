@@ -522,6 +522,8 @@ def search(
         for strategy, scorer in STRATEGIES.items():
             if (strategy == "cot") != (n == 1):  # at N = 1 every strategy is one path: cot
                 continue
+            if args.strategies and strategy not in args.strategies:
+                continue
             params = InferParams(
                 domain=domain,
                 input=f"lake:cases@{version}",
@@ -751,6 +753,12 @@ def main() -> None:
     ap.add_argument("--review-cap", type=int, default=400, help="most simulated labels")
     ap.add_argument("--search-n", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--skip-search", action="store_true")
+    ap.add_argument(
+        "--strategies",
+        nargs="+",
+        choices=sorted(STRATEGIES),
+        help="search only these strategies (default: every one); to fit a time budget",
+    )
     ap.add_argument(
         "--resume",
         action="store_true",
