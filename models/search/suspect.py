@@ -13,6 +13,14 @@ the step at which the chosen path left it; otherwise the step whose PRM score fe
 from the step before (the first step falls from 1, "nothing wrong yet"). ``bench/suspect.py``
 measures every rule against the first wrong step found by comparison with the reference
 solution, with "the last step" and "the lowest-value step" as the naive baselines.
+
+A candidate, not yet the rule: ``below_siblings`` (and ``siblings_then_drop``), the step
+whose PRM score falls furthest below the steps the search tried beside it from the same
+prefix. On the loop benchmark's beam and MCTS trees the learned PRM's scores rose with depth
+along every path, right or wrong (about 0.5, 0.6, 0.7, 0.7), so a fall from the step before
+almost never happened and the fall "from 1" always blamed step 1; siblings sit at the same
+depth, so that drift cancels. It was found by looking at those trees, so its figure there
+is in-sample; it becomes the rule once a fresh run confirms it.
 """
 
 from __future__ import annotations
@@ -76,6 +84,35 @@ def divergence_then_drop(tree: ThoughtTree, path: list[Node], good: set[int]) ->
     return divergence(tree, path, good) or largest_drop(tree, path, good)
 
 
+def below_siblings(tree: ThoughtTree, path: list[Node], good: set[int]) -> Suspect | None:
+    """The step whose PRM score falls furthest below the mean of its siblings (the other
+    steps tried from the same prefix); None when no step of the path has a scored sibling.
+    Siblings share the prefix and the depth, so a PRM whose scores drift with depth (the
+    loop benchmark's rise along every path, right or wrong) compares like with like."""
+    kids: dict[int, list[Node]] = {}
+    for n in tree.nodes:
+        if n.parent is not None and n.prm_score is not None:
+            kids.setdefault(n.parent, []).append(n)
+    best: tuple[float, int, float] | None = None
+    for k, node in enumerate(path):
+        siblings = kids.get(node.parent if node.parent is not None else -1, [])
+        others = [m.prm_score for m in siblings if m.id != node.id]
+        if node.prm_score is None or not others:
+            continue
+        mean = sum(others) / len(others)  # type: ignore[arg-type]
+        if best is None or mean - node.prm_score > best[0]:
+            best = (mean - node.prm_score, k, mean)
+    if best is None:
+        return None
+    gap, k, mean = best
+    return Suspect(k, f"the PRM scores this step {gap:.2f} below its siblings' {mean:.2f}")
+
+
+def siblings_then_drop(tree: ThoughtTree, path: list[Node], good: set[int]) -> Suspect | None:
+    """``below_siblings`` where the tree tried other steps, else ``divergence_then_drop``."""
+    return below_siblings(tree, path, good) or divergence_then_drop(tree, path, good)
+
+
 def _scores(path: list[Node]) -> list[float] | None:
     """The path's PRM scores, or None when any step has none (nothing to rank by)."""
     scores = [n.prm_score for n in path]
@@ -85,6 +122,8 @@ def _scores(path: list[Node]) -> list[float] | None:
 
 
 SUSPECT_RULES: dict[str, Rule] = {
+    "siblings_then_drop": siblings_then_drop,
+    "below_siblings": below_siblings,
     "divergence_then_drop": divergence_then_drop,
     "largest_drop": largest_drop,
     "divergence": divergence,

@@ -29,6 +29,8 @@ def _tree() -> tuple[ThoughtTree, list[Node], Node]:
         ("divergence", True, "convert"),  # where the chosen path left the right one
         ("divergence", False, None),  # nothing known to be right
         ("divergence_then_drop", False, "convert"),
+        ("below_siblings", False, "convert"),  # 0.4 against its sibling's 0.8
+        ("siblings_then_drop", False, "convert"),
     ],
 )
 def test_each_rule_points_at_its_step(rule: str, good: bool, expected: str | None) -> None:
@@ -55,6 +57,24 @@ def test_divergence_prefers_the_sibling_over_the_scores() -> None:
     found = suspect_step(tree, tree.path(b), good={c.id})
     assert found is not None and found.index == 1 and "sibling" in found.reason
     assert suspect_step(tree, tree.path(c), good={c.id}, rule="divergence") is None
+
+
+def test_siblings_cancel_a_score_that_rises_with_depth() -> None:
+    """Scores rise along both paths; the wrong step is the one below its sibling, not the
+    first (which "falls from 1") nor the lowest."""
+    tree = ThoughtTree(prompt_token_ids=[1])
+    a = tree.add(tree.root, text="read", prm_score=0.5)
+    b = tree.add(a, text="wrong units", prm_score=0.55)
+    tree.add(a, text="right units", prm_score=0.65)
+    c = tree.add(b, text="answer", prm_score=0.7, terminal=True)
+    found = suspect_step(tree, tree.path(c), rule="siblings_then_drop")
+    assert found is not None and found.index == 1 and "below its siblings" in found.reason
+    assert suspect_step(tree, tree.path(c), rule="largest_drop").index == 0  # type: ignore[union-attr]
+    chain = ThoughtTree(prompt_token_ids=[1])  # no siblings anywhere: the drop rule decides
+    x = chain.add(chain.root, text="read", prm_score=0.9)
+    y = chain.add(x, text="answer", prm_score=0.2, terminal=True)
+    found = suspect_step(chain, chain.path(y), rule="siblings_then_drop")
+    assert found is not None and found.index == 1
 
 
 def test_unscored_paths_and_unknown_rules() -> None:
