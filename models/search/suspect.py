@@ -19,8 +19,10 @@ whose PRM score falls furthest below the steps the search tried beside it from t
 prefix. On the loop benchmark's beam and MCTS trees the learned PRM's scores rose with depth
 along every path, right or wrong (about 0.5, 0.6, 0.7, 0.7), so a fall from the step before
 almost never happened and the fall "from 1" always blamed step 1; siblings sit at the same
-depth, so that drift cancels. It was found by looking at those trees, so its figure there
-is in-sample; it becomes the rule once a fresh run confirms it.
+depth, so that drift cancels. Found by looking at those trees (61.9% there, in-sample), it
+hit 40.0% on 30 new cases' 25 wrong paths, against 12.0% for ``SUSPECT_RULE`` and 12.0% and
+4.0% for the baselines. Before it becomes the rule, the order of ``divergence`` (a known
+right sibling path) and the sibling scores needs a measurement of its own.
 """
 
 from __future__ import annotations
