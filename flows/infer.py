@@ -162,19 +162,20 @@ def infer(params: InferParams | None = None) -> InferResult:
     out_dir = lake.dataset_dir(params.domain, "predictions") / "_runs" / key
     meta = {"model_uri": uri, "model_version": exact, "run_key": key, "input": label}
     scorer = _scorer(params, domain, fitting)
+    shards = _shards(params, fitting)
     _search_shards(
         ctx,
         params,
-        fitting,
+        shards,
         generator=generator,
         tools=tools,
         out_dir=out_dir,
         meta=meta,
         scorer=scorer,
     )
-    shards = [[c.id for c in shard] for shard in _shards(params, fitting)]
+    ids = [[c.id for c in shard] for shard in shards]
     version, frame = commit_predictions(ctx, out_dir=out_dir, sources=[label, exact],
-                                        shards=shards)  # fmt: skip
+                                        shards=ids)  # fmt: skip
     summary = log_inference_run(
         ctx,
         params=params.model_dump(),
@@ -227,7 +228,7 @@ def _quarantine(
 def _search_shards(
     ctx: StageContext,
     params: InferParams,
-    cases: list,
+    shards: list[list[Case]],
     *,
     generator: object,
     tools: list[str],
@@ -237,7 +238,7 @@ def _search_shards(
 ) -> None:
     """Search each shard and write it (a rerun skips finished shards), with progress."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    shards = _shards(params, cases)
+    total = sum(len(shard) for shard in shards)
     progress = create_progress_artifact(
         progress=0.0,
         key=f"infer-{meta['run_key']}",
@@ -257,7 +258,7 @@ def _search_shards(
             tools=tools,
         )
         update_progress_artifact(progress, progress=100.0 * (n + 1) / len(shards))
-        console_progress.step("cases", min(len(cases), (n + 1) * params.shard_size), len(cases))
+        console_progress.step("cases", min(total, (n + 1) * params.shard_size), total)
         failpoint("infer.shard")
 
 

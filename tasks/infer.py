@@ -244,23 +244,35 @@ def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _read_shard(path: Path) -> pl.DataFrame | None:
+    """A shard file, or None when it is absent or damaged (then it is searched again)."""
+    if not path.is_file():
+        return None
+    try:
+        return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError):
+        return None
+
+
 def _holds(path: Path, case_ids: list[str]) -> bool:
     """Whether the shard file at ``path`` exists and holds exactly these cases, in order."""
-    if not path.is_file():
-        return False
-    try:
-        return pl.read_parquet(path, columns=["case_id"])["case_id"].to_list() == case_ids
-    except (pl.exceptions.PolarsError, OSError):
-        return False  # a damaged file is searched again
+    frame = _read_shard(path)
+    return frame is not None and frame["case_id"].to_list() == case_ids
 
 
 def gather_shards(out_dir: Path, shards: list[list[str]]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(predictions, trees) of the run's shards 0..n-1, checked against the cases each was
     given: a missing or foreign shard fails with its name (a partial run never looks
-    complete), and a case that arrives twice is kept once."""
-    missing = [f"shard-{i:05d}" for i, ids in enumerate(shards)
-               if not _holds(out_dir / f"shard-{i:05d}.parquet", ids)
-               or not (out_dir / f"trees-{i:05d}.parquet").is_file()]  # fmt: skip
+    complete), and a case that arrives twice is kept once. Each file is read once."""
+    frames, trees, missing = [], [], []
+    for i, ids in enumerate(shards):
+        frame = _read_shard(out_dir / f"shard-{i:05d}.parquet")
+        tree = _read_shard(out_dir / f"trees-{i:05d}.parquet")
+        if frame is None or tree is None or frame["case_id"].to_list() != ids:
+            missing.append(f"shard-{i:05d}")
+            continue
+        frames.append(frame)
+        trees.append(tree)
     if missing:
         raise PonderError(
             "shards",
@@ -268,13 +280,10 @@ def gather_shards(out_dir: Path, shards: list[list[str]]) -> tuple[pl.DataFrame,
             f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''} in {out_dir}",
             "rerun infer with the same parameters: finished shards are reused",
         )
-    names = [f"{i:05d}.parquet" for i in range(len(shards))]
-    frame = pl.concat(
-        [pl.read_parquet(out_dir / f"shard-{n}") for n in names], how="diagonal_relaxed"
-    )
-    trees = pl.concat([pl.read_parquet(out_dir / f"trees-{n}") for n in names])
-    return frame.unique("case_id", keep="first", maintain_order=True), trees.unique(
-        "case_id", keep="first", maintain_order=True
+    once = {"subset": "case_id", "keep": "first", "maintain_order": True}
+    return (
+        pl.concat(frames, how="diagonal_relaxed").unique(**once),
+        pl.concat(trees).unique(**once),
     )
 
 
