@@ -152,10 +152,15 @@ def _serve(config: ServeConfig) -> None:
         stack = start_stack(config, on_step=lambda step: status.update(f"starting {step}"))
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on TERM too
     views.stack(stack)
+    reported: set[str] = set()
     try:
-        while not stack.dead():
+        while not (servers_down := {n: c for n, c in stack.dead().items() if "server" in n}):
+            for name, code in stack.dead().items():  # a dead worker: the others go on
+                if name not in reported:
+                    reported.add(name)
+                    err_console.print(f"[yellow]{name} exited ({code})[/]: the others go on")
             time.sleep(2)
-        err_console.print(f"[red]stopped[/]: {stack.dead()} exited; logs in {stack.logs}")
+        err_console.print(f"[red]stopped[/]: {servers_down} exited; logs in {stack.logs}")
     except KeyboardInterrupt:
         console.print("stopping")
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from uuid import UUID
 
 import polars as pl
 from prefect import flow, get_run_logger
@@ -17,18 +18,21 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
+from prefect.runtime import deployment as this_deployment
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from domains.base import Case, Domain, DomainName
 from domains.calc import ToolNames
+from domains.errors import PonderError
 from domains.faults import failpoint
 from models import progress as console_progress
-from models.engine import MAX_COMPLETION, get_generator
+from models.engine import MAX_COMPLETION, TokenizerOnly, get_generator
 from models.loading import ModelSpec
 from models.redaction import learn as learn_identifiers
 from models.search import SearchConfig, StrategyName
 from models.search.scorers import LogprobScorer, OracleScorer
 from models.tools import with_tools
+from tasks import fanout
 from tasks.context import StageContext
 from tasks.infer import (
     commit_predictions,
@@ -40,6 +44,17 @@ from tasks.infer import (
     search_shard,
 )
 from tasks.tracking import log_inference_run
+
+
+class ChildShards(BaseModel):
+    """What a fan-out parent hands a child: references only (the shards of its run key)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_key: str = Field(description="The parent's run key; the child checks it matches its own.")
+    shards: list[int] = Field(min_length=1, description="Shard indices this child searches.")
+    epoch: str = Field(description="The parent's fencing epoch (its flow run id).")
+    model_uri: str = Field(description="The model as the parent was asked for it (rows keep it).")
 
 
 class InferParams(BaseModel):
@@ -88,6 +103,38 @@ class InferParams(BaseModel):
     )
     seed: int = Field(ge=0, le=2**32 - 1, default=0, description="Sampling seed.")
     tools: ToolNames = None
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="N > 1 fans the shards out as child runs of the domain's infer deployment "
+        "(each starts its own engine on a worker of that deployment's pool), at most N at "
+        "once; with no Prefect server or no such deployment, the run says so and searches "
+        "in-process.",
+    )
+    deployment: str | None = Field(
+        default=None,
+        description="The children's deployment, flow/deployment; default infer/infer-<domain> "
+        "(with '-' for '_').",
+    )
+    child_retries: int = Field(
+        default=2,
+        ge=0,
+        le=20,
+        description="Times a crashed child (its process or worker died) is submitted again; "
+        "the shards it finished are reused.",
+    )
+    child: ChildShards | None = Field(
+        default=None,
+        description="Set by a fan-out parent, never by hand: this run searches only these "
+        "shards of the parent's run and commits nothing.",
+    )
+
+    @model_validator(mode="after")
+    def _child_runs_alone(self) -> InferParams:
+        if self.child is not None and self.workers > 1:
+            raise ValueError("a fan-out child searches its own shards: set workers to 1")
+        return self
 
     @model_validator(mode="after")
     def _per_path_cap(self) -> InferParams:
@@ -141,7 +188,9 @@ def infer(params: InferParams | None = None) -> InferResult:
     """Search every case, persist predictions + trees, report, and log to MLflow."""
     params = params or InferParams()
     ctx = StageContext.open(params.domain)
-    lake, log = ctx.lake, get_run_logger()
+    if params.child is not None:
+        return _child(ctx, params, params.child)
+    log = get_run_logger()
     cases, rejected, label = load_cases(ctx, source=params.input, split=params.split)
     learn_identifiers(params.domain, [c.inputs for c in cases])
     _quarantine(ctx, rejected, run_id=ctx.run_id, source=label)
@@ -150,32 +199,32 @@ def infer(params: InferParams | None = None) -> InferResult:
         return InferResult(cases=0, input=label, version=None, rejected=len(rejected))
     uri, exact, local = resolve_model(ctx, model=params.model)
     spec = ModelSpec(model=str(local), max_model_len=params.max_model_len, dtype=params.dtype)
-    domain = ctx.domain
-    tools = domain.active_tools(params.tools)
-    generator = with_tools(get_generator(spec), tools)
-    cfg = params.search_config()
+    target = _fan_out_target(params)
+    domain, tools = ctx.domain, ctx.domain.active_tools(params.tools)
+    generator = TokenizerOnly(spec) if target else with_tools(get_generator(spec), tools)
     fitting, too_long = _split_by_fit(
         params, cases, generator=generator, domain=domain, tools=tools
     )
     _quarantine(ctx, too_long, run_id=f"{ctx.run_id}-long", source=None)
-    key = run_key(label, exact, params.strategy, cfg, tools)
-    out_dir = lake.dataset_dir(params.domain, "predictions") / "_runs" / key
+    key = run_key(label, exact, params.strategy, params.search_config(), tools)
+    out_dir = ctx.lake.dataset_dir(params.domain, "predictions") / "_runs" / key
     meta = {"model_uri": uri, "model_version": exact, "run_key": key, "input": label}
-    scorer = _scorer(params, domain, fitting)
     shards = _shards(params, fitting)
-    _search_shards(
-        ctx,
-        params,
-        shards,
-        generator=generator,
-        tools=tools,
-        out_dir=out_dir,
-        meta=meta,
-        scorer=scorer,
-    )
+    if target:
+        pinned = _pinned_input(params.input, label)
+        child_model = exact if exact.startswith("models:/") else str(local)
+        _fan_out(ctx, params, target, key=key, out_dir=out_dir, n_shards=len(shards),
+                 base=params.model_copy(update={"input": pinned, "model": child_model}),
+                 model_uri=uri)  # fmt: skip
+    else:
+        scorer = _scorer(params, domain, fitting)
+        _search_shards(ctx, params, list(enumerate(shards)), generator=generator, tools=tools,
+                       out_dir=out_dir, meta=meta, scorer=scorer)  # fmt: skip
     ids = [[c.id for c in shard] for shard in shards]
     version, frame = commit_predictions(ctx, out_dir=out_dir, sources=[label, exact],
                                         shards=ids)  # fmt: skip
+    if target:
+        fanout.claim(out_dir, f"committed {version}")  # late children of any parent stop here
     summary = log_inference_run(
         ctx,
         params=params.model_dump(),
@@ -189,6 +238,110 @@ def infer(params: InferParams | None = None) -> InferResult:
     return InferResult(cases=len(fitting), input=label, version=version, model=exact,
                        rejected=len(rejected), too_long=len(too_long), **metrics,
                        report=summary["report"], queued=summary["queued"])  # fmt: skip
+
+
+def _fan_out_target(params: InferParams) -> UUID | None:
+    """The children's deployment when ``workers`` > 1 and a server holds it; else None, and
+    the log says why the run searches in-process."""
+    if params.workers <= 1:
+        return None
+    name = params.deployment or fanout.default_deployment(params.domain)
+    target, why = fanout.find_deployment(name)
+    if target is None:
+        get_run_logger().warning("workers=%d but %s: searching in-process", params.workers, why)
+    elif str(target) == str(this_deployment.id):
+        raise PonderError(
+            "workers",
+            f"this parent runs on {name}, the deployment of its own children: it would hold "
+            "a worker slot they need",
+            "start it from a shell (`ponder infer --workers N`) or from the "
+            "infer-batch-<domain> deployment on ponder-cpu",
+        )
+    return target
+
+
+def _pinned_input(source: str, label: str) -> str:
+    """The input as the children must read it: a lake reference pinned to the version the
+    parent read (a newer collect must not change a child's cases); a file path as it is
+    (its digest is part of the run key the child checks)."""
+    if not source.startswith("lake:"):
+        return source
+    version = label.partition("@")[2].partition("[")[0]
+    return f"lake:cases@{version}"
+
+
+def _fan_out(
+    ctx: StageContext,
+    params: InferParams,
+    target: UUID,
+    *,
+    key: str,
+    out_dir: Path,
+    n_shards: int,
+    base: InferParams,
+    model_uri: str,
+) -> None:
+    """Run the shards as child flow runs (``tasks.fanout``) and wait for them; a rerun of
+    this parent cancels older children and reuses every finished shard."""
+    log = get_run_logger()
+    cancelled = fanout.cancel_older(key, keep=ctx.run_id)
+    if cancelled:
+        log.warning("cancelled %d child run(s) of an older parent of run %s", cancelled, key)
+    fanout.claim(out_dir, ctx.run_id)
+    fanout.ensure_limit(key, params.workers)
+
+    def params_for(block: list[int]) -> dict:
+        child = ChildShards(run_key=key, shards=block, epoch=ctx.run_id, model_uri=model_uri)
+        return base.model_copy(update={"workers": 1, "child": child}).model_dump(mode="json")
+
+    blocks = fanout.split_children(n_shards, params.workers)
+    children = fanout.Children(deployment=target, key=key, params_for=params_for,
+                               retries=params.child_retries)  # fmt: skip
+    children.blocks = {f"shards-{b[0]:05d}-{b[-1]:05d}": b for b in blocks}
+    log.info("fan-out: %d shards in %d child runs, at most %d at once", n_shards,
+             len(blocks), params.workers)  # fmt: skip
+    try:
+        for name in children.blocks:
+            children.submit(name)
+        children.wait(on_done=lambda done, total: console_progress.step("children", done, total))
+    except BaseException:
+        children.cancel_unfinished()
+        raise
+    finally:
+        fanout.drop_limit(key)
+
+
+def _child(ctx: StageContext, params: InferParams, child: ChildShards) -> InferResult:
+    """A fan-out child: search the parent's shards ``child.shards`` with an engine of its own,
+    holding one of the run's concurrency slots; commit nothing (the parent gathers)."""
+    from prefect.concurrency.sync import concurrency
+
+    cases, _, label = load_cases(ctx, source=params.input, split=params.split)
+    _, exact, local = resolve_model(ctx, model=params.model)
+    spec = ModelSpec(model=str(local), max_model_len=params.max_model_len, dtype=params.dtype)
+    domain, tools = ctx.domain, ctx.domain.active_tools(params.tools)
+    generator = with_tools(get_generator(spec), tools)
+    fitting, _ = _split_by_fit(params, cases, generator=generator, domain=domain, tools=tools)
+    key = run_key(label, exact, params.strategy, params.search_config(), tools)
+    if key != child.run_key:
+        raise PonderError(
+            "child.run_key",
+            f"this child's input or model gives run key {key}, its parent's is {child.run_key}",
+            "rerun the parent: its input or model changed under it",
+        )
+    shards = _shards(params, fitting)
+    if max(child.shards) >= len(shards):
+        raise PonderError("child.shards", f"the run has {len(shards)} shards",
+                          "rerun the parent")  # fmt: skip
+    meta = {"model_uri": child.model_uri, "model_version": exact, "run_key": key, "input": label}
+    out_dir = ctx.lake.dataset_dir(params.domain, "predictions") / "_runs" / key
+    picked = [(i, shards[i]) for i in child.shards]
+    with concurrency(fanout.limit_name(key), occupy=1, lease_duration=fanout.LEASE_S):
+        scorer = _scorer(params, domain, fitting)
+        _search_shards(ctx, params, picked, generator=generator, tools=tools, out_dir=out_dir,
+                       meta=meta, scorer=scorer, epoch=child.epoch)  # fmt: skip
+    return InferResult(cases=sum(len(s) for _, s in picked), input=label, version=None,
+                       model=exact, rejected=0)  # fmt: skip
 
 
 def _split_by_fit(
@@ -228,26 +381,28 @@ def _quarantine(
 def _search_shards(
     ctx: StageContext,
     params: InferParams,
-    shards: list[list[Case]],
+    shards: list[tuple[int, list[Case]]],
     *,
     generator: object,
     tools: list[str],
     out_dir: Path,
     meta: dict,
     scorer: object,
+    epoch: str | None = None,
 ) -> None:
-    """Search each shard and write it (a rerun skips finished shards), with progress."""
+    """Search each (index, shard) and write it (a rerun skips finished shards), with
+    progress; a fan-out child passes its parent's fencing ``epoch``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    total = sum(len(shard) for shard in shards)
+    total = sum(len(shard) for _, shard in shards)
     progress = create_progress_artifact(
         progress=0.0,
         key=f"infer-{meta['run_key']}",
         description=f"infer {params.domain} {params.strategy}",
     )
-    for n, shard in enumerate(shards):
+    for n, (index, shard) in enumerate(shards):
         search_shard(
             ctx,
-            index=n,
+            index=index,
             cases=shard,
             strategy=params.strategy,
             cfg=params.search_config(),
@@ -256,6 +411,7 @@ def _search_shards(
             out_dir=out_dir,
             meta=meta,
             tools=tools,
+            epoch=epoch,
         )
         update_progress_artifact(progress, progress=100.0 * (n + 1) / len(shards))
         console_progress.step("cases", min(total, (n + 1) * params.shard_size), total)

@@ -29,7 +29,8 @@ from domains.errors import PonderError
 from flows.options import flow_schema, read_config, unknown_keys, validated
 from models.settings import get_settings
 
-POOLS = {"ponder-cpu": None, "ponder-gpu": 1}  # pool -> concurrency limit (None: no limit)
+POOLS = ("ponder-cpu", "ponder-gpu")  # the GPU pool's limit is ServeConfig.gpu_workers
+ZOMBIES = "ponder: crash flow runs whose heartbeats stopped"
 JOBS = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 PREFECT_FILE = Path(__file__).resolve().parent.parent / "deployments" / "prefect.yaml"
 
@@ -44,6 +45,28 @@ class ServeConfig(BaseModel):
     mlflow_port: int = Field(default=5000, ge=1, le=65535, description="MLflow server port.")
     workers: bool = Field(default=True, description="Start one process worker per pool.")
     poll_seconds: float = Field(default=10, gt=0, description="How often workers poll.")
+    gpu_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Process workers on ponder-gpu, one flow run each (one per GPU: worker i "
+        "sees CUDA_VISIBLE_DEVICES=i when there are several); the pool's concurrency limit. "
+        "A fan-out infer (workers > 1) runs its children on them.",
+    )
+    heartbeat_seconds: int = Field(
+        default=30,
+        ge=30,
+        le=3600,
+        description="How often flow runs started by the workers send a heartbeat (Prefect's "
+        "floor is 30 s). A run that misses missed_heartbeats of them is marked CRASHED by "
+        "an automation, so that a fan-out parent submits its shards again when a worker dies.",
+    )
+    missed_heartbeats: int = Field(
+        default=3,
+        ge=2,
+        le=20,
+        description="Heartbeats a flow run may miss before the automation marks it CRASHED.",
+    )
     scheduler_seconds: float = Field(
         default=60, gt=0, description="How often the Prefect scheduler creates runs."
     )
@@ -223,7 +246,12 @@ def start_stack(config: ServeConfig, on_step: Callable[[str], None] = lambda _: 
     try:
         _start_servers(stack, on_step)
         on_step("work pools " + ", ".join(POOLS))
-        ensure_pools(stack.env["PREFECT_API_URL"], stack.env.get("PREFECT_API_AUTH_STRING"))
+        ensure_pools(
+            stack.env["PREFECT_API_URL"],
+            stack.env.get("PREFECT_API_AUTH_STRING"),
+            gpu_limit=config.gpu_workers,
+            crash_after=config.missed_heartbeats * config.heartbeat_seconds,
+        )
         if config.workers:
             _start_workers(stack, on_step)
         write_state(stack)
@@ -282,16 +310,31 @@ def _start_servers(stack: Stack, on_step: Callable[[str], None]) -> None:
 
 
 def _start_workers(stack: Stack, on_step: Callable[[str], None]) -> None:
+    """One worker on ponder-cpu, ``gpu_workers`` on ponder-gpu (one flow run each)."""
     prefect = str(Path(sys.executable).parent / "prefect")
-    env = {**stack.env, "PREFECT_WORKER_QUERY_SECONDS": str(stack.config.poll_seconds)}
-    for pool in POOLS:
-        on_step(f"worker on {pool}")
-        cmd = [prefect, "worker", "start", "--pool", pool, "--type", "process", "--name", pool]
-        stack.start(f"worker-{pool}", cmd, env)
+    cfg = stack.config
+    env = {
+        **stack.env,
+        "PREFECT_WORKER_QUERY_SECONDS": str(cfg.poll_seconds),
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(cfg.heartbeat_seconds),
+    }
+    on_step("worker on ponder-cpu")
+    cmd = [prefect, "worker", "start", "--type", "process", "--pool"]
+    stack.start("worker-ponder-cpu", [*cmd, "ponder-cpu", "--name", "ponder-cpu"], env)
+    for i in range(cfg.gpu_workers):
+        name = "ponder-gpu" if cfg.gpu_workers == 1 else f"ponder-gpu-{i}"
+        on_step(f"worker {name} on ponder-gpu")
+        gpu_env = env if cfg.gpu_workers == 1 else {**env, "CUDA_VISIBLE_DEVICES": str(i)}
+        argv = [*cmd, "ponder-gpu", "--name", name, "--limit", "1"]
+        stack.start(f"worker-{name}", argv, gpu_env)
 
 
-def ensure_pools(api_url: str, auth_string: str | None = None) -> None:
-    """Create the process pools (idempotent); the GPU pool's concurrency limit is set."""
+def ensure_pools(
+    api_url: str, auth_string: str | None = None, *, gpu_limit: int = 1, crash_after: int = 90
+) -> None:
+    """Create the process pools (idempotent) with the GPU pool's concurrency limit, and the
+    automation that marks a flow run CRASHED when no heartbeat came for ``crash_after``
+    seconds (its process or worker died): Prefect's recipe for zombie flow runs."""
     import asyncio
 
     from prefect.client.orchestration import get_client
@@ -299,21 +342,56 @@ def ensure_pools(api_url: str, auth_string: str | None = None) -> None:
     from prefect.exceptions import ObjectAlreadyExists
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
+    limits = {"ponder-cpu": None, "ponder-gpu": gpu_limit}
+
     async def create() -> None:
         async with get_client() as client:
-            for name, limit in POOLS.items():
+            for name, limit in limits.items():
                 try:
                     await client.create_work_pool(
                         WorkPoolCreate(name=name, type="process", concurrency_limit=limit)
                     )
                 except ObjectAlreadyExists:
                     await client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=limit))
+            for old in await client.read_automations_by_name(ZOMBIES):
+                await client.delete_automation(old.id)
+            await client.create_automation(_zombie_automation(crash_after))
 
     updates: dict = {PREFECT_API_URL: api_url}
     if auth_string:
         updates[PREFECT_API_AUTH_STRING] = auth_string
     with temporary_settings(updates):
         asyncio.run(create())
+
+
+def _zombie_automation(crash_after: int):  # noqa: ANN202 (Prefect's AutomationCore)
+    """After a flow run's heartbeat, expect another (or a final state) within
+    ``crash_after`` seconds; otherwise set the run CRASHED."""
+    from datetime import timedelta
+
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    final = ["Completed", "Failed", "Cancelled", "Cancelling", "Crashed"]
+    return AutomationCore(
+        name=ZOMBIES,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in final)},
+            match={"prefect.resource.id": ["prefect.flow-run.*"]},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=crash_after),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {crash_after} s: its process or worker died",
+            )
+        ],
+    )
 
 
 def state_file() -> Path:

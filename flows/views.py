@@ -97,7 +97,11 @@ def stack(stack: Any) -> None:
     table = Table(title="ponder serve", show_header=False)
     table.add_row("Prefect UI", stack.config.prefect_url)
     table.add_row("MLflow UI", stack.config.mlflow_url)
-    table.add_row("work pools", "ponder-cpu (process), ponder-gpu (process, 1 at a time)")
+    gpu = stack.config.gpu_workers
+    table.add_row(
+        "work pools",
+        f"ponder-cpu (process), ponder-gpu (process, {gpu} worker(s), 1 run each)",
+    )
     table.add_row("logs", str(stack.logs))
     console.print(table)
     console.print("other shells (and `ponder deploy`) use it with:")

@@ -457,6 +457,25 @@ def choose_backend(requested: str | None = None) -> str:
     return name
 
 
+class TokenizerOnly(Generator):
+    """The model's tokenizer without an engine: prompt lengths for a fan-out parent, whose
+    children generate on their own workers (starting an engine there would hold a GPU)."""
+
+    backend = "tokenizer"
+
+    def _generate(
+        self, prompt_ids: list[list[int]], sampling: SamplingConfig, progress: bool
+    ) -> list[GenerationOutput]:
+        raise PonderError(
+            "backend",
+            "a tokenizer-only generator cannot generate",
+            "use get_generator(spec) for an engine",
+        )
+
+    def close(self) -> None:
+        """Nothing to release: no engine was started."""
+
+
 BACKENDS: dict[str, type[Generator]] = {"vllm": VLLMGenerator, "transformers": HFGenerator}
 _ENGINES: dict[tuple[str, str], Generator] = {}
 

@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from domains.base import Case, Domain, ParseFailure
 from domains.errors import PonderError
+from domains.faults import failpoint
 from models.engine import Generator
 from models.search import SearchConfig, run_search
 from models.search.base import Problem, Scorer, SearchResult
@@ -183,13 +184,16 @@ def search_shard(
     out_dir: Path,
     meta: dict[str, str],
     tools: list[str] | None = None,
+    epoch: str | None = None,
 ) -> Path:
     """Search one shard and write its predictions + trees atomically; skip it when a shard
     of these very cases is already there (a run with another shard size left other cases
-    under the same name: those are searched again)."""
+    under the same name: those are searched again). A fan-out child passes its parent's
+    ``epoch`` and writes nothing once a newer parent, or the commit, fenced the folder."""
     target = out_dir / f"shard-{index:05d}.parquet"
     if _holds(target, [c.id for c in cases]):
         return target
+    _check_fence(out_dir, epoch)
     d = ctx.domain
     problems = [
         Problem(
@@ -205,9 +209,22 @@ def search_shard(
         for c, r in zip(cases, results, strict=True)
     ]
     trees = [{"case_id": r.problem_id, "tree": r.tree.model_dump_json()} for r in results]
+    failpoint("infer.shard.write")  # searched, not yet written: a kill here loses the shard
+    _check_fence(out_dir, epoch)
     _atomic_parquet(pl.DataFrame(trees), out_dir / f"trees-{index:05d}.parquet")
     _atomic_parquet(pl.DataFrame(rows, infer_schema_length=None), target)
     return target
+
+
+def _check_fence(out_dir: Path, epoch: str | None) -> None:
+    from tasks.fanout import fenced
+
+    if fenced(out_dir, epoch):
+        raise PonderError(
+            "child.epoch",
+            f"a newer infer run, or its commit, took over {out_dir.name}; this child stops",
+            "nothing to do: the run that holds the folder searches and commits these shards",
+        )
 
 
 def _prediction(
