@@ -174,3 +174,49 @@ def test_a_medcalc_bench_file_is_read_as_it_ships(fresh_lake: Path, tiny_model: 
     out = infer(_params(tiny_model, path, input=f"medcalc_bench:{path}", log_traces=0, review_k=0))
     assert out.cases == 3 and out.rejected == 4, out
     assert out.input.startswith("medcalc_bench:medcalc.csv:")
+
+
+def test_workers_without_a_deployment_search_in_process(fresh_lake, tiny_model, vllm_engine):
+    """workers=2 where the Prefect server holds no infer deployment: the run says so and
+    searches in-process, to the same predictions a plain run commits."""
+    src = _cases_file(fresh_lake / "c.csv", n=3)
+    out = infer(_params(tiny_model, src, workers=2, log_traces=0, review_k=0))
+    assert out.cases == 3 and out.version == "v00001"
+    lake = Lake(fresh_lake / "lake")
+    (run_dir,) = (lake.dataset_dir("medicine", "predictions") / "_runs").iterdir()
+    assert not (run_dir / "_epoch").exists(), "no fan-out happened, so nothing was fenced"
+
+
+def test_a_child_checks_its_run_key_and_its_parents_fence(fresh_lake, tiny_model, vllm_engine):
+    """A fan-out child searches only its shards, refuses a run key that is not its own (the
+    input changed under the parent), and writes nothing once a newer parent fenced the
+    run folder."""
+    from flows.infer import ChildShards
+    from tasks.fanout import claim
+
+    src = _cases_file(fresh_lake / "c.csv", n=3)
+    plain = infer(_params(tiny_model, src, log_traces=0, review_k=0))
+    lake = Lake(fresh_lake / "lake")
+    preds = lake.scan("medicine", "predictions").collect()
+    key = preds["run_key"][0]
+    run_dir = lake.dataset_dir("medicine", "predictions") / "_runs" / key
+    (run_dir / "shard-00001.parquet").unlink()
+
+    def child(**kw) -> ChildShards:
+        return ChildShards(**({"run_key": key, "shards": [1], "epoch": "p1",
+                               "model_uri": str(tiny_model)} | kw))  # fmt: skip
+
+    with pytest.raises(PonderError, match="child.run_key"):
+        infer(_params(tiny_model, src, child=child(run_key="0" * 16)))
+    claim(run_dir, "p2")  # a newer parent took over
+    with pytest.raises(PonderError, match="child.epoch"):
+        infer(_params(tiny_model, src, child=child()))
+    assert not (run_dir / "shard-00001.parquet").exists(), "the fenced child wrote nothing"
+    claim(run_dir, "p1")
+    out = infer(_params(tiny_model, src, child=child()))
+    assert out.version is None and out.cases == 1, "a child commits nothing"
+    redone = pl.read_parquet(run_dir / "shard-00001.parquet")
+    assert redone["case_id"].to_list() == preds["case_id"].to_list()[2:]
+    assert lake.latest("medicine", "predictions").version == plain.version
+    with pytest.raises(ValidationError, match="workers to 1"):
+        _params(tiny_model, src, workers=2, child=child())
