@@ -230,7 +230,6 @@ def infer(params: InferParams | None = None) -> InferResult:
         params=params.model_dump(),
         frame=frame,
         version=version,
-        out_dir=out_dir,
         cases=fitting,
         generator=generator,
     )

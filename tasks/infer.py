@@ -27,6 +27,7 @@ from models.search import SearchConfig, run_search
 from models.search.base import Problem, Scorer, SearchResult
 from tasks.context import StageContext
 from tasks.lake import tmp_beside
+from tasks.review import disagreement
 
 
 @task(cache_policy=NO_CACHE)  # the context is not a cache key
@@ -238,6 +239,7 @@ def _prediction(
         "answer": r.answer,
         "parsed": r.answer is not None,
         "confidence": r.confidence,
+        "disagreement": disagreement(r.tree, r.answer),
         "text": r.text,
         "correct": None if verdict is None else verdict.correct,
         "score": None if verdict is None else verdict.score,
@@ -261,35 +263,35 @@ def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _read_shard(path: Path) -> pl.DataFrame | None:
-    """A shard file, or None when it is absent or damaged (then it is searched again)."""
+def _shard_ids(path: Path) -> list[str] | None:
+    """The case ids a shard file holds, in order (its one column read); None when the file
+    is absent or damaged (then the shard is searched again)."""
     if not path.is_file():
         return None
     try:
-        return pl.read_parquet(path)
+        return pl.read_parquet(path, columns=["case_id"])["case_id"].to_list()
     except (pl.exceptions.PolarsError, OSError):
         return None
 
 
 def _holds(path: Path, case_ids: list[str]) -> bool:
     """Whether the shard file at ``path`` exists and holds exactly these cases, in order."""
-    frame = _read_shard(path)
-    return frame is not None and frame["case_id"].to_list() == case_ids
+    return _shard_ids(path) == case_ids
 
 
-def gather_shards(out_dir: Path, shards: list[list[str]]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(predictions, trees) of the run's shards 0..n-1, checked against the cases each was
-    given: a missing or foreign shard fails with its name (a partial run never looks
-    complete), and a case that arrives twice is kept once. Each file is read once."""
+def gather_shards(out_dir: Path, shards: list[list[str]]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """(predictions, trees) of the run's shards 0..n-1 as lazy scans, in shard order, checked
+    against the cases each was given: a missing or foreign shard fails with its name (a
+    partial run never looks complete), and a case that arrives twice is kept once. Only
+    the case ids are read here; the rows stream into the commit, never held whole."""
     frames, trees, missing = [], [], []
     for i, ids in enumerate(shards):
-        frame = _read_shard(out_dir / f"shard-{i:05d}.parquet")
-        tree = _read_shard(out_dir / f"trees-{i:05d}.parquet")
-        if frame is None or tree is None or frame["case_id"].to_list() != ids:
+        shard, tree = out_dir / f"shard-{i:05d}.parquet", out_dir / f"trees-{i:05d}.parquet"
+        if _shard_ids(shard) != ids or _shard_ids(tree) is None:
             missing.append(f"shard-{i:05d}")
             continue
-        frames.append(frame)
-        trees.append(tree)
+        frames.append(pl.scan_parquet(shard))
+        trees.append(pl.scan_parquet(tree))
     if missing:
         raise PonderError(
             "shards",
@@ -308,7 +310,9 @@ def gather_shards(out_dir: Path, shards: list[list[str]]) -> tuple[pl.DataFrame,
 def commit_predictions(
     ctx: StageContext, *, out_dir: Path, sources: list[str], shards: list[list[str]]
 ) -> tuple[str | None, pl.DataFrame]:
-    """The run's shards (``gather_shards``) as one predictions version, trees alongside."""
+    """The run's shards (``gather_shards``) streamed into one predictions version, trees
+    alongside; returns the version and its rows without the answer texts (the report and
+    traces read those page by page from the version)."""
     from tasks.lake import row_hash
 
     frame, trees = gather_shards(out_dir, shards)
@@ -317,4 +321,6 @@ def commit_predictions(
         ctx.name, "predictions", frame, sources, attachments={"trees.parquet": trees}
     )
     latest = info or ctx.lake.latest(ctx.name, "predictions")
-    return (latest.version if latest else None), frame
+    if latest is None:
+        return None, frame.drop("text").collect()
+    return latest.version, pl.scan_parquet(latest.path / "part-*.parquet").drop("text").collect()

@@ -138,7 +138,7 @@ class Lake:
         sources: list[str],
         *,
         extra: dict[str, Any] | None = None,
-        attachments: dict[str, pl.DataFrame] | None = None,
+        attachments: dict[str, pl.DataFrame | pl.LazyFrame] | None = None,
     ) -> VersionInfo | None:
         """Commit ``frame`` as the next version, or return None if it equals the latest.
         ``attachments`` (e.g. thought trees) are written into the same atomic folder."""
@@ -163,7 +163,7 @@ class Lake:
         sources: list[str],
         *,
         extra: dict[str, Any] | None,
-        attachments: dict[str, pl.DataFrame] | None,
+        attachments: dict[str, pl.DataFrame | pl.LazyFrame] | None,
     ) -> VersionInfo | None:
         base = self.dataset_dir(domain, dataset)
         self._sweep(base)
@@ -184,7 +184,7 @@ class Lake:
                 return None
             version = f"v{(int(parent.version[1:]) + 1) if parent else 1:05d}"
             for name, table in (attachments or {}).items():
-                table.write_parquet(staging / name)
+                table.lazy().sink_parquet(staging / name)  # streamed: a lazy scan stays lazy
             manifest = _manifest(written, digest, sources, parent, extra)
             _write_json(staging / "_manifest.json", manifest)
             _fsync_dir(staging)

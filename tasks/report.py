@@ -19,7 +19,7 @@ import html
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import polars as pl
@@ -133,15 +133,53 @@ def render_pages(
 ) -> dict[str, str]:
     """File name -> page: ``index.html`` and the case pages. ``redact`` masks identifiers in
     every text shown; ``case_ref`` turns a case id into the reference shown (an id may be
-    an MRN)."""
-    red, ref = redact or _plain, case_ref or _plain
-    rows = list(batch.predictions.sort("case_id").iter_rows(named=True))
-    cases = [_case(batch, r, k // page_size, ref) for k, r in enumerate(rows)]
-    pages = {"index.html": _index_html(batch, cases, red)}
-    for start in range(0, len(cases), page_size):
-        chunk = cases[start : start + page_size]
-        pages[chunk[0].page] = _case_page(batch, chunk, red)
-    return pages
+    an MRN). For a batch too large to hold, feed a ``PageWriter`` page by page."""
+    writer = PageWriter(batch.title, batch.meta, redact=redact, case_ref=case_ref,
+                        page_size=page_size)  # fmt: skip
+    frame = batch.predictions.sort("case_id")
+    pages = dict(
+        writer.page(replace(batch, predictions=frame.slice(start, page_size)))
+        for start in range(0, frame.height, page_size)
+    )
+    return {"index.html": writer.index(), **pages}
+
+
+class PageWriter:
+    """A report rendered one case page at a time, so that a 100,000-case batch is never held
+    whole: each ``page(batch)`` gets the next cases in case-id order (at most ``page_size``,
+    with their trees, texts and inputs) and returns that page; only the index's rows are
+    kept until ``index()``."""
+
+    def __init__(
+        self,
+        title: str,
+        meta: dict[str, Any],
+        *,
+        redact: Redact | None = None,
+        case_ref: Redact | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self.title, self.meta, self.page_size = title, meta, page_size
+        self.redact, self.case_ref = redact or _plain, case_ref or _plain
+        self.rows: list[str] = []
+        self.families: set[str] = set()
+
+    def page(self, batch: Batch) -> tuple[str, str]:
+        """(file name, HTML) of the next case page, made of ``batch``'s predictions."""
+        if batch.predictions.height > self.page_size:
+            raise ValueError(f"a page holds at most {self.page_size} cases")
+        number = len(self.rows) // self.page_size
+        rows = batch.predictions.sort("case_id").iter_rows(named=True)
+        cases = [_case(batch, r, number, self.case_ref) for r in rows]
+        self.rows += [_row_html(batch, c, self.redact) for c in cases]
+        self.families |= {str(c.row["family"]) for c in cases}
+        sections = "".join(_case_section(batch, c, self.redact) for c in cases)
+        body = f"<h2>Thought trees</h2>{sections}"
+        return cases[0].page, _page(self.title, self.meta, body, self.redact, back=True)
+
+    def index(self) -> str:
+        """The index page over every case paged so far."""
+        return _index_html(self.title, self.meta, self.rows, self.families, self.redact)
 
 
 def _case(batch: Batch, row: dict[str, Any], page: int, ref: Redact) -> _Case:
@@ -161,21 +199,21 @@ def _case(batch: Batch, row: dict[str, Any], page: int, ref: Redact) -> _Case:
     )
 
 
-def _index_html(batch: Batch, cases: list[_Case], red: Redact) -> str:
-    families = sorted({str(c.row["family"]) for c in cases})
-    options = "".join(f"<option>{html.escape(f)}</option>" for f in families)
+def _index_html(
+    title: str, meta: dict[str, Any], rows: list[str], families: set[str], red: Redact
+) -> str:
+    options = "".join(f"<option>{html.escape(f)}</option>" for f in sorted(families))
     filters = (
         "<div class='filters'><label><input type='checkbox' id='wrong'> wrong only</label> "
         "<label><input type='checkbox' id='low'> confidence below</label> "
         f"<input type='number' id='below' value='{LOW_CONFIDENCE}' step='0.05' min='0' max='1' "
         "style='width:4em'> <label>family <select id='family'><option value=''>all</option>"
-        f"{options}</select></label> <span class='meta'><span id='shown'>{len(cases)}</span>"
-        f" of {len(cases)} cases shown</span></div>"
+        f"{options}</select></label> <span class='meta'><span id='shown'>{len(rows)}</span>"
+        f" of {len(rows)} cases shown</span></div>"
     )
     chunks = "".join(
-        f"<div class='chunk'><table>{COLUMNS}{''.join(_row_html(batch, c, red) for c in part)}"
-        "</table></div>"
-        for part in (cases[k : k + INDEX_CHUNK] for k in range(0, len(cases), INDEX_CHUNK))
+        f"<div class='chunk'><table>{COLUMNS}{''.join(part)}</table></div>"
+        for part in (rows[k : k + INDEX_CHUNK] for k in range(0, len(rows), INDEX_CHUNK))
     )
     head = f"<table>{COLUMNS}<tr>{''.join(f'<th>{h}</th>' for h in HEADERS)}</tr></table>"
     script = (
@@ -184,19 +222,19 @@ def _index_html(batch: Batch, cases: list[_Case], red: Redact) -> str:
         "document.getElementById(id).addEventListener(ev,applyFilters);</script>"
     )
     body = f"<h2>Cases</h2>{filters}<div id='cases'>{head}{chunks}</div>{script}"
-    return _page(batch, body, red)
+    return _page(title, meta, body, red)
 
 
-def _page(batch: Batch, body: str, red: Redact, *, back: bool = False) -> str:
-    meta = "".join(
+def _page(title: str, meta: dict[str, Any], body: str, red: Redact, *, back: bool = False) -> str:
+    shown = "".join(
         f"<div class='meta'>{html.escape(k)}: {html.escape(red(str(v)))}</div>"
-        for k, v in batch.meta.items()
+        for k, v in meta.items()
     )
-    title = html.escape(batch.title)
+    title = html.escape(title)
     up = "<p><a href='index.html'>&larr; all cases</a></p>" if back else ""
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
-        f"<style>{STYLE}</style></head><body>{up}<h1>{title}</h1>{meta}{body}</body></html>"
+        f"<style>{STYLE}</style></head><body>{up}<h1>{title}</h1>{shown}{body}</body></html>"
     )
 
 
@@ -223,11 +261,6 @@ def _row_html(batch: Batch, c: _Case, red: Redact) -> str:
         f"<td>{_verdict(r['correct'])}</td><td>{flag}</td><td>{r['tokens']}</td>"
         f"<td>{review}</td></tr>"
     )
-
-
-def _case_page(batch: Batch, cases: list[_Case], red: Redact) -> str:
-    sections = "".join(_case_section(batch, c, red) for c in cases)
-    return _page(batch, f"<h2>Thought trees</h2>{sections}", red, back=True)
 
 
 def _case_section(batch: Batch, c: _Case, red: Redact) -> str:

@@ -50,15 +50,22 @@ def disagreement(tree: ThoughtTree | None, answer: str | None) -> float:
     return sum(a != answer for a in answers) / len(answers)
 
 
-def needs_review(frame: pl.DataFrame, trees: dict[str, ThoughtTree], *, k: int) -> list[str]:
+def needs_review(
+    frame: pl.DataFrame, trees: dict[str, ThoughtTree] | None = None, *, k: int
+) -> list[str]:
     """The ``k`` case ids that most need a person, most needy first: wrong against the
-    truth, then paths that disagree with the chosen answer, then low confidence."""
+    truth, then paths that disagree with the chosen answer, then low confidence. The
+    disagreement is the frame's ``disagreement`` column (infer writes it per shard, so no
+    tree is loaded here); older predictions without it compute it from ``trees``."""
     if k <= 0 or frame.is_empty():
         return []
-    split = [
-        disagreement(trees.get(c), a)
-        for c, a in zip(frame["case_id"], frame["answer"], strict=True)
-    ]
+    if "disagreement" in frame.columns:
+        split = frame["disagreement"].fill_null(0.0).to_list()
+    else:
+        split = [
+            disagreement((trees or {}).get(c), a)
+            for c, a in zip(frame["case_id"], frame["answer"], strict=True)
+        ]
     ranked = frame.with_columns(
         (pl.col("correct") == False).fill_null(False).alias("_wrong"),  # noqa: E712
         pl.Series("_split", split),

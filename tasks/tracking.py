@@ -8,6 +8,7 @@ back.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from domains.base import Case, Domain
 from models.registry import TRACE_EXPERIMENT
 from tasks.artifacts import table_artifact
 from tasks.context import StageContext
-from tasks.report import Batch, load_trees, render_pages
+from tasks.report import PAGE_SIZE, Batch, PageWriter, load_trees
 from tasks.review import fill_review_queue, needs_review
 
 CASE_REF_TAG = "ponder.case_ref"  # a trace's case, as a keyed reference (never the raw id)
@@ -66,19 +67,20 @@ def log_inference_run(
     params: dict[str, Any],
     frame: pl.DataFrame,
     version: str | None,
-    out_dir: Path,
     cases: list[Case],
     generator: Any,
 ) -> dict[str, Any]:
     """Metrics, the HTML report, one MLflow run, a sample of traces and the Prefect table
-    artifact for a committed predictions version. Each side effect is its own task without
-    retries: a retry of a whole step could log a second run or a second set of traces."""
+    artifact for a committed predictions version. ``frame`` holds the version's rows without
+    their texts; the traced cases' trees and the report's pages are read from the version as
+    they are needed, so memory does not grow with the batch. Each side effect is its own
+    task without retries: a retry of a whole step could log a second run or traces."""
     domain = ctx.name
     metrics, table = run_metrics(frame, generator)
-    trees = load_trees(pl.read_parquet(out_dir / "trees-*.parquet"))
-    texts = dict(zip(frame["case_id"], frame["text"], strict=True))
-    review = needs_review(frame, trees, k=params["review_k"])
+    info = ctx.lake.info(domain, "predictions", version) if version else None
+    review = needs_review(frame, k=params["review_k"])
     traced = _traced(cases, sample=params["log_traces"], review=review)
+    trees, texts = version_rows(info.path, {c.id for c in traced}) if info else ({}, {})
     traces = log_traces(ctx, cases=traced, trees=trees, texts=texts)
     queue = fill_review_queue(ctx, traces={c: traces[c] for c in review if traces.get(c)})
     meta = {
@@ -86,18 +88,13 @@ def log_inference_run(
         "input": frame["input"][0],
         **{k: round(v, 4) for k, v in metrics.items()},
     }
-    batch = Batch(
-        title=f"ponder infer: {domain} {params['strategy']} ({version})",
-        predictions=frame,
-        trees=trees,
-        texts=texts,
-        meta=meta,
-        inputs=case_inputs(ctx.domain, cases),
-        good=right_leaves(ctx.domain, cases, trees),
-        links=trace_links(traces),
-    )
     target = ctx.lake.dataset_dir(domain, "predictions") / "_reports"
-    report = write_report(ctx, batch=batch, target=target / (version or frame["run_key"][0]))
+    title = f"ponder infer: {domain} {params['strategy']} ({version})"
+    pages = version_pages(ctx, info.path if info else None, cases={c.id: c for c in cases},
+                          title=title, meta=meta, links=trace_links(traces))  # fmt: skip
+    report = write_report(
+        ctx, pages=pages, title=title, meta=meta, target=target / (version or key_of(frame))
+    )
     run = {"metrics": metrics, "table": table, "report": report, "version": version}
     log_mlflow_run(ctx, params=params, frame=frame, **run)
     table_artifact(
@@ -110,6 +107,86 @@ def log_inference_run(
     return {"metrics": metrics, "table": table, "report": str(report), "queued": queued}
 
 
+def key_of(frame: pl.DataFrame) -> str:
+    """The run key of a run's rows ("empty" when there are none)."""
+    return str(frame["run_key"][0]) if frame.height else "empty"
+
+
+def version_rows(path: Path, ids: set[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(trees, chosen texts) of the cases ``ids`` of the predictions version at ``path``,
+    read by a filtered scan (the rest of the version stays on disk)."""
+    if not ids:
+        return {}, {}
+    wanted = pl.col("case_id").is_in(sorted(ids))
+    trees = load_trees(pl.scan_parquet(path / "trees.parquet").filter(wanted).collect())
+    rows = pl.scan_parquet(path / "part-*.parquet").filter(wanted).select("case_id", "text")
+    return trees, dict(rows.collect().iter_rows())
+
+
+def iter_pages(path: Path, size: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """(predictions, trees) of the version at ``path``, ``size`` rows at a time in stored
+    order. Both files hold the cases in the same order (the commit writes them shard by
+    shard), so the two streams are read side by side; a page whose trees do not line up
+    (a version written otherwise) looks its trees up by case id."""
+    trees = _row_batches([path / "trees.parquet"], size)
+    for preds in _row_batches(sorted(path.glob("part-*.parquet")), size):
+        tree = next(trees, None)
+        ids = preds["case_id"].to_list()
+        if tree is None or tree["case_id"].to_list() != ids:
+            wanted = pl.col("case_id").is_in(ids)
+            tree = pl.scan_parquet(path / "trees.parquet").filter(wanted).collect()
+        yield preds, tree
+
+
+def _row_batches(files: list[Path], size: int) -> Iterator[pl.DataFrame]:
+    """The files' rows, streamed by pyarrow, as frames of exactly ``size`` rows (the last
+    may be shorter)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    held: list[pa.RecordBatch] = []
+    count = 0
+    for file in files:
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=size):
+            held.append(batch)
+            count += batch.num_rows
+            while count >= size:
+                table = pa.Table.from_batches(held)
+                yield pl.from_arrow(table.slice(0, size))  # type: ignore[misc]
+                rest = table.slice(size)
+                held, count = rest.to_batches(), rest.num_rows
+    if count:
+        yield pl.from_arrow(pa.Table.from_batches(held))  # type: ignore[misc]
+
+
+def version_pages(
+    ctx: StageContext,
+    path: Path | None,
+    *,
+    cases: dict[str, Case],
+    title: str,
+    meta: dict[str, Any],
+    links: dict[str, str],
+) -> Iterator[Batch]:
+    """The report's pages of the version at ``path`` as batches of at most ``PAGE_SIZE``
+    cases, each with only its own trees, texts, inputs and right leaves."""
+    if path is None:
+        return
+    for preds, tree_rows in iter_pages(path, PAGE_SIZE):
+        trees = load_trees(tree_rows)
+        known = [cases[c] for c in preds["case_id"] if c in cases]
+        yield Batch(
+            title=title,
+            predictions=preds.drop("text"),
+            trees=trees,
+            texts=dict(zip(preds["case_id"], preds["text"], strict=True)),
+            meta=meta,
+            inputs=case_inputs(ctx.domain, known),
+            good=right_leaves(ctx.domain, known, trees),
+            links={c: links[c] for c in preds["case_id"] if c in links},
+        )
+
+
 def _traced(cases: list[Case], *, sample: int, review: list[str]) -> list[Case]:
     """The cases logged as traces: the first ``sample``, and every case sent for review."""
     wanted = set(review)
@@ -117,19 +194,24 @@ def _traced(cases: list[Case], *, sample: int, review: list[str]) -> list[Case]:
 
 
 @task(cache_policy=NO_CACHE)
-def write_report(ctx: StageContext, *, batch: Batch, target: Path) -> Path:
+def write_report(
+    ctx: StageContext, *, pages: Iterable[Batch], title: str, meta: dict[str, Any], target: Path
+) -> Path:
     """The HTML report of one predictions version as a folder (``index.html`` and the case
-    pages), written whole: a temporary folder, then renamed into place. Returns the index.
-    The one place a report is rendered: after inference, and by ``ponder report``."""
+    pages), rendered one page at a time (``PageWriter``) into a temporary folder that is
+    then renamed into place. Returns the index. The one place a report is rendered: after
+    inference, and by ``ponder report``."""
     import shutil
 
     from tasks.lake import tmp_beside
 
-    pages = render_pages(batch, redact=ctx.redactor.text, case_ref=ctx.redactor.case_ref)
+    writer = PageWriter(title, meta, redact=ctx.redactor.text, case_ref=ctx.redactor.case_ref)
     tmp = tmp_beside(target)
     tmp.mkdir(parents=True)
-    for name, page in pages.items():
+    for batch in pages:
+        name, page = writer.page(batch)
         (tmp / name).write_text(page)
+    (tmp / "index.html").write_text(writer.index())
     old = tmp_beside(target)
     if target.exists():
         target.rename(old)
@@ -177,7 +259,7 @@ def log_mlflow_run(
 
 def report_version(ctx: StageContext, *, version: str | None, output: Path | None) -> Path:
     """Render the report of a stored predictions version (default the latest) again, into
-    the folder ``output`` (default beside the version); returns its index page."""
+    the folder ``output`` (default beside the version), page by page; returns its index."""
     lake, domain = ctx.lake, ctx.name
     info = (
         lake.info(domain, "predictions", version) if version else lake.latest(domain, "predictions")
@@ -186,21 +268,13 @@ def report_version(ctx: StageContext, *, version: str | None, output: Path | Non
         from domains.errors import PonderError
 
         raise PonderError("version", f"{domain} has no predictions yet", "run `ponder infer`")
-    frame = pl.read_parquet(info.path / "part-*.parquet")
-    trees = load_trees(pl.read_parquet(info.path / "trees.parquet"))
-    cases = _lake_cases(ctx, set(frame["case_id"]))
-    batch = Batch(
-        title=f"ponder predictions {domain} {info.version}",
-        predictions=frame,
-        trees=trees,
-        texts=dict(zip(frame["case_id"], frame["text"], strict=True)),
-        meta={"rows": info.rows, "sources": ", ".join(info.manifest["sources"])},
-        inputs=case_inputs(ctx.domain, cases),
-        good=right_leaves(ctx.domain, cases, trees),
-    )
-    return write_report(
-        ctx, batch=batch, target=output or info.path.parent / "_reports" / info.version
-    )
+    ids = pl.scan_parquet(info.path / "part-*.parquet").select("case_id").collect()["case_id"]
+    cases = {c.id: c for c in _lake_cases(ctx, set(ids))}
+    title = f"ponder predictions {domain} {info.version}"
+    meta = {"rows": info.rows, "sources": ", ".join(info.manifest["sources"])}
+    pages = version_pages(ctx, info.path, cases=cases, title=title, meta=meta, links={})
+    target = output or info.path.parent / "_reports" / info.version
+    return write_report(ctx, pages=pages, title=title, meta=meta, target=target)
 
 
 def _lake_cases(ctx: StageContext, ids: set[str]) -> list[Case]:

@@ -26,7 +26,8 @@ def test_every_shard_is_gathered_once_even_when_one_arrives_twice(tmp_path: Path
         _write(tmp_path, i, ids)
     _write(tmp_path, 1, SHARDS[1])  # a retried child delivers shard 1 again
     _write(tmp_path, 7, ["c1", "c9"])  # left by a run with another shard size: not asked for
-    frame, trees = gather_shards(tmp_path, SHARDS)
+    lazy_frame, lazy_trees = gather_shards(tmp_path, SHARDS)
+    frame, trees = lazy_frame.collect(), lazy_trees.collect()
     assert frame["case_id"].to_list() == ["c1", "c2", "c3", "c4", "c5"]
     assert trees["case_id"].to_list() == frame["case_id"].to_list()
 
