@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRA  ?= cpu
 
-.PHONY: install browser demo test e2e reliability bench bench-quality bench-reward bench-rl bench-compute bench-loop bench-sft bench-suspect bench-report bench-review-latency bench-realdata screenshots lint clean
+.PHONY: install browser demo test e2e reliability bench bench-quality bench-reward bench-rl bench-compute bench-loop bench-sft bench-suspect bench-scale bench-report bench-review-latency bench-realdata screenshots lint clean
 
 install: $(STAMP)
 
@@ -92,6 +92,12 @@ bench-loop: install
 # cases), held-out accuracy per calculator; to compare reference formats quickly.
 bench-sft: install
 	$(PY) -m bench.sft --suite $(SUITE)
+
+# Issue 24, about an hour on 2 cores (the 100,000-case run dominates): one infer run at
+# 1,000 / 10,000 / 100,000 cases (time per case, peak RSS), then 1 against 2 workers on
+# `ponder serve --gpu-workers 2`, with the tiny model and with the simulated engine.
+bench-scale: install
+	$(PY) -m bench.scale $(SCALE_ARGS)
 
 # Seconds, after `make bench-loop`: how often the report's suspect-step flag points at the
 # first wrong step of held-out wrong paths, against the last-step and lowest-value baselines.

@@ -8,6 +8,7 @@ report, and logs metrics, the report and a sample of reviewable traces to MLflow
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
@@ -176,6 +177,12 @@ class InferResult(BaseModel):
     prefix_cache_hit_rate: float | None = Field(default=None, description="vLLM prefix cache.")
     report: str | None = Field(default=None, description="The HTML report's path.")
     queued: int = Field(default=0, description="Cases this run added to the review queue.")
+    seconds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Wall seconds per stage: prepare (input, model, engine or tokenizer), "
+        "search (in-process, or the children's wait), commit, report (metrics, traces, "
+        "review queue, HTML report, MLflow run).",
+    )
 
     @property
     def ref(self) -> str | None:
@@ -190,7 +197,7 @@ def infer(params: InferParams | None = None) -> InferResult:
     ctx = StageContext.open(params.domain)
     if params.child is not None:
         return _child(ctx, params, params.child)
-    log = get_run_logger()
+    log, laps = get_run_logger(), Laps()
     cases, rejected, label = load_cases(ctx, source=params.input, split=params.split)
     learn_identifiers(params.domain, [c.inputs for c in cases])
     _quarantine(ctx, rejected, run_id=ctx.run_id, source=label)
@@ -210,6 +217,7 @@ def infer(params: InferParams | None = None) -> InferResult:
     out_dir = ctx.lake.dataset_dir(params.domain, "predictions") / "_runs" / key
     meta = {"model_uri": uri, "model_version": exact, "run_key": key, "input": label}
     shards = _shards(params, fitting)
+    laps.lap("prepare")
     if target:
         pinned = _pinned_input(params.input, label)
         child_model = exact if exact.startswith("models:/") else str(local)
@@ -220,11 +228,13 @@ def infer(params: InferParams | None = None) -> InferResult:
         scorer = _scorer(params, domain, fitting)
         _search_shards(ctx, params, list(enumerate(shards)), generator=generator, tools=tools,
                        out_dir=out_dir, meta=meta, scorer=scorer)  # fmt: skip
+    laps.lap("search")
     ids = [[c.id for c in shard] for shard in shards]
     version, frame = commit_predictions(ctx, out_dir=out_dir, sources=[label, exact],
                                         shards=ids)  # fmt: skip
     if target:
         fanout.claim(out_dir, f"committed {version}")  # late children of any parent stop here
+    laps.lap("commit")
     summary = log_inference_run(
         ctx,
         params=params.model_dump(),
@@ -233,10 +243,26 @@ def infer(params: InferParams | None = None) -> InferResult:
         cases=fitting,
         generator=generator,
     )
+    laps.lap("report")
     metrics = {k: v for k, v in summary["metrics"].items() if k != "cases"}
     return InferResult(cases=len(fitting), input=label, version=version, model=exact,
                        rejected=len(rejected), too_long=len(too_long), **metrics,
-                       report=summary["report"], queued=summary["queued"])  # fmt: skip
+                       report=summary["report"], queued=summary["queued"],
+                       seconds=laps.seconds)  # fmt: skip
+
+
+class Laps:
+    """Wall seconds between named moments of a run (its stages' durations)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        """The stage ``name`` ends now."""
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self.start, 3)
+        self.start = now
 
 
 def _fan_out_target(params: InferParams) -> UUID | None:

@@ -14,6 +14,7 @@ import gc
 import logging
 import math
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -476,7 +477,41 @@ class TokenizerOnly(Generator):
         """Nothing to release: no engine was started."""
 
 
-BACKENDS: dict[str, type[Generator]] = {"vllm": VLLMGenerator, "transformers": HFGenerator}
+class SimulatedGenerator(Generator):
+    """A stand-in for an accelerator-bound engine, for scaling benchmarks on a CPU box only
+    (``PONDER_BACKEND=simulated``; never chosen by ``auto``). A GPU decodes a batch in
+    parallel, so each call sleeps ``PONDER_SIMULATED_MS_PER_TOKEN`` (default 2) ms per token
+    of its longest completion and uses no CPU meanwhile; every completion is the same
+    ``max_tokens`` tokens of the digit "7". What it shows is how work spreads over workers
+    when generation is not CPU-bound; its answers are meaningless."""
+
+    backend = "simulated"
+
+    def _generate(
+        self, prompt_ids: list[list[int]], sampling: SamplingConfig, progress: bool
+    ) -> list[GenerationOutput]:
+        ms = float(os.environ.get("PONDER_SIMULATED_MS_PER_TOKEN", "2"))
+        time.sleep(ms * sampling.max_tokens / 1000)
+        ids = self.tokenizer.encode("7", add_special_tokens=False) * sampling.max_tokens
+        ids = ids[: sampling.max_tokens]
+        done = Completion(
+            text=self.tokenizer.decode(ids),
+            token_ids=ids,
+            finish_reason="length",
+            cumulative_logprob=-float(len(ids)),
+            logprobs=[-1.0] * len(ids) if sampling.logprobs else None,
+        )
+        return [
+            GenerationOutput(prompt_token_ids=p, completions=[done] * sampling.n)
+            for p in prompt_ids
+        ]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+BACKENDS: dict[str, type[Generator]] = {"vllm": VLLMGenerator, "transformers": HFGenerator,
+                                     "simulated": SimulatedGenerator}  # fmt: skip
 _ENGINES: dict[tuple[str, str], Generator] = {}
 
 

@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domains.privacy import RedactionConfig
 
-Backend = Literal["auto", "vllm", "transformers"]
+Backend = Literal["auto", "vllm", "transformers", "simulated"]
 MLFLOW_HTTP_DEFAULTS = {  # the user's own values win
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     )
     backend: Backend = Field(
         default="auto",
-        description="Generation backend: vllm, transformers, or auto (vLLM when importable).",
+        description="Generation backend: vllm, transformers, or auto (vLLM when importable); "
+        "simulated is a sleeping stand-in for scaling benchmarks only (models.engine).",
     )
     trust_remote_code_models: list[str] = Field(
         default_factory=list,

@@ -25,3 +25,27 @@ def test_cases_link_to_their_trace_only_on_a_server(monkeypatch, uri: str, linke
     assert links == {
         "c1": "http://127.0.0.1:5000/#/experiments/7/traces?selectedEvaluationId=tr-1&traceId=tr-1"
     }
+
+
+def test_a_version_is_paged_with_its_trees_lined_up(tmp_path) -> None:
+    """iter_pages streams a version in pages of exactly ``size`` rows across row groups,
+    with each page's trees; trees stored in another order are looked up by case id."""
+    import polars as pl
+
+    from tasks.tracking import iter_pages
+
+    ids = [f"c{i}" for i in range(7)]
+    pl.DataFrame({"case_id": ids, "text": ids}).write_parquet(
+        tmp_path / "part-00000.parquet", row_group_size=3
+    )
+    pl.DataFrame({"case_id": ids, "tree": ids}).write_parquet(
+        tmp_path / "trees.parquet", row_group_size=2
+    )
+    pages = list(iter_pages(tmp_path, 3))
+    assert [p["case_id"].to_list() for p, _ in pages] == [ids[:3], ids[3:6], ids[6:]]
+    assert all(p["case_id"].to_list() == t["case_id"].to_list() for p, t in pages)
+    pl.DataFrame({"case_id": ids[::-1], "tree": ids[::-1]}).write_parquet(
+        tmp_path / "trees.parquet"
+    )
+    pages = list(iter_pages(tmp_path, 3))
+    assert all(sorted(p["case_id"]) == sorted(t["case_id"]) for p, t in pages)
