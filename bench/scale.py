@@ -15,8 +15,9 @@ memory with psutil every 0.2 s. Two parts:
 2. **fan-out**: ``ponder serve --gpu-workers 2`` (one pool, two process workers) in a home of
    its own, then the same cases scored with workers=1 (in-process) and workers=2 (two child
    runs of the infer deployment), first on the tiny model with vLLM, then on the simulated
-   engine (``PONDER_BACKEND=simulated``: sleeps per token and uses no CPU, what a GPU-bound
-   worker looks like). Prints generated tokens/s, the throughput ratio, and the overhead per
+   engine (``PONDER_BACKEND=simulated``: sleeps per generated token and uses no CPU, what a
+   worker bound by its GPU looks like). Prints generated tokens/s, how busy the machine's
+   CPUs were (the CPU profile: run it on an idle box), the throughput ratio, and the overhead per
    case that is not generation (wall minus the longest child's search time, over N; it
    includes the engines' start). Goals: overhead at most 10 ms per case; 2 workers at
    least 1.6x the throughput of 1.
@@ -52,14 +53,17 @@ def _args() -> argparse.Namespace:
     one.add_argument("--cases", type=Path, required=True)
     one.add_argument("--model", required=True)
     one.add_argument("--workers", type=int, default=1)
-    one.add_argument("--max-tokens", type=int, default=8)
+    one.add_argument("--max-tokens", type=int, default=16)
     one.add_argument("--shard-size", type=int, default=1000)
     one.add_argument("--result", type=Path, required=True)
     ap.add_argument("--sizes", type=int, nargs="*", default=[1000, 10_000, 100_000])
-    ap.add_argument("--fanout-cases", type=int, default=4000, help="cases of the fan-out part")
+    ap.add_argument("--fanout-cases", type=int, default=4000, help="fan-out cases, tiny model")
+    ap.add_argument(
+        "--simulated-cases", type=int, default=20_000, help="fan-out cases, simulated engine"
+    )
     ap.add_argument("--fanout-shard-size", type=int, default=250)
-    ap.add_argument("--max-tokens", type=int, default=8, help="generated tokens per case")
-    ap.add_argument("--simulated-ms", type=float, default=2.0, help="ms per simulated token")
+    ap.add_argument("--max-tokens", type=int, default=16, help="generated tokens per case")
+    ap.add_argument("--simulated-ms", type=float, default=0.5, help="ms per simulated token")
     ap.add_argument("--skip-fanout", action="store_true")
     ap.add_argument("--out", type=Path, default=Path(".ponder/bench/scale"))
     return ap.parse_args()
@@ -99,6 +103,7 @@ class Peak:
         import psutil
 
         self.proc, self.main, self.tree = psutil.Process(pid), 0, 0
+        self.cpu_start = psutil.cpu_times()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -115,10 +120,17 @@ class Peak:
             self.main, self.tree = max(self.main, main), max(self.tree, main + kids)
             time.sleep(0.2)
 
-    def stop(self) -> tuple[float, float]:
+    def stop(self) -> tuple[float, float, float]:
+        """(peak RSS of the process, of its tree, in MB; the share of the machine's CPU time
+        that was busy meanwhile, from psutil's system-wide counters)."""
+        import psutil
+
         self._stop.set()
         self._thread.join()
-        return self.main / 2**20, self.tree / 2**20
+        end = psutil.cpu_times()
+        total = sum(end) - sum(self.cpu_start)
+        idle = (end.idle + end.iowait) - (self.cpu_start.idle + self.cpu_start.iowait)
+        return self.main / 2**20, self.tree / 2**20, 1 - idle / total if total else 0.0
 
 
 def _rss(proc: Any) -> int:
@@ -145,12 +157,12 @@ def measured(
         peak = Peak(proc.pid)
         code = proc.wait()
     wall = time.perf_counter() - start
-    main_mb, tree_mb = peak.stop()
+    main_mb, tree_mb, busy = peak.stop()
     if code != 0:
         raise SystemExit(f"[scale] a run failed ({code}); see {home / 'runs.log'}")
     out = json.loads(result.read_text())
     return {"result": out, "wall_s": wall, "rss_main_mb": main_mb, "rss_tree_mb": tree_mb,
-            "shards": shard_times(home, out["version"])}  # fmt: skip
+            "cpu_busy": busy, "shards": shard_times(home, out["version"])}  # fmt: skip
 
 
 def shard_times(home: Path, version: str) -> list[dict[str, float]]:
@@ -222,8 +234,8 @@ def fanout_part(args: argparse.Namespace, model: str, home: Path) -> dict[str, A
     from flows.serve import free_port
 
     out: dict[str, Any] = {}
-    cases = write_cases(home / f"cases-{args.fanout_cases}.csv", args.fanout_cases, seed=6)
-    for backend in ("vllm", "simulated"):
+    for backend, n in (("vllm", args.fanout_cases), ("simulated", args.simulated_cases)):
+        cases = write_cases(home / f"cases-{n}.csv", n, seed=6)
         stack_home = home / f"fanout-{backend}"
         stack_home.mkdir(parents=True, exist_ok=True)
         simulated = {"PONDER_SIMULATED_MS_PER_TOKEN": str(args.simulated_ms)}
@@ -274,7 +286,8 @@ def one_fanout(cases: Path, *, model: str, home: Path, env: dict[str, str], work
     OUT.print(
         f"[fan-out {env['PONDER_BACKEND']}] workers={workers}: {n} cases in {got['wall_s']:.0f} s"
         f" ({row['cases_per_s']:.1f} cases/s, {row['tokens_per_s']:.0f} generated tokens/s); "
-        f"generation {gen:.0f} s, overhead {row['overhead_ms']:.1f} ms/case"
+        f"generation {gen:.0f} s, overhead {row['overhead_ms']:.1f} ms/case; CPUs "
+        f"{100 * got['cpu_busy']:.0f}% busy"
     )
     return row
 

@@ -47,13 +47,23 @@ from tasks.infer import (
 from tasks.tracking import log_inference_run
 
 
+class ShardRange(BaseModel):
+    """One shard of a parent's run, by reference: its index and its case-id range."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(ge=0, description="The shard's index in the parent's run.")
+    first: str = Field(description="Its first case id (cases are in id order).")
+    last: str = Field(description="Its last case id (inclusive).")
+
+
 class ChildShards(BaseModel):
     """What a fan-out parent hands a child: references only (the shards of its run key)."""
 
     model_config = ConfigDict(extra="forbid")
 
     run_key: str = Field(description="The parent's run key; the child checks it matches its own.")
-    shards: list[int] = Field(min_length=1, description="Shard indices this child searches.")
+    shards: list[ShardRange] = Field(min_length=1, description="The shards this child searches.")
     epoch: str = Field(description="The parent's fencing epoch (its flow run id).")
     model_uri: str = Field(description="The model as the parent was asked for it (rows keep it).")
 
@@ -221,7 +231,7 @@ def infer(params: InferParams | None = None) -> InferResult:
     if target:
         pinned = _pinned_input(params.input, label)
         child_model = exact if exact.startswith("models:/") else str(local)
-        _fan_out(ctx, params, target, key=key, out_dir=out_dir, n_shards=len(shards),
+        _fan_out(ctx, params, target, key=key, out_dir=out_dir, shards=shards,
                  base=params.model_copy(update={"input": pinned, "model": child_model}),
                  model_uri=uri)  # fmt: skip
     else:
@@ -302,7 +312,7 @@ def _fan_out(
     *,
     key: str,
     out_dir: Path,
-    n_shards: int,
+    shards: list[list[Case]],
     base: InferParams,
     model_uri: str,
 ) -> None:
@@ -316,9 +326,11 @@ def _fan_out(
     fanout.ensure_limit(key, params.workers)
 
     def params_for(block: list[int]) -> dict:
-        child = ChildShards(run_key=key, shards=block, epoch=ctx.run_id, model_uri=model_uri)
+        ranges = [ShardRange(index=i, first=shards[i][0].id, last=shards[i][-1].id) for i in block]
+        child = ChildShards(run_key=key, shards=ranges, epoch=ctx.run_id, model_uri=model_uri)
         return base.model_copy(update={"workers": 1, "child": child}).model_dump(mode="json")
 
+    n_shards = len(shards)
     blocks = fanout.split_children(n_shards, params.workers)
     children = fanout.Children(deployment=target, key=key, params_for=params_for,
                                retries=params.child_retries)  # fmt: skip
@@ -338,35 +350,57 @@ def _fan_out(
 
 def _child(ctx: StageContext, params: InferParams, child: ChildShards) -> InferResult:
     """A fan-out child: search the parent's shards ``child.shards`` with an engine of its own,
-    holding one of the run's concurrency slots; commit nothing (the parent gathers)."""
+    holding one of the run's concurrency slots; commit nothing (the parent gathers). Only
+    the cases inside its shards' id ranges are checked against the context and searched."""
     from prefect.concurrency.sync import concurrency
 
     cases, _, label = load_cases(ctx, source=params.input, split=params.split)
     _, exact, local = resolve_model(ctx, model=params.model)
-    spec = ModelSpec(model=str(local), max_model_len=params.max_model_len, dtype=params.dtype)
-    domain, tools = ctx.domain, ctx.domain.active_tools(params.tools)
-    generator = with_tools(get_generator(spec), tools)
-    fitting, _ = _split_by_fit(params, cases, generator=generator, domain=domain, tools=tools)
-    key = run_key(label, exact, params.strategy, params.search_config(), tools)
+    key = run_key(label, exact, params.strategy, params.search_config(),
+                  ctx.domain.active_tools(params.tools))  # fmt: skip
     if key != child.run_key:
         raise PonderError(
             "child.run_key",
             f"this child's input or model gives run key {key}, its parent's is {child.run_key}",
             "rerun the parent: its input or model changed under it",
         )
-    shards = _shards(params, fitting)
-    if max(child.shards) >= len(shards):
-        raise PonderError("child.shards", f"the run has {len(shards)} shards",
-                          "rerun the parent")  # fmt: skip
+    spec = ModelSpec(model=str(local), max_model_len=params.max_model_len, dtype=params.dtype)
+    domain, tools = ctx.domain, ctx.domain.active_tools(params.tools)
+    generator = with_tools(get_generator(spec), tools)
+    picked = _child_shards(params, child, cases, generator=generator, domain=domain, tools=tools)
     meta = {"model_uri": child.model_uri, "model_version": exact, "run_key": key, "input": label}
     out_dir = ctx.lake.dataset_dir(params.domain, "predictions") / "_runs" / key
-    picked = [(i, shards[i]) for i in child.shards]
     with concurrency(fanout.limit_name(key), occupy=1, lease_duration=fanout.LEASE_S):
-        scorer = _scorer(params, domain, fitting)
+        scorer = _scorer(params, domain, [c for _, shard in picked for c in shard])
         _search_shards(ctx, params, picked, generator=generator, tools=tools, out_dir=out_dir,
                        meta=meta, scorer=scorer, epoch=child.epoch)  # fmt: skip
     return InferResult(cases=sum(len(s) for _, s in picked), input=label, version=None,
                        model=exact, rejected=0)  # fmt: skip
+
+
+def _child_shards(
+    params: InferParams,
+    child: ChildShards,
+    cases: list[Case],
+    *,
+    generator: Any,
+    domain: Domain,
+    tools: list[str],
+) -> list[tuple[int, list[Case]]]:
+    """(index, cases) of each of the child's shards: the fitting cases in its id range,
+    which must start and end where the parent's shard did."""
+    out = []
+    for r in child.shards:
+        inside = [c for c in cases if r.first <= c.id <= r.last]
+        shard, _ = _split_by_fit(params, inside, generator=generator, domain=domain, tools=tools)
+        if not shard or (shard[0].id, shard[-1].id) != (r.first, r.last):
+            raise PonderError(
+                "child.shards",
+                f"shard {r.index} does not hold the cases its parent gave it",
+                "rerun the parent: its input changed under it",
+            )
+        out.append((r.index, shard))
+    return out
 
 
 def _split_by_fit(

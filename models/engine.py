@@ -478,20 +478,20 @@ class TokenizerOnly(Generator):
 
 
 class SimulatedGenerator(Generator):
-    """A stand-in for an accelerator-bound engine, for scaling benchmarks on a CPU box only
-    (``PONDER_BACKEND=simulated``; never chosen by ``auto``). A GPU decodes a batch in
-    parallel, so each call sleeps ``PONDER_SIMULATED_MS_PER_TOKEN`` (default 2) ms per token
-    of its longest completion and uses no CPU meanwhile; every completion is the same
-    ``max_tokens`` tokens of the digit "7". What it shows is how work spreads over workers
-    when generation is not CPU-bound; its answers are meaningless."""
+    """A stand-in for a saturated accelerator, for scaling benchmarks on a CPU box only
+    (``PONDER_BACKEND=simulated``; never chosen by ``auto``): each call sleeps
+    ``PONDER_SIMULATED_MS_PER_TOKEN`` (default 0.5) ms per token it generates, across the
+    batch, and uses no CPU meanwhile; every completion is ``max_tokens`` tokens of the digit
+    "7". It shows how work spreads over workers when generation is not CPU-bound, which a
+    2-core box cannot show with a real engine; its answers are meaningless."""
 
     backend = "simulated"
 
     def _generate(
         self, prompt_ids: list[list[int]], sampling: SamplingConfig, progress: bool
     ) -> list[GenerationOutput]:
-        ms = float(os.environ.get("PONDER_SIMULATED_MS_PER_TOKEN", "2"))
-        time.sleep(ms * sampling.max_tokens / 1000)
+        ms = float(os.environ.get("PONDER_SIMULATED_MS_PER_TOKEN", "0.5"))
+        time.sleep(ms * sampling.max_tokens * sampling.n * len(prompt_ids) / 1000)
         ids = self.tokenizer.encode("7", add_special_tokens=False) * sampling.max_tokens
         ids = ids[: sampling.max_tokens]
         done = Completion(

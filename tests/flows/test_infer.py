@@ -191,7 +191,7 @@ def test_a_child_checks_its_run_key_and_its_parents_fence(fresh_lake, tiny_model
     """A fan-out child searches only its shards, refuses a run key that is not its own (the
     input changed under the parent), and writes nothing once a newer parent fenced the
     run folder."""
-    from flows.infer import ChildShards
+    from flows.infer import ChildShards, ShardRange
     from tasks.fanout import claim
 
     src = _cases_file(fresh_lake / "c.csv", n=3)
@@ -202,8 +202,11 @@ def test_a_child_checks_its_run_key_and_its_parents_fence(fresh_lake, tiny_model
     run_dir = lake.dataset_dir("medicine", "predictions") / "_runs" / key
     (run_dir / "shard-00001.parquet").unlink()
 
+    last = preds.sort("case_id")["case_id"][2]
+    shard1 = ShardRange(index=1, first=last, last=last)
+
     def child(**kw) -> ChildShards:
-        return ChildShards(**({"run_key": key, "shards": [1], "epoch": "p1",
+        return ChildShards(**({"run_key": key, "shards": [shard1], "epoch": "p1",
                                "model_uri": str(tiny_model)} | kw))  # fmt: skip
 
     with pytest.raises(PonderError, match="child.run_key"):
@@ -220,3 +223,6 @@ def test_a_child_checks_its_run_key_and_its_parents_fence(fresh_lake, tiny_model
     assert lake.latest("medicine", "predictions").version == plain.version
     with pytest.raises(ValidationError, match="workers to 1"):
         _params(tiny_model, src, workers=2, child=child())
+    gone = ShardRange(index=1, first=f"{last}~", last=f"{last}~")  # the input lost the case
+    with pytest.raises(PonderError, match="child.shards"):
+        infer(_params(tiny_model, src, child=child(shards=[gone])))

@@ -116,17 +116,17 @@ def test_seeded_sampling_large_batch_is_reproducible(vllm_engine) -> None:
 
 
 def test_the_simulated_engine_sleeps_per_token_and_uses_the_tokenizer(tiny_model, monkeypatch):
-    """The scaling bench's stand-in (never chosen by auto): one sleep per call, scaled by the
-    longest completion, and well-formed completions of exactly max_tokens tokens."""
+    """The scaling bench's stand-in (never chosen by auto): a sleep per generated token, and
+    well-formed completions of exactly max_tokens tokens."""
     import time
 
     from models.engine import SimulatedGenerator
 
-    monkeypatch.setenv("PONDER_SIMULATED_MS_PER_TOKEN", "5")
+    monkeypatch.setenv("PONDER_SIMULATED_MS_PER_TOKEN", "1")
     engine = SimulatedGenerator(ModelSpec(model=str(tiny_model)))
     start = time.perf_counter()
     out = engine.generate(PROMPTS, SamplingConfig(n=2, max_tokens=20, logprobs=True))
-    assert time.perf_counter() - start >= 0.1  # 20 tokens x 5 ms, once for the whole batch
+    assert time.perf_counter() - start >= 0.2  # 5 prompts x 2 samples x 20 tokens x 1 ms
     assert [len(o.completions) for o in out] == [2] * len(PROMPTS)
     done = out[0].completions[0]
     assert len(done.token_ids) == 20 and done.finish_reason == "length"
