@@ -27,6 +27,7 @@ right sibling path) and the sibling scores needs a measurement of its own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -115,6 +116,56 @@ def siblings_then_drop(tree: ThoughtTree, path: list[Node], good: set[int]) -> S
     return below_siblings(tree, path, good) or divergence_then_drop(tree, path, good)
 
 
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def _numbers(text: str) -> set[str]:
+    """The numbers a step states, normalised (``70.0`` and ``70`` are one number)."""
+    return {f"{float(n):g}" for n in NUMBER.findall(text)}
+
+
+def unlike_right(tree: ThoughtTree, path: list[Node], good: set[int]) -> Suspect | None:
+    """The first step that states a number no path to a right answer states: where the
+    chosen path left the right paths' arithmetic (a wrong unit conversion, a misread
+    value). None when no right path is known, or the chosen path is one."""
+    if not good or not path or path[-1].id in good:
+        return None
+    right = set().union(*(_numbers(tree.text(tree.nodes[leaf])) for leaf in good))
+    for k, node in enumerate(path):
+        if _numbers(node.text) - right:
+            return Suspect(k, "here the path states a number no path to the right answer states")
+    return None
+
+
+def unlike_others(tree: ThoughtTree, path: list[Node], good: set[int]) -> Suspect | None:
+    """The first step that states a number most other finished paths do not (step-level
+    self-consistency, for trees where no path is known to be right). None with fewer than
+    two other finished paths."""
+    others = [leaf for leaf in tree.leaves() if leaf.terminal and (not path or leaf != path[-1])]
+    if len(others) < 2 or not path:
+        return None
+    stated = [_numbers(tree.text(leaf)) for leaf in others]
+    for k, node in enumerate(path):
+        lonely = [n for n in _numbers(node.text) if sum(n in s for s in stated) < len(stated) / 2]
+        if lonely:
+            return Suspect(k, "here the path states a number most other paths do not")
+    return None
+
+
+def right_then_siblings(tree: ThoughtTree, path: list[Node], good: set[int]) -> Suspect | None:
+    """``unlike_right`` where a path reached the right answer, else ``siblings_then_drop``."""
+    return unlike_right(tree, path, good) or siblings_then_drop(tree, path, good)
+
+
+def right_then_others(tree: ThoughtTree, path: list[Node], good: set[int]) -> Suspect | None:
+    """``unlike_right``, else ``unlike_others``, else ``siblings_then_drop``."""
+    return (
+        unlike_right(tree, path, good)
+        or unlike_others(tree, path, good)
+        or siblings_then_drop(tree, path, good)
+    )
+
+
 def _scores(path: list[Node]) -> list[float] | None:
     """The path's PRM scores, or None when any step has none (nothing to rank by)."""
     scores = [n.prm_score for n in path]
@@ -124,6 +175,10 @@ def _scores(path: list[Node]) -> list[float] | None:
 
 
 SUSPECT_RULES: dict[str, Rule] = {
+    "right_then_others": right_then_others,
+    "right_then_siblings": right_then_siblings,
+    "unlike_right": unlike_right,
+    "unlike_others": unlike_others,
     "siblings_then_drop": siblings_then_drop,
     "below_siblings": below_siblings,
     "divergence_then_drop": divergence_then_drop,
