@@ -43,3 +43,76 @@ def test_no_server_means_no_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
         target, why = find_deployment(default_deployment("finance_risk"))
     assert target is None and "PREFECT_API_URL" in why
     assert default_deployment("finance_risk") == "infer/infer-finance-risk"
+
+
+class _FakePrefect:
+    """Child runs whose states follow a script: run name -> the state each poll returns."""
+
+    def __init__(self, script: dict[str, list[str]]) -> None:
+        self.script, self.submitted, self.runs = script, [], {}
+
+    def run_deployment(self, deployment, *, parameters, timeout, tags, flow_run_name):
+        from types import SimpleNamespace
+        from uuid import uuid4
+
+        assert timeout == 0 and any(t.startswith("ponder-run:") for t in tags)
+        run = SimpleNamespace(id=uuid4(), name=flow_run_name)
+        self.runs[run.id] = iter(self.script[flow_run_name])
+        self.submitted.append((flow_run_name, parameters["params"]["shards"]))
+        return run
+
+    def read_flow_run(self, run_id):
+        from types import SimpleNamespace
+
+        from prefect.states import Completed, Crashed, Failed, Running
+
+        states = {"running": Running, "completed": Completed, "crashed": Crashed,
+                  "failed": Failed}  # fmt: skip
+        return SimpleNamespace(state=states[next(self.runs[run_id])](message="scripted"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _children(monkeypatch, script: dict[str, list[str]], retries: int):
+    import prefect.client.orchestration as orchestration
+    import prefect.deployments as deployments
+
+    from tasks.fanout import Children
+
+    fake = _FakePrefect(script)
+    monkeypatch.setattr(deployments, "run_deployment", fake.run_deployment)
+    monkeypatch.setattr(orchestration, "get_client", lambda sync_client: fake)
+    kids = Children(deployment="dep", key="k1", retries=retries, poll_s=0,
+                    params_for=lambda block: {"shards": block})  # fmt: skip
+    kids.blocks = {"a": [0, 1], "b": [2, 3]}
+    for name in kids.blocks:
+        kids.submit(name)
+    return kids, fake
+
+
+def test_a_crashed_child_is_submitted_again_with_the_same_shards(monkeypatch) -> None:
+    script = {"a-try1": ["running", "crashed"], "a-try2": ["running", "completed"],
+              "b-try1": ["running", "running", "completed"]}  # fmt: skip
+    kids, fake = _children(monkeypatch, script, retries=1)
+    done = []
+    kids.wait(on_done=lambda d, t: done.append((d, t)))
+    assert fake.submitted == [("a-try1", [0, 1]), ("b-try1", [2, 3]), ("a-try2", [0, 1])]
+    assert done[-1] == (2, 2)
+
+
+def test_a_child_that_crashes_too_often_or_fails_stops_the_parent(monkeypatch) -> None:
+    from domains.errors import PonderError
+
+    script = {"a-try1": ["crashed"], "a-try2": ["crashed"], "b-try1": ["completed"]}
+    kids, _ = _children(monkeypatch, script, retries=1)
+    with pytest.raises(PonderError, match=r"child a \(shards \[0, 1\]\) ended CRASHED after 2"):
+        kids.wait()
+    script = {"a-try1": ["failed"], "b-try1": ["completed"]}
+    kids, fake = _children(monkeypatch, script, retries=3)
+    with pytest.raises(PonderError, match="ended FAILED after 1 attempt"):
+        kids.wait()
+    assert [n for n, _ in fake.submitted] == ["a-try1", "b-try1"], "a failure is not retried"
