@@ -23,8 +23,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows.serve import free_port
-from tests.e2e.test_scheduled_loop import _client, _register_tiny_base, _wait_for_line
+from tests.e2e.serving import client as _client
+from tests.e2e.serving import register_tiny_base as _register_tiny_base
+from tests.e2e.serving import serve
 
 pytestmark = pytest.mark.serving
 BIN = Path(sys.executable).parent
@@ -36,34 +37,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
     """`ponder serve` with two GPU-pool workers whose children pause before each first write."""
     home = tmp_path_factory.mktemp("fanout")
     (home / "failpoints").mkdir()
-    env = {
-        **os.environ,
-        "PONDER_HOME": str(home),
-        "PREFECT_HOME": str(home / "prefect"),
-        "PONDER_BACKEND": "transformers",
-        "PONDER_FAILPOINTS": f"{POINT}=pause",
-        "PONDER_FAILPOINT_DIR": str(home / "failpoints"),
-    }
-    env.pop("PREFECT_API_URL", None)
-    ports = [str(free_port()), str(free_port())]
-    cmd = [str(BIN / "ponder"), "serve", "--prefect-port", ports[0], "--mlflow-port", ports[1]]
-    cmd += ["--poll-seconds", "2", "--gpu-workers", "2", "--missed-heartbeats", "2"]
-    log = home / "serve.out"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        _wait_for_line(log, "ready", proc, 300)
-        yield {
-            **env,
-            "PREFECT_API_URL": f"http://127.0.0.1:{ports[0]}/api",
-            "PONDER_TRACKING_URI": f"http://127.0.0.1:{ports[1]}",
-        }
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    points = {"PONDER_FAILPOINTS": f"{POINT}=pause",
+              "PONDER_FAILPOINT_DIR": str(home / "failpoints")}  # fmt: skip
+    with serve(home, points, ["--gpu-workers", "2", "--missed-heartbeats", "2"]) as env:
+        yield env
 
 
 def _cases(path: Path, n: int) -> Path:

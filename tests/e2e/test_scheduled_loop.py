@@ -9,8 +9,6 @@ way an operator edits them in the UI.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +19,9 @@ from typing import Any
 
 import pytest
 
-from flows.serve import free_port
+from tests.e2e.serving import client as _client
+from tests.e2e.serving import register_tiny_base as _register_tiny_base
+from tests.e2e.serving import serve
 
 pytestmark = pytest.mark.serving
 BIN = Path(sys.executable).parent
@@ -65,51 +65,8 @@ TINY = {  # deployment -> params for the tiny model
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """`ponder serve` on free ports with its own home; stopped (Ctrl-C) afterwards."""
     home = tmp_path_factory.mktemp("served")
-    env = {
-        **os.environ,
-        "PONDER_HOME": str(home),
-        "PREFECT_HOME": str(home / "prefect"),
-        "PONDER_BACKEND": "transformers",
-    }
-    env.pop("PREFECT_API_URL", None)
-    ports = [str(free_port()), str(free_port())]
-    cmd = [str(BIN / "ponder"), "serve", "--prefect-port", ports[0], "--mlflow-port", ports[1]]
-    cmd += ["--poll-seconds", "2", "--scheduler-seconds", "5"]
-    log = home / "serve.out"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        _wait_for_line(log, "ready", proc, 300)
-        yield {
-            **env,
-            "PREFECT_API_URL": f"http://127.0.0.1:{ports[0]}/api",
-            "PONDER_TRACKING_URI": f"http://127.0.0.1:{ports[1]}",
-        }
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _wait_for_line(log: Path, text: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in log.read_text():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"ponder serve exited {proc.returncode}:\n{log.read_text()}")
-        time.sleep(1)
-    raise AssertionError(f"ponder serve not ready in {timeout} s:\n{log.read_text()}")
-
-
-def _client(env: dict[str, str]) -> Any:
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
-        return get_client(sync_client=True)
+    with serve(home, {}, ["--scheduler-seconds", "5"]) as env:
+        yield env
 
 
 def _runs(client: Any, deployment: str) -> list[Any]:
@@ -141,20 +98,6 @@ def _wait_completed(client: Any, deployment: str, timeout: float, **match: Any) 
                 pytest.fail(f"{deployment} run {run.name} {run.state.type}:\n{_logs(client, run)}")
         time.sleep(3)
     pytest.fail(f"no completed run of {deployment} within {timeout} s")
-
-
-def _register_tiny_base(tiny_model: Path, env: dict[str, str], monkeypatch) -> None:
-    from models.registry import register_hf_dir
-    from models.settings import get_settings
-
-    monkeypatch.setenv("PONDER_TRACKING_URI", env["PONDER_TRACKING_URI"])
-    monkeypatch.setenv("PONDER_HOME", env["PONDER_HOME"])
-    get_settings.cache_clear()
-    try:
-        register_hf_dir(tiny_model, "ponder-base-policy", alias="champion")
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
 
 
 def _shrink(client: Any) -> None:
