@@ -94,19 +94,22 @@ def test_structure_escaping_and_the_suspect_step() -> None:
     assert "What is the anion gap?" in cases and "{&quot;value&quot;: 5}" in cases
     assert "<script>alert" not in cases and "&lt;script&gt;" in cases
     assert "cut at length" in cases and "visits 3" in cases
-    # c00000 and c00002 are wrong: the answer step fell most (0.90 -> 0.35) and is flagged
+    # c00000 and c00002 are wrong, with no right path known: the sibling rule flags step 1,
+    # the one the PRM ranks least above the steps tried beside it (SUSPECT_RULE)
     assert cases.count('class="chosen suspect"') == 2
-    assert "the largest fall in PRM score (0.90 to 0.35)" in cases
+    assert "suspect</span> step 1: of this path&#x27;s steps, the PRM ranks this one" in cases
+    assert "(0.90 against 0.10)" in cases
     assert "PRM 0.350 (&Delta; -0.550)" in cases  # each step's change from the one before
 
 
-def test_a_right_sibling_path_moves_the_suspect_to_the_fork() -> None:
-    """When the other first step is known to reach the truth, the chosen path's first step
-    (where it left that path) is the suspect, whatever the scores say."""
+def test_a_right_sibling_path_moves_the_suspect_to_its_first_foreign_number() -> None:
+    """When the other path is known to reach the truth, the suspect is the chosen path's
+    first step that states a number the right path does not: not "Step 1" (the right path
+    states 1 too) but the answer 4."""
     batch = _batch(1, good={"c00000": {4}})
     cases = render_pages(batch)["cases-001.html"]
-    assert "left a sibling path that reached the right answer" in cases
-    assert cases.index('class="chosen suspect"') < cases.index("Answer:")
+    assert "suspect</span> step 2: here the path states a number no path to the right" in cases
+    assert cases.index("read the note") < cases.index('class="chosen suspect"')
 
 
 @pytest.mark.parametrize("injection", CORPUS)
@@ -192,7 +195,7 @@ def test_a_reviewer_filters_follows_a_link_and_sees_the_suspect(browser, tmp_pat
     assert len(shown()) == 3 and d.find_element(By.ID, "shown").text == "3"
     d.find_element(By.LINK_TEXT, "c00000").click()
     assert d.current_url.endswith("cases-001.html#c00000")
-    flagged = d.find_element(By.CSS_SELECTOR, "#c00000 ~ details details.suspect > summary")
+    flagged = d.find_element(By.CSS_SELECTOR, "#c00000 ~ details.suspect > summary")
     assert flagged.is_displayed() and "suspect" in flagged.text
     closed = d.find_elements(By.CSS_SELECTOR, "details:not([open]) > summary")[0]
     closed.click()  # a reviewer opens a collapsed branch

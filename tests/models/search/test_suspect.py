@@ -31,6 +31,11 @@ def _tree() -> tuple[ThoughtTree, list[Node], Node]:
         ("divergence_then_drop", False, "convert"),
         ("below_siblings", False, "convert"),  # 0.4 against its sibling's 0.8
         ("siblings_then_drop", False, "convert"),
+        ("unlike_right", True, "answer 7"),  # the right path never states 7
+        ("unlike_right", False, None),
+        ("unlike_others", True, None),  # one other finished path: no majority to go by
+        ("right_then_siblings", True, "answer 7"),
+        ("right_then_siblings", False, "convert"),  # nothing right known: the siblings
     ],
 )
 def test_each_rule_points_at_its_step(rule: str, good: bool, expected: str | None) -> None:
@@ -85,3 +90,30 @@ def test_unscored_paths_and_unknown_rules() -> None:
     with pytest.raises(PonderError) as err:
         suspect_step(tree, tree.path(a), rule="vibes")
     assert all(name in err.value.fix for name in SUSPECT_RULES)
+
+
+def test_numbers_decide_where_the_path_left_the_right_ones() -> None:
+    """A wrong unit conversion: the right paths state 1.75 (m), the chosen path 17.5. Its
+    first step states only numbers the right paths state too."""
+    tree = ThoughtTree(prompt_token_ids=[1])
+    read = tree.add(tree.root, text="height 175 cm, weight 70 kg", prm_score=0.5)
+    bad = tree.add(read, text="17.5 m", prm_score=0.6)
+    end = tree.add(bad, text="BMI 0.0023", prm_score=0.7, terminal=True)
+    good = tree.add(read, text="1.75 m", prm_score=0.6)
+    ok1 = tree.add(good, text="BMI 22.9", prm_score=0.7, terminal=True)
+    ok2 = tree.add(good, text="BMI 22.86", prm_score=0.7, terminal=True)
+    found = suspect_step(tree, tree.path(end), good={ok1.id, ok2.id}, rule="unlike_right")
+    assert found is not None and found.index == 1
+    found = suspect_step(tree, tree.path(end), rule="unlike_others")
+    assert found is not None and found.index == 1, "17.5 stated alone; 1.75 by most"
+
+
+def test_a_path_above_its_siblings_blames_the_step_that_leads_them_least() -> None:
+    tree = ThoughtTree(prompt_token_ids=[1])
+    a = tree.add(tree.root, text="first", prm_score=0.9)
+    tree.add(tree.root, text="other first", prm_score=0.2)
+    b = tree.add(a, text="second", prm_score=0.6)
+    tree.add(a, text="other second", prm_score=0.5)
+    end = tree.add(b, text="answer", prm_score=0.7, terminal=True)
+    found = suspect_step(tree, tree.path(end), rule="below_siblings")
+    assert found is not None and found.index == 1 and "least above" in found.reason
