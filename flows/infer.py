@@ -52,7 +52,7 @@ class ShardRange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    index: int = Field(ge=0, description="The shard's index in the parent's run.")
+    index: int = Field(ge=0, le=10_000_000, description="The shard's index in the parent's run.")
     first: str = Field(description="Its first case id (cases are in id order).")
     last: str = Field(description="Its last case id (inclusive).")
 
