@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -271,8 +272,6 @@ def one_fanout(cases: Path, *, model: str, home: Path, env: dict[str, str], work
     from tasks.fanout import split_children
 
     for old in (home / "lake" / "medicine" / "predictions" / "_runs").glob("*"):
-        import shutil
-
         shutil.rmtree(old)  # every run searches afresh
     got = measured(cases, model=model, home=home, env=env, workers=workers,
                    shard_size=args.fanout_shard_size, max_tokens=args.max_tokens)  # fmt: skip

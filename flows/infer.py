@@ -9,6 +9,7 @@ report, and logs metrics, the report and a sample of reviewable traces to MLflow
 from __future__ import annotations
 
 import time
+from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
@@ -41,6 +42,7 @@ from tasks.infer import (
     learned_scorer,
     load_cases,
     resolve_model,
+    run_dir,
     run_key,
     search_shard,
 )
@@ -224,7 +226,7 @@ def infer(params: InferParams | None = None) -> InferResult:
     )
     _quarantine(ctx, too_long, run_id=f"{ctx.run_id}-long", source=None)
     key = run_key(label, exact, params.strategy, params.search_config(), tools)
-    out_dir = ctx.lake.dataset_dir(params.domain, "predictions") / "_runs" / key
+    out_dir = run_dir(ctx, key)
     meta = {"model_uri": uri, "model_version": exact, "run_key": key, "input": label}
     shards = _shards(params, fitting)
     laps.lap("prepare")
@@ -330,12 +332,11 @@ def _fan_out(
         child = ChildShards(run_key=key, shards=ranges, epoch=ctx.run_id, model_uri=model_uri)
         return base.model_copy(update={"workers": 1, "child": child}).model_dump(mode="json")
 
-    n_shards = len(shards)
-    blocks = fanout.split_children(n_shards, params.workers)
+    blocks = fanout.split_children(len(shards), params.workers)
     children = fanout.Children(deployment=target, key=key, params_for=params_for,
+                               blocks={f"shards-{b[0]:05d}-{b[-1]:05d}": b for b in blocks},
                                retries=params.child_retries)  # fmt: skip
-    children.blocks = {f"shards-{b[0]:05d}-{b[-1]:05d}": b for b in blocks}
-    log.info("fan-out: %d shards in %d child runs, at most %d at once", n_shards,
+    log.info("fan-out: %d shards in %d child runs, at most %d at once", len(shards),
              len(blocks), params.workers)  # fmt: skip
     try:
         for name in children.blocks:
@@ -356,8 +357,8 @@ def _child(ctx: StageContext, params: InferParams, child: ChildShards) -> InferR
 
     cases, _, label = load_cases(ctx, source=params.input, split=params.split)
     _, exact, local = resolve_model(ctx, model=params.model)
-    key = run_key(label, exact, params.strategy, params.search_config(),
-                  ctx.domain.active_tools(params.tools))  # fmt: skip
+    domain, tools = ctx.domain, ctx.domain.active_tools(params.tools)
+    key = run_key(label, exact, params.strategy, params.search_config(), tools)
     if key != child.run_key:
         raise PonderError(
             "child.run_key",
@@ -365,11 +366,10 @@ def _child(ctx: StageContext, params: InferParams, child: ChildShards) -> InferR
             "rerun the parent: its input or model changed under it",
         )
     spec = ModelSpec(model=str(local), max_model_len=params.max_model_len, dtype=params.dtype)
-    domain, tools = ctx.domain, ctx.domain.active_tools(params.tools)
     generator = with_tools(get_generator(spec), tools)
     picked = _child_shards(params, child, cases, generator=generator, domain=domain, tools=tools)
     meta = {"model_uri": child.model_uri, "model_version": exact, "run_key": key, "input": label}
-    out_dir = ctx.lake.dataset_dir(params.domain, "predictions") / "_runs" / key
+    out_dir = run_dir(ctx, key)
     with concurrency(fanout.limit_name(key), occupy=1, lease_duration=fanout.LEASE_S):
         scorer = _scorer(params, domain, [c for _, shard in picked for c in shard])
         _search_shards(ctx, params, picked, generator=generator, tools=tools, out_dir=out_dir,
@@ -388,10 +388,12 @@ def _child_shards(
     tools: list[str],
 ) -> list[tuple[int, list[Case]]]:
     """(index, cases) of each of the child's shards: the fitting cases in its id range,
-    which must start and end where the parent's shard did."""
+    which must start and end where the parent's shard did. ``cases`` are in id order
+    (``load_cases`` sorts them), so each range is found by bisection."""
+    ids = [c.id for c in cases]
     out = []
     for r in child.shards:
-        inside = [c for c in cases if r.first <= c.id <= r.last]
+        inside = cases[bisect_left(ids, r.first) : bisect_right(ids, r.last)]
         shard, _ = _split_by_fit(params, inside, generator=generator, domain=domain, tools=tools)
         if not shard or (shard[0].id, shard[-1].id) != (r.first, r.last):
             raise PonderError(

@@ -127,10 +127,10 @@ class Children:
 
     deployment: UUID
     key: str
+    blocks: dict[str, list[int]]  # child name -> the shard indices it searches
     params_for: Callable[[list[int]], dict[str, Any]]
     retries: int
     poll_s: float = 2.0
-    blocks: dict[str, list[int]] = field(default_factory=dict)
     runs: dict[str, UUID] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
 

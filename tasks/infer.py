@@ -306,6 +306,11 @@ def gather_shards(out_dir: Path, shards: list[list[str]]) -> tuple[pl.LazyFrame,
     )
 
 
+def run_dir(ctx: StageContext, key: str) -> Path:
+    """Where run ``key`` keeps its shard files until they are committed."""
+    return ctx.lake.dataset_dir(ctx.name, "predictions") / "_runs" / key
+
+
 @task(cache_policy=NO_CACHE)
 def commit_predictions(
     ctx: StageContext, *, out_dir: Path, sources: list[str], shards: list[list[str]]

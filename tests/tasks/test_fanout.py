@@ -87,8 +87,8 @@ def _children(monkeypatch, script: dict[str, list[str]], retries: int):
     monkeypatch.setattr(deployments, "run_deployment", fake.run_deployment)
     monkeypatch.setattr(orchestration, "get_client", lambda sync_client: fake)
     kids = Children(deployment="dep", key="k1", retries=retries, poll_s=0,
+                    blocks={"a": [0, 1], "b": [2, 3]},
                     params_for=lambda block: {"shards": block})  # fmt: skip
-    kids.blocks = {"a": [0, 1], "b": [2, 3]}
     for name in kids.blocks:
         kids.submit(name)
     return kids, fake
