@@ -7,7 +7,7 @@ evaluation and the report all use this one evaluator, so a computed number means
 thing everywhere. It lives in the lowest layer and imports nothing from ML.
 
 Only numbers, ``+ - * / **``, parentheses and the functions in ``FUNCTIONS`` parse (a
-whitelist over Python's ``ast``). Length, nesting, magnitude and exponents are bounded, and
+whitelist over Python's ``ast``); ``<<weight 96 lb to kg>>`` converts units (``domains.units``). Length, nesting, magnitude and exponents are bounded, and
 a bad expression never raises: ``evaluate`` returns a call whose ``error`` says what was
 wrong, and the text the model sees is `` = error: <reason>``.
 """
@@ -24,6 +24,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from domains import units
 from domains.errors import PonderError
 
 OPEN, CLOSE = "<<", ">>"
@@ -60,6 +61,9 @@ class CalcCall(BaseModel):
     value: float | None = Field(default=None, description="Exact result, None on error.")
     result: str | None = Field(default=None, description="The result as inserted in the text.")
     error: str | None = Field(default=None, description="Why it failed, None on success.")
+    unit: str | None = Field(
+        default=None, description="A conversion's target unit, inserted after the result."
+    )
 
     @property
     def ok(self) -> bool:
@@ -68,7 +72,9 @@ class CalcCall(BaseModel):
     @property
     def inserted(self) -> str:
         """The text that follows the closing marker."""
-        return f" = {self.result}" if self.ok else f" = error: {self.error}"
+        if not self.ok:
+            return f" = error: {self.error}"
+        return f" = {self.result}{' ' + self.unit if self.unit else ''}"
 
 
 def _ppf(p: float) -> float:
@@ -114,6 +120,8 @@ class _Refused(Exception):
 def evaluate(expression: str, limits: CalcLimits = LIMITS) -> CalcCall:
     """Evaluate one expression exactly; every failure becomes ``error`` (never raises)."""
     expr = expression.strip()
+    if len(expr) <= limits.max_chars and units.looks_like(expr):
+        return _conversion(expression, limits)
     try:
         if len(expr) > limits.max_chars:
             raise _Refused(f"expression longer than {limits.max_chars} characters")
@@ -132,6 +140,17 @@ def evaluate(expression: str, limits: CalcLimits = LIMITS) -> CalcCall:
     except RecursionError:
         return CalcCall(expression=expression, error="expression nested too deeply")
     return CalcCall(expression=expression, value=value, result=format_number(value))
+
+
+def _conversion(expression: str, limits: CalcLimits) -> CalcCall:
+    out = units.convert(expression)
+    if out.value is not None and abs(out.value) > limits.max_magnitude:
+        out = units.Converted(None, out.unit, "result too large")
+    if out.value is None:
+        return CalcCall(expression=expression, error=out.error)
+    return CalcCall(
+        expression=expression, value=out.value, result=format_number(out.value), unit=out.unit
+    )
 
 
 def _domain_message(err: Exception) -> str:
@@ -222,6 +241,15 @@ class Work:
         )
         return call.result or ""
 
+    def convert(self, stated: str, target: str) -> str:
+        """Add ``- <<weight 96 lb to kg>> = 43.544868 kg`` and return the number shown."""
+        expr = f"{stated} to {target}"
+        call = evaluate(expr)
+        if not call.ok or call.unit is None:
+            raise ValueError(f"reference conversion {expr!r} failed: {call.error}")
+        self.lines.append(f"- {OPEN}{expr}{CLOSE}{call.inserted}")
+        return call.result or ""
+
     def say(self, line: str) -> None:
         self.lines.append(f"- {line}")
 
@@ -279,8 +307,9 @@ def prompt_paragraph() -> str:
     return (
         "Calculator: write every computation as <<expression>> and stop; the exact result is "
         "inserted after it, e.g. <<(7 + 5) * 3>> = 36. Use + - * / ** ( ) and sqrt, ln, "
-        "log10, exp, abs, min, max, round, floor, ceil, norm_cdf, norm_ppf. Do not compute "
-        "in your head."
+        "log10, exp, abs, min, max, round, floor, ceil, norm_cdf, norm_ppf. Convert units the "
+        "same way, the value as stated then the unit wanted: <<distance 3 mi to km>> = "
+        "4.828032 km. Do not compute in your head."
     )
 
 

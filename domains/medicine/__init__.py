@@ -20,7 +20,7 @@ CalcName = Literal[tuple(CALCULATORS)]  # type: ignore[valid-type]
 CONVERSIONS = (
     "Conversions: BUN mg/dL = urea mmol/L x 2.8; creatinine mg/dL = umol/L / 88.4; calcium "
     "mg/dL = mmol/L x 4.008; albumin g/dL = g/L / 10; bilirubin mg/dL = umol/L / 17.1; "
-    "1 lb = 0.453592 kg; 1 in = 2.54 cm. Findings not mentioned are absent."
+    "1 lb = 0.45359237 kg; 1 in = 2.54 cm. Findings not mentioned are absent."
 )
 
 

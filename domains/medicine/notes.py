@@ -21,7 +21,7 @@ from domains.medicine.calculators import (
     PatientFacts,
 )
 
-LB = 0.453592  # kg per lb, the factor the prompt states
+LB = 0.45359237  # kg per lb (the international pound), the factor the prompt states
 
 FIRST = {
     "M": ["James", "Ahmed", "Wei", "Carlos", "Tomasz", "Kwame"],

@@ -20,7 +20,7 @@ from domains.medicine.calculators import (
     PatientFacts,
     PointsResult,
 )
-from domains.medicine.notes import LB, PHRASES, Stated, stated
+from domains.medicine.notes import PHRASES, Stated, stated
 
 
 def solution(calc: str, f: PatientFacts, units: dict, note: str) -> list[str]:
@@ -103,17 +103,14 @@ def _total(result: PointsResult) -> str:
 # -- formulas --------------------------------------------------------------------------------
 
 
-def _unit(w: Work, name: str, v: Stated, target: str, convert: str | None) -> str:
-    """One unit line that restates the note's unit before deciding: "calcium is in mmol/L,
-    convert to mg/dL: <<2.7 * 4.008>> = 10.8216 mg/dL" or "calcium is in mg/dL, no
-    conversion: 10.8 mg/dL". The model copies the unit (which it reads well), and the
-    branch follows the token it just wrote; with the decision first ("calcium in mg/dL:"
-    or "calcium 10.8 mg/dL (no conversion)") it converted values already in the target
-    unit (bench-loop, formulas-hard: most wrong corrected-calcium and BMI answers)."""
-    if convert is None:
-        w.say(f"{name} is in {v.unit}, no conversion: {v.number} {target}")
-        return v.number
-    return w.calc(f"{name} is in {v.unit}, convert to {target}", convert, target)
+def _unit(w: Work, v: Stated, target: str) -> str:
+    """One unit line, the same call whether or not the unit changes: "<<calcium 2.7 mmol/L
+    to mg/dL>> = 10.8216 mg/dL" or "<<calcium 10.8 mg/dL to mg/dL>> = 10.8 mg/dL". The model
+    copies the read step's value and writes the target, which depends only on the input;
+    with a branch ("calcium is in mg/dL, no conversion" or "convert to mg/dL: <<x * 4.008>>")
+    it converted values already in the target unit: every wrong corrected-calcium and BMI
+    answer of round 1 in a bench-loop run (formulas-hard)."""
+    return w.convert(str(v), target)
 
 
 def _layout(units: Work, compute: Work) -> list[str]:
@@ -125,44 +122,22 @@ def _layout(units: Work, compute: Work) -> list[str]:
     return ["Units:\n" + "\n".join(units.lines), "Compute:\n" + "\n".join(compute.lines)]
 
 
-def _weight(w: Work, values: dict[str, Stated]) -> str:
-    v = values["weight_kg"]
-    return _unit(w, "weight", v, "kg", f"{v.number} * {LB}" if v.unit == "lb" else None)
-
-
-def _height_cm(w: Work, values: dict[str, Stated]) -> tuple[str, str]:
-    """(height in cm, height in inches) as shown."""
-    v = values["height_cm"]
-    if v.unit == "in":
-        ft, inch = v.number.split(" ft ")
-        inches = w.calc("height is in ft and in, convert to inches", f"{ft} * 12 + {inch}", "in")
-        return w.calc("height in cm", f"{inches} * 2.54", "cm"), inches
-    return _unit(w, "height", v, "cm", None), f"{v.number} / 2.54"
-
-
-def _creatinine(w: Work, values: dict[str, Stated]) -> str:
-    v = values["creatinine"]
-    umol = v.unit == "umol/L"
-    return _unit(w, "creatinine", v, "mg/dL", f"{v.number} / 88.4" if umol else None)
-
-
 def _bmi(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
     w = Work()
-    kg = _weight(w, values)
-    cm, _ = _height_cm(w, values)
-    metres = w.calc("height in m", f"{cm} / 100", "m")
+    kg = _unit(w, values["weight_kg"], "kg")
+    metres = _unit(w, values["height_cm"], "m")
     c = Work()
     c.calc("BMI = weight / height^2", f"{kg} / {metres} ** 2", "kg/m^2")
     return _layout(w, c)
 
 
 def _cockcroft_gault(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
+    units = Work()  # in the order the read step lists them: weight, height, creatinine
+    kg = _unit(units, values["weight_kg"], "kg")
+    metres = _unit(units, values["height_cm"], "m")
+    inches = _unit(units, values["height_cm"], "in")
+    scr = _unit(units, values["creatinine"], "mg/dL")
     w = Work()
-    kg = _weight(w, values)
-    cm, inches = _height_cm(w, values)
-    scr = _creatinine(w, values)
-    units, w = w, Work()
-    metres = w.calc("height in m", f"{cm} / 100", "m")
     bmi = float(w.calc("BMI", f"{kg} / {metres} ** 2", "kg/m^2"))
     base = "50" if f.sex == "M" else "45.5"
     ibw = w.calc(
@@ -192,8 +167,8 @@ def _cockcroft_gault(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
 def _anion_gap(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
     na, cl, hco3 = (values[k].number for k in ("sodium", "chloride", "bicarbonate"))
     units = Work()  # in the order the read step lists them: Na, Cl, HCO3
-    for name, key in (("Na", "sodium"), ("Cl", "chloride"), ("HCO3", "bicarbonate")):
-        _unit(units, name, values[key], "mmol/L", None)
+    for key in ("sodium", "chloride", "bicarbonate"):
+        _unit(units, values[key], "mmol/L")
     # the calls take the values in that same order, Na - Cl, then - HCO3: with
     # <<Cl + HCO3>> first, the demo's SFT model wrote HCO3 twice (<<20 + 20>>, 8 of 11 wrong)
     # and with one call, <<Na - (Cl + HCO3)>>, it put Cl's value in Na's slot
@@ -205,10 +180,8 @@ def _anion_gap(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
 
 def _corrected_calcium(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
     units = Work()
-    ca, alb = values["calcium"], values["albumin"]
-    mmol, g_l = ca.unit == "mmol/L", alb.unit == "g/L"
-    ca_mg = _unit(units, "calcium", ca, "mg/dL", f"{ca.number} * 4.008" if mmol else None)
-    alb_g = _unit(units, "albumin", alb, "g/dL", f"{alb.number} / 10" if g_l else None)
+    ca_mg = _unit(units, values["calcium"], "mg/dL")
+    alb_g = _unit(units, values["albumin"], "g/dL")
     w = Work()
     w.calc(
         "corrected calcium = Ca + 0.8 x (4 - albumin)", f"{ca_mg} + 0.8 * (4 - {alb_g})", "mg/dL"
@@ -218,8 +191,8 @@ def _corrected_calcium(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
 
 def _qtc(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
     units = Work()
-    qt = _unit(units, "QT", values["qt_ms"], "ms", None)  # the read step's order
-    hr = _unit(units, "HR", values["hr"], "bpm", None)
+    qt = _unit(units, values["qt_ms"], "ms")  # the read step's order
+    hr = _unit(units, values["hr"], "bpm")
     w = Work()
     rr = w.calc("RR interval = 60 / HR", f"60 / {hr}", "s")
     w.calc("QTc = QT / sqrt(RR)", f"{qt} / sqrt({rr})", "ms")
@@ -228,10 +201,8 @@ def _qtc(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
 
 def _meld_na(f: PatientFacts, values: dict[str, Stated]) -> list[str]:
     w = Work()
-    scr = _creatinine(w, values)
-    bili = values["bilirubin"]
-    umol = bili.unit == "umol/L"
-    bili_mg = _unit(w, "bilirubin", bili, "mg/dL", f"{bili.number} / 17.1" if umol else None)
+    scr = _unit(w, values["creatinine"], "mg/dL")
+    bili_mg = _unit(w, values["bilirubin"], "mg/dL")
     b = Work()
     if f.has("dialysis_twice_last_week"):
         b.say("dialysed twice in the past week: creatinine counts as 4.0")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 import regex
 
-from domains import calc, parsing
+from domains import calc, parsing, units
 from domains.privacy import RedactionConfig, Redactor
 from domains.recognizers import PATTERNS, names_before, person_spans
 
@@ -52,6 +52,9 @@ FRAGMENTS = [
     "acct ",
     "DE89",
     "(555) ",
+    " to ",
+    "a 1 to ",
+    "weight 96 ",
 ]
 
 
@@ -79,6 +82,7 @@ def _parsers() -> dict[str, Callable[[str], object]]:
         "number": lambda t: parsing._NUMBER.search(t),
         "calculator calls": lambda t: calc.CALL.findall(t),
         "strip calls": calc.strip_calls,
+        "unit conversion": units.looks_like,
     }
 
 
