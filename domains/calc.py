@@ -7,9 +7,10 @@ evaluation and the report all use this one evaluator, so a computed number means
 thing everywhere. It lives in the lowest layer and imports nothing from ML.
 
 Only numbers, ``+ - * / **``, parentheses and the functions in ``FUNCTIONS`` parse (a
-whitelist over Python's ``ast``); ``<<weight 96 lb to kg>>`` converts units (``domains.units``). Length, nesting, magnitude and exponents are bounded, and
-a bad expression never raises: ``evaluate`` returns a call whose ``error`` says what was
-wrong, and the text the model sees is `` = error: <reason>``.
+whitelist over Python's ``ast``); ``<<weight 96 lb to kg>>`` converts units
+(``domains.units``). Length, nesting, magnitude and exponents are bounded, and a bad
+expression never raises: ``evaluate`` returns a call whose ``error`` says what was wrong, and
+the text the model sees is `` = error: <reason>``.
 """
 
 from __future__ import annotations
