@@ -71,6 +71,8 @@ SUITES: dict[str, list[Group]] = {
         Group("finance_risk", ("structuring",), (2, 3)),
         Group("finance_risk", ("aml_typology",), (1, 2)),
     ],
+    # the medicine part alone: all 11 calculators at the hard levels
+    "medicine-hard": [Group("medicine", None, (3, 4, 5))],
     "formulas": [Group("medicine", None, (1, 2), {"calculator": MEDICINE_FORMULAS})],
     # the demo's four formulas at the hard levels (mixed units, distractors)
     "formulas-hard": [Group("medicine", None, (3, 4, 5), {"calculator": MEDICINE_FORMULAS})],

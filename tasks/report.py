@@ -337,7 +337,8 @@ def _calls_html(node: Node, red: Redact) -> str:
     items = "".join(
         f"<li><code>{html.escape(red(c.expression))}</code> = "
         + (
-            f"<b>{html.escape(c.result or '')}</b> <span class='ok'>computed</span>"
+            f"<b>{html.escape(c.result or '')}</b>{html.escape(' ' + c.unit if c.unit else '')}"
+            " <span class='ok'>computed</span>"
             if c.ok
             else f"<span class='bad'>error: {html.escape(c.error or '')}</span>"
         )

@@ -335,7 +335,9 @@ def _call_spans(node: Any, red: Any) -> None:
     for call in node.calls:
         with mlflow.start_span(name="calc", span_type=SpanType.TOOL) as span:
             span.set_inputs({"expression": red.text(call.expression)})
-            span.set_outputs({"result": call.result, "error": call.error, "computed": True})
+            span.set_outputs(
+                {"result": call.result, "unit": call.unit, "error": call.error, "computed": True}
+            )
 
 
 @task(cache_policy=NO_CACHE)  # not retried: a retry would log the traces twice

@@ -200,3 +200,17 @@ def test_a_reviewer_filters_follows_a_link_and_sees_the_suspect(browser, tmp_pat
     closed = d.find_elements(By.CSS_SELECTOR, "details:not([open]) > summary")[0]
     closed.click()  # a reviewer opens a collapsed branch
     assert closed.find_element(By.XPATH, "..").get_attribute("open") is not None
+
+
+def test_a_conversion_call_shows_its_computed_value_with_the_unit() -> None:
+    from domains.calc import evaluate
+    from tasks.report import _calls_html
+
+    tree = ThoughtTree(prompt_token_ids=[1])
+    node = tree.add(
+        tree.root,
+        text="- <<calcium 2.7 mmol/L to mg/dL>> = 10.8216 mg/dL",
+        calls=[evaluate("calcium 2.7 mmol/L to mg/dL")],
+    )
+    shown = _calls_html(node, lambda t: t)
+    assert "<b>10.8216</b> mg/dL <span class='ok'>computed</span>" in shown
