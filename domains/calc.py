@@ -145,10 +145,10 @@ def evaluate(expression: str, limits: CalcLimits = LIMITS) -> CalcCall:
 
 def _conversion(expression: str, limits: CalcLimits) -> CalcCall:
     out = units.convert(expression)
-    if out.value is not None and abs(out.value) > limits.max_magnitude:
-        out = units.Converted(None, out.unit, "result too large")
     if out.value is None:
         return CalcCall(expression=expression, error=out.error)
+    if abs(out.value) > limits.max_magnitude:
+        return CalcCall(expression=expression, error="result too large")
     return CalcCall(
         expression=expression, value=out.value, result=format_number(out.value), unit=out.unit
     )
