@@ -84,9 +84,8 @@ def wrong_paths(
 
     from bench.loop import first_wrong_step
     from tasks.context import StageContext
-    from tasks.report import chosen_nodes, load_trees
+    from tasks.report import chosen_nodes, load_trees, right_leaves
     from tasks.reward import load_cases
-    from tasks.tracking import right_leaves
 
     ctx = StageContext.open(domain)
     cases, splits = load_cases(ctx)

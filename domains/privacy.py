@@ -293,6 +293,12 @@ class Redactor:
         digest = hmac.new(self.key, f"case:{case_id}".encode(), hashlib.sha256)
         return f"case-{digest.hexdigest()[:16]}"
 
+    def fingerprint(self) -> str:
+        """64 bits of HMAC of this redactor's config: texts masked earlier (a shard's report
+        texts) are reused only by a redactor with the same key and detectors."""
+        config = self.config.model_dump_json().encode()
+        return hmac.new(self.key, b"fingerprint:" + config, hashlib.sha256).hexdigest()[:16]
+
     def mask(self, kind: str, value: str) -> str:
         """``[KIND-`` + 64 bits of HMAC of the value's normal form + ``]``: at 20,000
         identifiers two masks collide with a probability of about 1e-11."""

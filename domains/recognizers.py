@@ -273,7 +273,11 @@ def ner_engine() -> AnalyzerEngine:
 
 @functools.lru_cache(maxsize=4096)
 def person_spans(text: str) -> tuple[tuple[int, int], ...]:
-    """Where the named-entity model finds people in ``text`` (cached: log lines repeat)."""
+    """Where the named-entity model finds people in ``text`` (cached: log lines repeat).
+    A span is kept only with a capital letter in it (``_trim``), so a text without one (an
+    answer such as "12.5", a calculator expression) never reaches the model."""
+    if not _UPPER.search(text):
+        return ()
     # a line break inside a name hides it from the model: read it as a space (same length,
     # so the spans still index ``text``)
     found = ner_engine().analyze(_SOFT_BREAK.sub(" ", text), language="en", entities=["PERSON"])

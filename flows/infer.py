@@ -30,7 +30,6 @@ from domains.faults import failpoint
 from models import progress as console_progress
 from models.engine import MAX_COMPLETION, TokenizerOnly, get_generator
 from models.loading import ModelSpec
-from models.redaction import learn as learn_identifiers
 from models.search import SearchConfig, StrategyName
 from models.search.scorers import LogprobScorer, OracleScorer
 from models.tools import with_tools
@@ -211,7 +210,6 @@ def infer(params: InferParams | None = None) -> InferResult:
         return _child(ctx, params, params.child)
     log, laps = get_run_logger(), Laps()
     cases, rejected, label = load_cases(ctx, source=params.input, split=params.split)
-    learn_identifiers(params.domain, [c.inputs for c in cases])
     _quarantine(ctx, rejected, run_id=ctx.run_id, source=label)
     if not cases:
         log.warning("empty input %s: nothing to score", label)

@@ -27,6 +27,7 @@ from models.search import SearchConfig, run_search
 from models.search.base import Problem, Scorer, SearchResult
 from tasks.context import StageContext
 from tasks.lake import tmp_beside
+from tasks.report import Batch, case_inputs, case_masks, right_leaves
 from tasks.review import disagreement
 
 
@@ -196,6 +197,9 @@ def search_shard(
         return target
     _check_fence(out_dir, epoch)
     d = ctx.domain
+    inputs = case_inputs(d, cases)
+    for shown, _ in inputs.values():  # identifiers learned before any text of these cases
+        ctx.redactor.text(shown)  # leaves this process (and remembered for their answers)
     problems = [
         Problem(
             id=c.id, prompt=d.prompt(c, tools), answer_of=lambda text, c=c: answer_key(d, c, text)
@@ -209,12 +213,41 @@ def search_shard(
         _prediction(d, c, r, per_case, meta=meta, shard=target.name)
         for c, r in zip(cases, results, strict=True)
     ]
-    trees = [{"case_id": r.problem_id, "tree": r.tree.model_dump_json()} for r in results]
+    trees = _tree_rows(ctx, cases, results, rows=rows, inputs=inputs)
     failpoint("infer.shard.write")  # searched, not yet written: a kill here loses the shard
     _check_fence(out_dir, epoch)
     _atomic_parquet(pl.DataFrame(trees), out_dir / f"trees-{index:05d}.parquet")
     _atomic_parquet(pl.DataFrame(rows, infer_schema_length=None), target)
     return target
+
+
+def _tree_rows(
+    ctx: StageContext,
+    cases: list[Case],
+    results: list[SearchResult],
+    *,
+    rows: list[dict[str, Any]],
+    inputs: dict[str, tuple[str, str | None]],
+) -> list[dict[str, Any]]:
+    """Per case: its thought tree, and the texts its report shows, masked here
+    (``tasks.report.case_masks``) under the redactor's fingerprint, so the parent's
+    report reads them instead of masking every case again in one process."""
+    trees = {r.problem_id: r.tree for r in results}
+    batch = Batch(
+        title="",
+        predictions=pl.DataFrame(rows, infer_schema_length=None),
+        trees=trees,
+        texts={r.problem_id: r.text for r in results},
+        inputs=inputs,
+        good=right_leaves(ctx.domain, cases, trees),
+    )
+    masks = case_masks(batch, ctx.redactor.text)
+    by = ctx.redactor.fingerprint()
+    return [
+        {"case_id": r.problem_id, "tree": r.tree.model_dump_json(),
+         "masked": json.dumps(masks[r.problem_id]), "masked_by": by}
+        for r in results
+    ]  # fmt: skip
 
 
 def _check_fence(out_dir: Path, epoch: str | None) -> None:
@@ -302,7 +335,7 @@ def gather_shards(out_dir: Path, shards: list[list[str]]) -> tuple[pl.LazyFrame,
     once = {"subset": "case_id", "keep": "first", "maintain_order": True}
     return (
         pl.concat(frames, how="diagonal_relaxed").unique(**once),
-        pl.concat(trees).unique(**once),
+        pl.concat(trees, how="diagonal_relaxed").unique(**once),  # older shards: no masks
     )
 
 

@@ -15,6 +15,7 @@ All model text is redacted (identifiers masked, ``domains.privacy``) and then HT
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -24,6 +25,7 @@ from typing import Any
 
 import polars as pl
 
+from domains.base import Case, Domain
 from models.search.suspect import suspect_step
 from models.search.tree import Node, ThoughtTree
 
@@ -95,6 +97,8 @@ class Batch:
     inputs: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # shown, expected
     good: dict[str, set[int]] = field(default_factory=dict)  # leaves that reach the truth
     links: dict[str, str] = field(default_factory=dict)  # "review in MLflow" URLs
+    # per case, its texts as masked where its shard was searched (``case_masks``)
+    masks: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -171,15 +175,91 @@ class PageWriter:
         number = len(self.rows) // self.page_size
         rows = batch.predictions.sort("case_id").iter_rows(named=True)
         cases = [_case(batch, r, number, self.case_ref) for r in rows]
-        self.rows += [_row_html(batch, c, self.redact) for c in cases]
+        red = Memo(batch.masks, self.redact) if batch.masks else self.redact
+        self.rows += [_row_html(batch, c, red) for c in cases]
         self.families |= {str(c.row["family"]) for c in cases}
-        sections = "".join(_case_section(batch, c, self.redact) for c in cases)
+        sections = "".join(_case_section(batch, c, red) for c in cases)
         body = f"<h2>Thought trees</h2>{sections}"
         return cases[0].page, _page(self.title, self.meta, body, self.redact, back=True)
 
     def index(self) -> str:
         """The index page over every case paged so far."""
         return _index_html(self.title, self.meta, self.rows, self.families, self.redact)
+
+
+def digest(text: str) -> str:
+    """The key a masked text is kept under: 64 bits of BLAKE2b of the raw text (the raw
+    text itself stays in the lake's ``tree`` column)."""
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+class Recorder:
+    """A ``Redact`` that remembers what it returned for each text, by ``digest`` (None: the
+    text is shown as it is)."""
+
+    def __init__(self, redact: Redact) -> None:
+        self.redact = redact
+        self.seen: dict[str, str | None] = {}
+
+    def __call__(self, text: str) -> str:
+        shown = self.redact(text)
+        self.seen[digest(text)] = None if shown == text else shown
+        return shown
+
+
+class Memo:
+    """A ``Redact`` that shows each text as it was masked before (``case_masks``), and masks
+    a text it was not given (the page's settings, a case searched before masks were kept)
+    with ``redact``."""
+
+    def __init__(self, masks: dict[str, dict[str, str | None]], redact: Redact) -> None:
+        self.known = {k: v for per_case in masks.values() for k, v in per_case.items()}
+        self.redact = redact
+
+    def __call__(self, text: str) -> str:
+        key = digest(text)
+        if key not in self.known:
+            return self.redact(text)
+        shown = self.known[key]
+        return text if shown is None else shown
+
+
+def case_masks(batch: Batch, redact: Redact) -> dict[str, dict[str, str | None]]:
+    """Per case of ``batch``, every text its index row and case section show, masked by
+    ``redact``: made where a shard is searched (by a fan-out child, on its own worker) and
+    kept beside its trees, so the report reuses them instead of running the name model
+    again in one process. The texts are found by rendering the case with a ``Recorder``,
+    so they are exactly the ones the pages mask."""
+    out = {}
+    for row in batch.predictions.iter_rows(named=True):
+        record = Recorder(redact)
+        c = _case(batch, row, 0, _plain)
+        _row_html(batch, c, record)
+        _case_section(batch, c, record)
+        out[row["case_id"]] = record.seen
+    return out
+
+
+def case_inputs(d: Domain, cases: list[Case]) -> dict[str, tuple[str, str | None]]:
+    """(the case as the model reads it, the expected answer JSON) per case id."""
+    out = {}
+    for c in cases:
+        fam = d.family(c.family)
+        shown = fam.render(fam.Inputs.model_validate(c.inputs))
+        out[c.id] = (shown, json.dumps(c.truth) if c.truth is not None else None)
+    return out
+
+
+def right_leaves(d: Domain, cases: list[Case], trees: dict[str, Any]) -> dict[str, set[int]]:
+    """Per case with a known answer, the ids of its tree's leaves whose answer is right:
+    the paths the suspect-step rule compares a wrong chosen path with."""
+    out = {}
+    for case in cases:
+        tree = trees.get(case.id)
+        if tree is None or case.truth is None:
+            continue
+        out[case.id] = {leaf.id for leaf in tree.leaves() if d.check(tree.text(leaf), case).correct}
+    return out
 
 
 def _case(batch: Batch, row: dict[str, Any], page: int, ref: Redact) -> _Case:

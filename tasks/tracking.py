@@ -8,6 +8,7 @@ back.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,12 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from domains.base import Case, Domain
+from domains.base import Case
+from models.redaction import learn as learn_identifiers
 from models.registry import TRACE_EXPERIMENT
 from tasks.artifacts import table_artifact
 from tasks.context import StageContext
-from tasks.report import PAGE_SIZE, Batch, PageWriter, load_trees
+from tasks.report import PAGE_SIZE, Batch, PageWriter, case_inputs, load_trees, right_leaves
 from tasks.review import fill_review_queue, needs_review
 
 CASE_REF_TAG = "ponder.case_ref"  # a trace's case, as a keyed reference (never the raw id)
@@ -80,6 +82,7 @@ def log_inference_run(
     info = ctx.lake.info(domain, "predictions", version) if version else None
     review = needs_review(frame, k=params["review_k"])
     traced = _traced(cases, sample=params["log_traces"], review=review)
+    learn_identifiers(domain, [c.inputs for c in traced])  # before their traces leave
     trees, texts = version_rows(info.path, {c.id for c in traced}) if info else ({}, {})
     traces = log_traces(ctx, cases=traced, trees=trees, texts=texts)
     queue = fill_review_queue(ctx, traces={c: traces[c] for c in review if traces.get(c)})
@@ -175,6 +178,9 @@ def version_pages(
     for preds, tree_rows in iter_pages(path, PAGE_SIZE):
         trees = load_trees(tree_rows)
         known = [cases[c] for c in preds["case_id"] if c in cases]
+        masks = stored_masks(tree_rows, ctx.redactor.fingerprint())
+        # cases masked here, not where they were searched: their identifiers first
+        learn_identifiers(ctx.name, [c.inputs for c in known if c.id not in masks])
         yield Batch(
             title=title,
             predictions=preds.drop("text"),
@@ -184,7 +190,18 @@ def version_pages(
             inputs=case_inputs(ctx.domain, known),
             good=right_leaves(ctx.domain, known, trees),
             links={c: links[c] for c in preds["case_id"] if c in links},
+            masks=masks,
         )
+
+
+def stored_masks(tree_rows: pl.DataFrame, fingerprint: str) -> dict[str, dict[str, str | None]]:
+    """Case id -> its report texts as masked where it was searched, for the cases masked
+    by a redactor with this ``fingerprint`` (same key and detectors); the others are
+    masked again."""
+    if "masked" not in tree_rows.columns:
+        return {}
+    same = tree_rows.filter(pl.col("masked_by") == fingerprint)
+    return {c: json.loads(m) for c, m in zip(same["case_id"], same["masked"], strict=True)}
 
 
 def _traced(cases: list[Case], *, sample: int, review: list[str]) -> list[Case]:
@@ -287,18 +304,6 @@ def _lake_cases(ctx: StageContext, ids: set[str]) -> list[Case]:
     return [row_case(r) for r in rows.iter_rows(named=True)]
 
 
-def right_leaves(d: Domain, cases: list[Case], trees: dict[str, Any]) -> dict[str, set[int]]:
-    """Per case with a known answer, the ids of its tree's leaves whose answer is right:
-    the paths the suspect-step rule compares a wrong chosen path with."""
-    out = {}
-    for case in cases:
-        tree = trees.get(case.id)
-        if tree is None or case.truth is None:
-            continue
-        out[case.id] = {leaf.id for leaf in tree.leaves() if d.check(tree.text(leaf), case).correct}
-    return out
-
-
 def trace_links(traces: dict[str, str]) -> dict[str, str]:
     """Case id -> the trace's page in the MLflow UI, when the tracking URI is a server
     (a local SQLite store has no UI address to link to)."""
@@ -312,18 +317,6 @@ def trace_links(traces: dict[str, str]) -> dict[str, str]:
         return {}
     base = f"{page}/traces"
     return {c: f"{base}?selectedEvaluationId={t}&traceId={t}" for c, t in traces.items() if t}
-
-
-def case_inputs(d: Domain, cases: list[Case]) -> dict[str, tuple[str, str | None]]:
-    """(the case as the model reads it, the expected answer JSON) per case id."""
-    import json
-
-    out = {}
-    for c in cases:
-        fam = d.family(c.family)
-        shown = fam.render(fam.Inputs.model_validate(c.inputs))
-        out[c.id] = (shown, json.dumps(c.truth) if c.truth is not None else None)
-    return out
 
 
 def _call_spans(node: Any, red: Any) -> None:

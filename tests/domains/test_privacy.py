@@ -121,3 +121,17 @@ def test_an_identifier_seen_once_is_masked_without_its_label_later() -> None:
         r.mask("name", "x"), r.mask("name", "Rafferty Lindqvist")
     )
     assert red().text(cut) == cut  # a fresh redactor has seen nothing: context is needed
+
+
+def test_a_text_without_a_capital_never_reaches_the_name_model(monkeypatch) -> None:
+    """A person span needs a capital letter (``_trim``), so a text without one is not run
+    through the named-entity model: same spans, none of its time."""
+    from domains import recognizers
+
+    def refuse() -> None:
+        raise AssertionError("the name model ran")
+
+    monkeypatch.setattr(recognizers, "ner_engine", refuse)
+    assert recognizers.person_spans('{"value": 12.5} <<60 / 69>> = 0.87 no capital here') == ()
+    with pytest.raises(AssertionError, match="name model ran"):
+        recognizers.person_spans("Seen with Ann Lee today")

@@ -74,6 +74,10 @@ def test_infer_end_to_end(fresh_lake: Path, tiny_model: Path, vllm_engine) -> No
     page = "".join(p.read_text() for p in sorted(Path(out.report).parent.glob("*.html")))
     from models.redaction import redactor
 
+    # each case's report texts were masked where its shard was searched, and kept
+    assert set(trees["masked_by"]) == {redactor("medicine").fingerprint()}
+    assert all(len(json.loads(m)) >= 3 for m in trees["masked"])  # input, expected, steps
+
     ref = redactor("medicine").case_ref  # the page shows references: an id may be an MRN
     assert all(ref(cid) in page and cid not in page for cid in preds["case_id"])
     assert "<details" in page

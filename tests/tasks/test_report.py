@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from models.search.tree import ThoughtTree
-from tasks.report import Batch, chosen_path, render_pages
+from tasks.report import Batch, Memo, case_masks, chosen_path, digest, render_pages
 from tests.injection import CORPUS
 
 
@@ -214,3 +214,40 @@ def test_a_conversion_call_shows_its_computed_value_with_the_unit() -> None:
     )
     shown = _calls_html(node, lambda t: t)
     assert "<b>10.8216</b> mg/dL <span class='ok'>computed</span>" in shown
+
+
+def _upper(text: str) -> str:
+    """A stand-in redactor whose every change is visible: capitals become masks."""
+    return "".join("[M]" if ch.isupper() else ch for ch in text)
+
+
+def test_masks_made_at_the_shard_render_the_same_pages_without_masking_again() -> None:
+    """``case_masks`` records exactly the texts a case's row and section mask, so a page
+    rendered from them (``Batch.masks``) equals the page masked live, and the live
+    redactor then sees only the page's settings, never a case's text."""
+    batch = _batch(3)
+    masks = case_masks(batch, _upper)
+    assert set(masks) == {"c00000", "c00001", "c00002"}
+    assert (
+        masks["c00000"][digest("Na 140\nWhat is the anion gap?")]
+        == "[M]a 140\n[M]hat is the anion gap?"
+    )
+    assert masks["c00000"][digest('{"value": 5}')] is None  # unchanged: kept as None
+    seen: list[str] = []
+
+    def live(text: str) -> str:
+        seen.append(text)
+        return _upper(text)
+
+    assert render_pages(replace(batch, masks=masks), redact=live) == render_pages(
+        batch, redact=_upper
+    )
+    assert seen and set(seen) <= {"m"}  # the one meta value
+
+
+def test_a_text_without_a_stored_mask_is_masked_live() -> None:
+    masks = case_masks(_batch(1), _upper)
+    memo = Memo(masks, lambda text: "live")
+    assert memo("Na 140\nWhat is the anion gap?") == "[M]a 140\n[M]hat is the anion gap?"
+    assert memo('{"value": 5}') == '{"value": 5}'  # stored as unchanged
+    assert memo("Lee wrote this") == "live"

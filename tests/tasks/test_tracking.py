@@ -49,3 +49,23 @@ def test_a_version_is_paged_with_its_trees_lined_up(tmp_path) -> None:
     )
     pages = list(iter_pages(tmp_path, 3))
     assert all(sorted(p["case_id"]) == sorted(t["case_id"]) for p, t in pages)
+
+
+def test_stored_masks_are_reused_only_under_the_same_redactor() -> None:
+    """A shard's masks serve a redactor with the same key and detectors; masks made under
+    another fingerprint, and trees stored before masks were kept, are masked again."""
+    import polars as pl
+
+    from tasks.tracking import stored_masks
+
+    rows = pl.DataFrame(
+        {
+            "case_id": ["a", "b"],
+            "tree": ["{}", "{}"],
+            "masked": ['{"k1": "[NAME-x]"}', '{"k2": null}'],
+            "masked_by": ["fp1", "fp2"],
+        }
+    )
+    assert stored_masks(rows, "fp1") == {"a": {"k1": "[NAME-x]"}}
+    assert stored_masks(rows, "fp3") == {}
+    assert stored_masks(rows.select("case_id", "tree"), "fp1") == {}
