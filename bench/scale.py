@@ -219,7 +219,9 @@ def sizes_part(args: argparse.Namespace, model: str, home: Path) -> list[dict[st
             f"{secs['search']:.1f}, commit {secs['commit']:.2f}, report {secs['report']:.1f}); "
             f"{row['per_case_ms']:.2f} ms/case after the start (search {mean:.2f} ms/case "
             f"[{lo:.2f}, {hi:.2f}]); peak RSS infer {got['rss_main_mb']:.0f} MB, tree "
-            f"{got['rss_tree_mb']:.0f} MB"
+            f"{got['rss_tree_mb']:.0f} MB; infer's peak at the end of each stage "
+            + ", ".join(f"{k} {v:.0f}" for k, v in got["result"].get("peak_mb", {}).items())
+            + " MB"
         )
     return rows
 

@@ -194,6 +194,10 @@ class InferResult(BaseModel):
         "search (in-process, or the children's wait), commit, report (metrics, traces, "
         "review queue, HTML report, MLflow run).",
     )
+    peak_mb: dict[str, float] = Field(
+        default_factory=dict,
+        description="This process's peak resident memory (MB) at the end of each stage.",
+    )
 
     @property
     def ref(self) -> str | None:
@@ -258,20 +262,25 @@ def infer(params: InferParams | None = None) -> InferResult:
     return InferResult(cases=len(fitting), input=label, version=version, model=exact,
                        rejected=len(rejected), too_long=len(too_long), **metrics,
                        report=summary["report"], queued=summary["queued"],
-                       seconds=laps.seconds)  # fmt: skip
+                       seconds=laps.seconds, peak_mb=laps.peak_mb)  # fmt: skip
 
 
 class Laps:
-    """Wall seconds between named moments of a run (its stages' durations)."""
+    """Wall seconds between named moments of a run (its stages' durations), and this
+    process's peak resident memory when each stage ends (which stage makes the peak)."""
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
         self.seconds: dict[str, float] = {}
+        self.peak_mb: dict[str, float] = {}
 
     def lap(self, name: str) -> None:
         """The stage ``name`` ends now."""
+        import resource
+
         now = time.perf_counter()
         self.seconds[name] = round(now - self.start, 3)
+        self.peak_mb[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         self.start = now
 
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import html
+import itertools
 import json
 import re
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -151,8 +153,8 @@ def render_pages(
 class PageWriter:
     """A report rendered one case page at a time, so that a 100,000-case batch is never held
     whole: each ``page(batch)`` gets the next cases in case-id order (at most ``page_size``,
-    with their trees, texts and inputs) and returns that page; only the index's rows are
-    kept until ``index()``."""
+    with their trees, texts and inputs) and returns that page. The index's rows wait in a
+    temporary file until ``index_parts()`` streams the index out."""
 
     def __init__(
         self,
@@ -165,18 +167,22 @@ class PageWriter:
     ) -> None:
         self.title, self.meta, self.page_size = title, meta, page_size
         self.redact, self.case_ref = redact or _plain, case_ref or _plain
-        self.rows: list[str] = []
+        # one row per line (a newline inside a row is written as its character reference);
+        # the file lives as long as the writer and is deleted when it is collected
+        self.rows = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+        self.count = 0
         self.families: set[str] = set()
 
     def page(self, batch: Batch) -> tuple[str, str]:
         """(file name, HTML) of the next case page, made of ``batch``'s predictions."""
         if batch.predictions.height > self.page_size:
             raise ValueError(f"a page holds at most {self.page_size} cases")
-        number = len(self.rows) // self.page_size
+        number = self.count // self.page_size
         rows = batch.predictions.sort("case_id").iter_rows(named=True)
         cases = [_case(batch, r, number, self.case_ref) for r in rows]
         red = Memo(batch.masks, self.redact) if batch.masks else self.redact
-        self.rows += [_row_html(batch, c, red) for c in cases]
+        self.rows.writelines(_row_html(batch, c, red).replace("\n", "&#10;") + "\n" for c in cases)
+        self.count += len(cases)
         self.families |= {str(c.row["family"]) for c in cases}
         sections = "".join(_case_section(batch, c, red) for c in cases)
         body = f"<h2>Thought trees</h2>{sections}"
@@ -184,7 +190,21 @@ class PageWriter:
 
     def index(self) -> str:
         """The index page over every case paged so far."""
-        return _index_html(self.title, self.meta, self.rows, self.families, self.redact)
+        return "".join(self.index_parts())
+
+    def index_parts(self) -> Iterator[str]:
+        """The index page in pieces of ``INDEX_CHUNK`` rows, to be written as they come."""
+        head, tail = _index_html(self.title, self.meta, self.count, self.families,
+                                 self.redact).split(_ROWS)  # fmt: skip
+        yield head
+        self.rows.seek(0)
+        for part in iter(lambda: list(itertools.islice(self.rows, INDEX_CHUNK)), []):
+            rows = "".join(r[:-1] for r in part)
+            yield f"<div class='chunk'><table>{COLUMNS}{rows}</table></div>"
+        yield tail
+
+
+_ROWS = "<!-- rows -->"  # where the index's row tables go
 
 
 def digest(text: str) -> str:
@@ -280,20 +300,17 @@ def _case(batch: Batch, row: dict[str, Any], page: int, ref: Redact) -> _Case:
 
 
 def _index_html(
-    title: str, meta: dict[str, Any], rows: list[str], families: set[str], red: Redact
+    title: str, meta: dict[str, Any], count: int, families: set[str], red: Redact
 ) -> str:
+    """The index page with ``_ROWS`` where the rows' tables go."""
     options = "".join(f"<option>{html.escape(f)}</option>" for f in sorted(families))
     filters = (
         "<div class='filters'><label><input type='checkbox' id='wrong'> wrong only</label> "
         "<label><input type='checkbox' id='low'> confidence below</label> "
         f"<input type='number' id='below' value='{LOW_CONFIDENCE}' step='0.05' min='0' max='1' "
         "style='width:4em'> <label>family <select id='family'><option value=''>all</option>"
-        f"{options}</select></label> <span class='meta'><span id='shown'>{len(rows)}</span>"
-        f" of {len(rows)} cases shown</span></div>"
-    )
-    chunks = "".join(
-        f"<div class='chunk'><table>{COLUMNS}{''.join(part)}</table></div>"
-        for part in (rows[k : k + INDEX_CHUNK] for k in range(0, len(rows), INDEX_CHUNK))
+        f"{options}</select></label> <span class='meta'><span id='shown'>{count}</span>"
+        f" of {count} cases shown</span></div>"
     )
     head = f"<table>{COLUMNS}<tr>{''.join(f'<th>{h}</th>' for h in HEADERS)}</tr></table>"
     script = (
@@ -301,7 +318,7 @@ def _index_html(
         "for(const ev of ['input','change'])"
         "document.getElementById(id).addEventListener(ev,applyFilters);</script>"
     )
-    body = f"<h2>Cases</h2>{filters}<div id='cases'>{head}{chunks}</div>{script}"
+    body = f"<h2>Cases</h2>{filters}<div id='cases'>{head}{_ROWS}</div>{script}"
     return _page(title, meta, body, red)
 
 

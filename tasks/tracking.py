@@ -228,7 +228,8 @@ def write_report(
     for batch in pages:
         name, page = writer.page(batch)
         (tmp / name).write_text(page)
-    (tmp / "index.html").write_text(writer.index())
+    with (tmp / "index.html").open("w") as index:
+        index.writelines(writer.index_parts())
     old = tmp_beside(target)
     if target.exists():
         target.rename(old)
