@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
@@ -36,6 +37,7 @@ from models.tools import with_tools
 from tasks import fanout
 from tasks.context import StageContext
 from tasks.infer import (
+    CaseStore,
     commit_predictions,
     fits,
     learned_scorer,
@@ -230,7 +232,8 @@ def infer(params: InferParams | None = None) -> InferResult:
     key = run_key(label, exact, params.strategy, params.search_config(), tools)
     out_dir = run_dir(ctx, key)
     meta = {"model_uri": uri, "model_version": exact, "run_key": key, "input": label}
-    shards = _shards(params, fitting)
+    store, shards = CaseStore(fitting), _shards(params, [c.id for c in fitting])
+    del cases, fitting  # from here on the run holds its cases compactly (CaseStore)
     laps.lap("prepare")
     if target:
         pinned = _pinned_input(params.input, label)
@@ -239,13 +242,13 @@ def infer(params: InferParams | None = None) -> InferResult:
                  base=params.model_copy(update={"input": pinned, "model": child_model}),
                  model_uri=uri)  # fmt: skip
     else:
-        scorer = _scorer(params, domain, fitting)
-        _search_shards(ctx, params, list(enumerate(shards)), generator=generator, tools=tools,
-                       out_dir=out_dir, meta=meta, scorer=scorer)  # fmt: skip
+        scorer = _scorer(params, domain, store.get)
+        _search_shards(ctx, params, list(enumerate(shards)), cases=store.get,
+                       generator=generator, tools=tools, out_dir=out_dir, meta=meta,
+                       scorer=scorer)  # fmt: skip
     laps.lap("search")
-    ids = [[c.id for c in shard] for shard in shards]
     version, frame = commit_predictions(ctx, out_dir=out_dir, sources=[label, exact],
-                                        shards=ids)  # fmt: skip
+                                        shards=shards)  # fmt: skip
     if target:
         fanout.claim(out_dir, f"committed {version}")  # late children of any parent stop here
     laps.lap("commit")
@@ -254,12 +257,12 @@ def infer(params: InferParams | None = None) -> InferResult:
         params=params.model_dump(),
         frame=frame,
         version=version,
-        cases=fitting,
+        cases=store,
         generator=generator,
     )
     laps.lap("report")
     metrics = {k: v for k, v in summary["metrics"].items() if k != "cases"}
-    return InferResult(cases=len(fitting), input=label, version=version, model=exact,
+    return InferResult(cases=len(store), input=label, version=version, model=exact,
                        rejected=len(rejected), too_long=len(too_long), **metrics,
                        report=summary["report"], queued=summary["queued"],
                        seconds=laps.seconds, peak_mb=laps.peak_mb)  # fmt: skip
@@ -321,7 +324,7 @@ def _fan_out(
     *,
     key: str,
     out_dir: Path,
-    shards: list[list[Case]],
+    shards: list[list[str]],
     base: InferParams,
     model_uri: str,
 ) -> None:
@@ -335,7 +338,7 @@ def _fan_out(
     fanout.ensure_limit(key, params.workers)
 
     def params_for(block: list[int]) -> dict:
-        ranges = [ShardRange(index=i, first=shards[i][0].id, last=shards[i][-1].id) for i in block]
+        ranges = [ShardRange(index=i, first=shards[i][0], last=shards[i][-1]) for i in block]
         child = ChildShards(run_key=key, shards=ranges, epoch=ctx.run_id, model_uri=model_uri)
         return base.model_copy(update={"workers": 1, "child": child}).model_dump(mode="json")
 
@@ -377,10 +380,16 @@ def _child(ctx: StageContext, params: InferParams, child: ChildShards) -> InferR
     picked = _child_shards(params, child, cases, generator=generator, domain=domain, tools=tools)
     meta = {"model_uri": child.model_uri, "model_version": exact, "run_key": key, "input": label}
     out_dir = run_dir(ctx, key)
+    by_id = {c.id: c for _, shard in picked for c in shard}
+
+    def lookup(ids: list[str]) -> list[Case]:
+        return [by_id[i] for i in ids]
+
     with concurrency(fanout.limit_name(key), occupy=1, lease_duration=fanout.LEASE_S):
-        scorer = _scorer(params, domain, [c for _, shard in picked for c in shard])
-        _search_shards(ctx, params, picked, generator=generator, tools=tools, out_dir=out_dir,
-                       meta=meta, scorer=scorer, epoch=child.epoch)  # fmt: skip
+        _search_shards(ctx, params, [(i, [c.id for c in shard]) for i, shard in picked],
+                       cases=lookup, generator=generator, tools=tools, out_dir=out_dir,
+                       meta=meta, scorer=_scorer(params, domain, lookup),
+                       epoch=child.epoch)  # fmt: skip
     return InferResult(cases=sum(len(s) for _, s in picked), input=label, version=None,
                        model=exact, rejected=0)  # fmt: skip
 
@@ -449,8 +458,9 @@ def _quarantine(
 def _search_shards(
     ctx: StageContext,
     params: InferParams,
-    shards: list[tuple[int, list[Case]]],
+    shards: list[tuple[int, list[str]]],
     *,
+    cases: Callable[[list[str]], list[Case]],
     generator: object,
     tools: list[str],
     out_dir: Path,
@@ -458,8 +468,9 @@ def _search_shards(
     scorer: object,
     epoch: str | None = None,
 ) -> None:
-    """Search each (index, shard) and write it (a rerun skips finished shards), with
-    progress; a fan-out child passes its parent's fencing ``epoch``."""
+    """Search each (index, case ids) shard and write it (a rerun skips finished shards), with
+    progress; ``cases`` rebuilds a shard's cases from its ids (one shard at a time), and a
+    fan-out child passes its parent's fencing ``epoch``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     total = sum(len(shard) for _, shard in shards)
     progress = create_progress_artifact(
@@ -471,7 +482,7 @@ def _search_shards(
         search_shard(
             ctx,
             index=index,
-            cases=shard,
+            cases=cases(shard),
             strategy=params.strategy,
             cfg=params.search_config(),
             generator=generator,
@@ -486,15 +497,16 @@ def _search_shards(
         failpoint("infer.shard")
 
 
-def _shards(params: InferParams, cases: list[Case]) -> list[list[Case]]:
-    """The run's shards: ``shard_size`` cases each, in input order."""
-    return [cases[i : i + params.shard_size] for i in range(0, len(cases), params.shard_size)]
+def _shards(params: InferParams, ids: list[str]) -> list[list[str]]:
+    """The run's shards as case ids: ``shard_size`` cases each, in input order."""
+    return [ids[i : i + params.shard_size] for i in range(0, len(ids), params.shard_size)]
 
 
-def _scorer(params: InferParams, domain, cases) -> object:
+def _scorer(
+    params: InferParams, domain: Domain, cases: Callable[[list[str]], list[Case]]
+) -> object:
     if params.scorer == "policy_logprob":
         return LogprobScorer()
     if params.scorer == "learned":
         return learned_scorer(params.domain)
-    by_id = {c.id: c for c in cases}
-    return OracleScorer(lambda pid, text: domain.check(text, by_id[pid]).score)
+    return OracleScorer(lambda pid, text: domain.check(text, cases([pid])[0]).score)

@@ -22,6 +22,7 @@ from models.redaction import learn as learn_identifiers
 from models.registry import TRACE_EXPERIMENT
 from tasks.artifacts import table_artifact
 from tasks.context import StageContext
+from tasks.infer import CaseStore
 from tasks.report import PAGE_SIZE, Batch, PageWriter, case_inputs, load_trees, right_leaves
 from tasks.review import fill_review_queue, needs_review
 
@@ -69,7 +70,7 @@ def log_inference_run(
     params: dict[str, Any],
     frame: pl.DataFrame,
     version: str | None,
-    cases: list[Case],
+    cases: CaseStore,
     generator: Any,
 ) -> dict[str, Any]:
     """Metrics, the HTML report, one MLflow run, a sample of traces and the Prefect table
@@ -93,7 +94,7 @@ def log_inference_run(
     }
     target = ctx.lake.dataset_dir(domain, "predictions") / "_reports"
     title = f"ponder infer: {domain} {params['strategy']} ({version})"
-    pages = version_pages(ctx, info.path if info else None, cases={c.id: c for c in cases},
+    pages = version_pages(ctx, info.path if info else None, cases=cases,
                           title=title, meta=meta, links=trace_links(traces))  # fmt: skip
     report = write_report(
         ctx, pages=pages, title=title, meta=meta, target=target / (version or key_of(frame))
@@ -166,7 +167,7 @@ def version_pages(
     ctx: StageContext,
     path: Path | None,
     *,
-    cases: dict[str, Case],
+    cases: CaseStore,
     title: str,
     meta: dict[str, Any],
     links: dict[str, str],
@@ -177,7 +178,7 @@ def version_pages(
         return
     for preds, tree_rows in iter_pages(path, PAGE_SIZE):
         trees = load_trees(tree_rows)
-        known = [cases[c] for c in preds["case_id"] if c in cases]
+        known = cases.get(preds["case_id"])
         masks = stored_masks(tree_rows, ctx.redactor.fingerprint())
         # cases masked here, not where they were searched: their identifiers first
         learn_identifiers(ctx.name, [c.inputs for c in known if c.id not in masks])
@@ -204,10 +205,10 @@ def stored_masks(tree_rows: pl.DataFrame, fingerprint: str) -> dict[str, dict[st
     return {c: json.loads(m) for c, m in zip(same["case_id"], same["masked"], strict=True)}
 
 
-def _traced(cases: list[Case], *, sample: int, review: list[str]) -> list[Case]:
+def _traced(cases: CaseStore, *, sample: int, review: list[str]) -> list[Case]:
     """The cases logged as traces: the first ``sample``, and every case sent for review."""
     wanted = set(review)
-    return [c for k, c in enumerate(cases) if k < sample or c.id in wanted]
+    return cases.get(i for k, i in enumerate(cases.ids()) if k < sample or i in wanted)
 
 
 @task(cache_policy=NO_CACHE)
@@ -287,7 +288,7 @@ def report_version(ctx: StageContext, *, version: str | None, output: Path | Non
 
         raise PonderError("version", f"{domain} has no predictions yet", "run `ponder infer`")
     ids = pl.scan_parquet(info.path / "part-*.parquet").select("case_id").collect()["case_id"]
-    cases = {c.id: c for c in _lake_cases(ctx, set(ids))}
+    cases = CaseStore(_lake_cases(ctx, set(ids)))
     title = f"ponder predictions {domain} {info.version}"
     meta = {"rows": info.rows, "sources": ", ".join(info.manifest["sources"])}
     pages = version_pages(ctx, info.path, cases=cases, title=title, meta=meta, links={})
