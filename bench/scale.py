@@ -202,7 +202,8 @@ def sizes_part(args: argparse.Namespace, model: str, home: Path) -> list[dict[st
     rows = []
     for n in args.sizes:
         run_home = home / f"size-{n}"
-        run_home.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(run_home, ignore_errors=True)  # a rerun must search afresh, not resume
+        run_home.mkdir(parents=True)
         env = _env(run_home) | {"PONDER_BACKEND": "vllm"}
         cases = write_cases(home / f"cases-{n}.csv", n)
         OUT.print(f"[sizes] N={n:,}: scoring ...")
