@@ -337,7 +337,9 @@ def gather_shards(out_dir: Path, shards: list[list[str]]) -> tuple[pl.LazyFrame,
     """(predictions, trees) of the run's shards 0..n-1 as lazy scans, in shard order, checked
     against the cases each was given: a missing or foreign shard fails with its name (a
     partial run never looks complete), and a case that arrives twice is kept once. Only
-    the case ids are read here; the rows stream into the commit, never held whole."""
+    the case ids are read here; the rows stream into the commit, never held whole: each
+    shard is checked to hold exactly the ids it was given, so a case can repeat only when
+    the given shards repeat it, and only then is the (in-memory) ``unique`` pass run."""
     frames, trees, missing = [], [], []
     for i, ids in enumerate(shards):
         shard, tree = out_dir / f"shard-{i:05d}.parquet", out_dir / f"trees-{i:05d}.parquet"
@@ -353,11 +355,12 @@ def gather_shards(out_dir: Path, shards: list[list[str]]) -> tuple[pl.LazyFrame,
             f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''} in {out_dir}",
             "rerun infer with the same parameters: finished shards are reused",
         )
+    frame = pl.concat(frames, how="diagonal_relaxed")
+    tree = pl.concat(trees, how="diagonal_relaxed")  # shards from before masks were kept
+    if len({i for ids in shards for i in ids}) == sum(len(ids) for ids in shards):
+        return frame, tree  # each shard holds exactly its own ids: no case can repeat
     once = {"subset": "case_id", "keep": "first", "maintain_order": True}
-    return (
-        pl.concat(frames, how="diagonal_relaxed").unique(**once),
-        pl.concat(trees, how="diagonal_relaxed").unique(**once),  # older shards: no masks
-    )
+    return frame.unique(**once), tree.unique(**once)  # an in-memory pass, only when needed
 
 
 def run_dir(ctx: StageContext, key: str) -> Path:

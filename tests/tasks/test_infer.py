@@ -32,6 +32,15 @@ def test_every_shard_is_gathered_once_even_when_one_arrives_twice(tmp_path: Path
     assert trees["case_id"].to_list() == frame["case_id"].to_list()
 
 
+def test_a_case_given_to_two_shards_is_committed_once(tmp_path: Path) -> None:
+    shards = [["c1", "c2"], ["c2", "c3"]]
+    for i, ids in enumerate(shards):
+        _write(tmp_path, i, ids)
+    lazy_frame, lazy_trees = gather_shards(tmp_path, shards)
+    assert lazy_frame.collect()["case_id"].to_list() == ["c1", "c2", "c3"]
+    assert lazy_trees.collect()["case_id"].to_list() == ["c1", "c2", "c3"]
+
+
 def test_a_missing_or_foreign_shard_fails_the_commit_with_its_name(tmp_path: Path) -> None:
     _write(tmp_path, 0, SHARDS[0])
     _write(tmp_path, 2, ["c5", "c6"])  # shard 2 of another split of the cases
