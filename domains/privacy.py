@@ -222,45 +222,46 @@ class Known:
         self._by_word.setdefault(entry.words[0], set()).add(entry)
 
     def sub(self, text: str) -> str:
-        """``text`` with every remembered identifier masked. The words of ``text`` that
-        start a remembered identifier are found with C-level set operations; one pattern
-        of just those identifiers then masks them, so an ordinary text costs a few
-        microseconds per kilobyte and a text full of hits one callback per hit."""
+        """``text`` with every remembered identifier masked. Candidates are the identifiers
+        whose every word is a word of ``text`` (found with C-level set operations, via the
+        first-word index); each has its own compiled pattern, applied whole identifiers
+        first, longest first. So an ordinary text costs a few microseconds per kilobyte, a
+        text with hits one scan per candidate, and neither grows with how many identifiers
+        are remembered (one pattern of all candidates, compiled per text, grew with them:
+        1.9 ms a text after 15,000 cases of a batch)."""
         if not self.masks:
             return text
-        present = self._by_word.keys() & set(_TOKEN.findall(text.casefold()))
+        words = set(_TOKEN.findall(text.casefold()))
+        present = self._by_word.keys() & words
         if not present:
             return text
-        entries = tuple(sorted({e for w in present for e in self._by_word[w]}, key=_order))
-        rule = _pattern(entries)
-
-        def replace(m: regex.Match[str]) -> str:
-            if m.lastindex == 1:  # a mask already there
-                return m.group(0)
-            entry = entries[m.lastindex - 2]
-            if entry.part and not _TOKEN.findall(m.group(0))[-1][0].isupper():
-                return m.group(0)  # one word of a name counts only where it is capitalised
-            return entry.mask
-
-        return rule.sub(replace, text)
+        candidates = {e for w in present for e in self._by_word[w] if words.issuperset(e.words)}
+        for entry in sorted(candidates, key=_order):
+            text = _pattern(entry).sub(functools.partial(_replace, entry), text)
+        return text
 
 
-def _order(e: _Entry) -> tuple[bool, int]:
-    return e.part, -len(e.words)  # whole identifiers first, longest first
+def _replace(entry: _Entry, m: regex.Match[str]) -> str:
+    if m.lastindex == 1:  # a mask already there
+        return m.group(0)
+    if entry.part and not _TOKEN.findall(m.group(0))[-1][0].isupper():
+        return m.group(0)  # one word of a name counts only where it is capitalised
+    return entry.mask
 
 
-@functools.lru_cache(maxsize=256)
-def _pattern(entries: tuple[_Entry, ...]) -> regex.Pattern[str]:
-    """Masks first (kept as they are), then each entry as a group: its words in any case,
-    any whitespace for a space, a name part with the initial before it ("J. Smith")."""
-    alternatives = [f"({MASK.pattern})"]
-    for e in entries:
-        body = regex.escape(e.words[0])
-        for word, gap in zip(e.words[1:], e.gaps, strict=True):
-            body += (r"\s++" if gap == " " else regex.escape(gap)) + regex.escape(word)
-        initial = r"(?:(?-i:\p{Lu})\.[ \t]?)?" if e.part else ""
-        alternatives.append(rf"({initial}(?<!\w)(?fi:{body})(?!\w))")
-    return regex.compile("|".join(alternatives))
+def _order(e: _Entry) -> tuple[bool, int, tuple[str, ...]]:
+    return e.part, -len(e.words), e.words  # whole identifiers first, longest first
+
+
+@functools.lru_cache(maxsize=8192)
+def _pattern(e: _Entry) -> regex.Pattern[str]:
+    """Masks first (kept as they are), then the entry: its words in any case, any
+    whitespace for a space, a name part with the initial before it ("J. Smith")."""
+    body = regex.escape(e.words[0])
+    for word, gap in zip(e.words[1:], e.gaps, strict=True):
+        body += (r"\s++" if gap == " " else regex.escape(gap)) + regex.escape(word)
+    initial = r"(?:(?-i:\p{Lu})\.[ \t]?)?" if e.part else ""
+    return regex.compile(f"({MASK.pattern})|({initial}(?<!\\w)(?fi:{body})(?!\\w))")
 
 
 MASK = regex.compile(r"\[[A-Z][A-Z0-9_]*+-[0-9a-f]{16}\]")
