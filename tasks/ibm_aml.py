@@ -164,6 +164,9 @@ def typed_copy(trans: Path, out: Path) -> None:
     typed.with_columns(_reason()).drop("extra").sink_parquet(out, compression="lz4")
 
 
+MAX_AMOUNT = 1e15  # in cents it still fits an Int64 exactly enough (a 1e308 overflowed)
+
+
 def _reason() -> pl.Expr:
     """The first field of a row that cannot be read, with the fix, as one text."""
     c = pl.col
@@ -177,7 +180,10 @@ def _reason() -> pl.Expr:
         (c("from_account").str.contains('"', literal=True)
          | c("to_account").str.contains('"', literal=True), "Account: holds a quote"),
         (c("amount_paid").fill_null(0) <= 0, "Amount Paid: must be a positive number"),
-        (c("amount_received").is_null(), "Amount Received: not a number"),
+        (~c("amount_paid").is_finite() | (c("amount_paid") >= MAX_AMOUNT),
+         f"Amount Paid: must be finite and below {MAX_AMOUNT:.0e}"),
+        (c("amount_received").is_null() | ~c("amount_received").is_finite(),
+         "Amount Received: not a finite number"),
         (c("payment_currency").fill_null("").str.len_bytes() == 0, "Payment Currency: empty"),
         (~c("payment_format").is_in(list(ALL_FORMATS)),
          f"Payment Format: not one of {list(ALL_FORMATS)}"),

@@ -257,6 +257,11 @@ def ibm_lines(draw: st.DrawFn) -> list[str]:
 @example(  # found by this test: a first line with 13 fields made polars refuse the file
     ["2022/09/01 00:20,10,8000EBD30,10,8000EBD30,3697.34,US Dollar,3697.34,US Dollar,"
      "Reinvestment,0,x,x"], [])  # fmt: skip
+@example(  # found by this test: an amount of 1e308 overflowed the cents column
+    ["2022/09/01 00:20,10, ,10,8000EBD30,3697.34,US Dollar,1e308,US Dollar,Reinvestment,0"],
+    [])  # fmt: skip
+@example(["2022/09/01 00:20,10,8000EBD30,10,8000EBD30,nan,US Dollar,nan,US Dollar,"
+          "Reinvestment,0"], [])  # fmt: skip
 def test_ibm_aml_reader_never_crashes_and_every_rejection_has_a_reason(lines, patterns) -> None:
     from tasks.ibm_aml import IBMAmlOptions, read_ibm_aml
     from tests.datasets import IBM_HEADER, write_ibm
