@@ -13,7 +13,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,9 @@ def _logs(client: Any, run: Any) -> str:
     return "\n".join(f"{log.level} {log.message}" for log in logs[-40:])
 
 
-def _wait_completed(client: Any, deployment: str, timeout: float, **match: Any) -> Any:
+def _wait_completed(
+    client: Any, deployment: str, timeout: float, *, home: Path, **match: Any
+) -> Any:
     """The first run of ``deployment`` (matching ``match`` attributes) to complete; a failed
     or crashed one fails the test with its log."""
     deadline = time.monotonic() + timeout
@@ -97,7 +100,23 @@ def _wait_completed(client: Any, deployment: str, timeout: float, **match: Any) 
             if run.state.is_final():
                 pytest.fail(f"{deployment} run {run.name} {run.state.type}:\n{_logs(client, run)}")
         time.sleep(3)
-    pytest.fail(f"no completed run of {deployment} within {timeout} s")
+    diagnosis = _diagnosis(client, home)
+    pytest.fail(f"no completed run of {deployment} within {timeout} s\n{diagnosis}")
+
+
+def _diagnosis(client: Any, home: Path) -> str:
+    """Every flow run with its deployment and state, and what the server logged against its
+    SQLite store and its dead-letter queue (an event it failed to process lands there)."""
+    names = {d.id: d.name for d in client.read_deployments()}
+    runs = sorted(client.read_flow_runs(), key=lambda r: str(r.expected_start_time))
+    lines = [f"{names.get(r.deployment_id)} {r.name} {r.state_name} {r.start_time}" for r in runs]
+    log = home / "serve" / "prefect-server.log"
+    if log.is_file():
+        locked = log.read_text(errors="replace").count("database is locked")
+        lines.append(f"server log: {locked} 'database is locked'")
+    dlq = sorted(p.name for p in (home / "prefect" / "dlq").glob("*"))
+    lines.append(f"dead letters: {dlq}")
+    return "\n".join(lines)
 
 
 def _shrink(client: Any) -> None:
@@ -123,22 +142,24 @@ def test_the_loop_runs_on_real_servers(served, tiny_model, monkeypatch) -> None:
     with _client(served) as client:
         assert {d.name for d in client.read_deployments()} >= {n.split("/")[1] for n in TINY}
         _shrink(client)
-        # 1. a schedule fires: collect every 10 s until the first scheduled run completes
+        wait = partial(_wait_completed, client, home=Path(served["PONDER_HOME"]))
+        # 1. a schedule fires: hourly from 20 s ahead, so that exactly one scheduled run is due
+        # (a 10 s interval piled up to eight collect runs on the SQLite-backed server)
         collect = client.read_deployment_by_name("collect/collect-medicine")
-        (schedule,) = client.create_deployment_schedules(
-            collect.id, [(IntervalSchedule(interval=timedelta(seconds=10)), True)]
-        )
-        scheduled = _wait_completed(client, "collect/collect-medicine", 300, auto_scheduled=True)
+        first = datetime.now(UTC) + timedelta(seconds=20)
+        hourly = IntervalSchedule(interval=timedelta(hours=1), anchor_date=first)
+        (schedule,) = client.create_deployment_schedules(collect.id, [(hourly, True)])
+        scheduled = wait("collect/collect-medicine", 300, auto_scheduled=True)
         client.update_deployment_schedule(collect.id, schedule.id, active=False)
         # 2. batch scoring on demand: predictions (and the thought trees the RMs learn from)
         infer = client.read_deployment_by_name("infer/infer-medicine")
         run = client.create_flow_run_from_deployment(infer.id)
-        _wait_completed(client, "infer/infer-medicine", 300, id=run.id)
+        wait("infer/infer-medicine", 300, id=run.id)
         # 3. the event collect emits on enough new feedback starts the chain
         _announce_feedback(served)
-        _wait_completed(client, "refresh_reward/refresh-reward-medicine", 420)
-        _wait_completed(client, "finetune/finetune-medicine", 420)
-        evaluated = _wait_completed(client, "evaluate_promote/evaluate-promote-medicine", 420)
+        wait("refresh_reward/refresh-reward-medicine", 420)
+        wait("finetune/finetune-medicine", 420)
+        evaluated = wait("evaluate_promote/evaluate-promote-medicine", 420)
         runs = client.read_flow_runs()
     unfinished = [r for r in runs if r.state and not r.state.is_final()]
     failed = [r for r in runs if r.state and r.state.is_final() and not r.state.is_completed()]
