@@ -16,11 +16,11 @@ from __future__ import annotations
 import hashlib
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,6 +28,9 @@ from domains.errors import PonderError
 from domains.parsing import extract_answer_payload
 from domains.privacy import RedactionConfig
 from domains.schema import Record
+
+if TYPE_CHECKING:
+    from domains.loading import Rejected
 
 RewardFn = Callable[..., list[float | None]]
 WHERE_TRIES = 200  # draws per wanted case before a case filter is declared unsatisfiable
@@ -289,6 +292,13 @@ class Domain:
         from domains.loading import load_cases
 
         return load_cases(self, Path(path))
+
+    def stream(self, path: str | Path) -> Iterator[Case | Rejected]:
+        """``load`` one row at a time: each row as a case, or as a ``Rejected`` with its
+        reason (a large file is never held whole)."""
+        from domains.loading import iter_cases
+
+        return iter_cases(self, Path(path))
 
 
 def _literal_values(domain: Domain, names: Sequence[str], key: str) -> set[str]:

@@ -10,11 +10,12 @@ that tries to instruct the model is data, and stays as written.
 from __future__ import annotations
 
 import csv
-import io
 import itertools
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -26,59 +27,97 @@ if TYPE_CHECKING:
 REQUIRED = ("family", "inputs")
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """A row that could not become a case: its number in the file, the reason, and its raw
+    text (cut short)."""
+
+    row: int | None
+    reason: str
+    raw: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"row": self.row, "reason": self.reason, "raw": self.raw}
+
+
 def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Raw rows of a file, plus rows that could not even be read (JSONL lines)."""
-    import polars as pl
+    good, bad = [], []
+    for item in iter_rows(path):
+        if isinstance(item, Rejected):
+            bad.append(item.as_dict())
+        else:
+            good.append(item)
+    return good, bad
 
+
+def iter_rows(path: Path) -> Iterator[dict[str, Any] | Rejected]:
+    """The rows of a file one at a time (each with its number as ``_row``), or a
+    ``Rejected`` for a row that cannot be read: a 100,000-row file is never held whole."""
     if not path.is_file():
         raise PonderError("path", f"no file at {path}", "pass an existing CSV, JSONL or Parquet")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return _read_csv(path)
+        return _iter_csv(path)
     if suffix == ".parquet":
-        return pl.read_parquet(path).to_dicts(), []
+        return _iter_parquet(path)
     if suffix in (".jsonl", ".ndjson", ".json"):
-        return _read_jsonl(path)
+        return _iter_jsonl(path)
     raise PonderError("path", f"unsupported file type {suffix!r}", "use .csv, .jsonl or .parquet")
 
 
-BOM = b"\xef\xbb\xbf"
 MAX_CSV_FIELD = 16 * 2**20  # characters in one CSV cell (an alert's transaction list)
+BATCH = 1000  # rows of a Parquet file decoded at a time
 
 
-def _read_csv(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _iter_csv(path: Path) -> Iterator[dict[str, Any] | Rejected]:
     """Rows of a CSV as strings, one record at a time: a record with more or fewer fields
     than the header, or with bytes that are not UTF-8, is rejected with its reason; an
-    empty file or a header that repeats a column is a file-level error."""
-    text = path.read_bytes().removeprefix(BOM).decode("utf-8", "surrogateescape")
+    empty file or a header that repeats a column is a file-level error (raised before the
+    first row)."""
     csv.field_size_limit(MAX_CSV_FIELD)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    handle = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+    reader = csv.reader(handle)
     try:
         header = next(reader, None)
     except csv.Error as err:
+        handle.close()
         raise PonderError("path", f"{path.name}: unreadable CSV header ({err})", _CSV_FIX) from None
+    problem = _header_problem(header)
+    if problem:
+        handle.close()
+        raise PonderError("path", f"{path.name}{problem}", _CSV_FIX)
+    return _csv_records(handle, reader, header or [])
+
+
+def _header_problem(header: list[str] | None) -> str | None:
     if not header or not any(h.strip() for h in header):
-        raise PonderError("path", f"{path.name} is empty (no header row)", _CSV_FIX)
+        return " is empty (no header row)"
     if len(set(header)) != len(header):
-        raise PonderError("path", f"{path.name}: the header repeats a column", _CSV_FIX)
-    good, bad = [], []
-    for n in itertools.count():
-        try:
-            record = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:
-            bad.append({"row": n, "reason": f"unreadable CSV record ({err})", "raw": None})
-            continue
-        if not record:  # a blank line is no record; a line of empty fields is one
-            continue
-        reason = _csv_problem(record, len(header))
-        if reason:
-            raw = ",".join(record)[:500].encode("utf-8", "surrogateescape")
-            bad.append({"row": n, "reason": reason, "raw": raw.decode("utf-8", "replace")})
-        else:
-            good.append({"_row": n, **dict(zip(header, record, strict=True))})
-    return good, bad
+        return ": the header repeats a column"
+    return None
+
+
+def _csv_records(
+    handle: IO[str], reader: Any, header: list[str]
+) -> Iterator[dict[str, Any] | Rejected]:
+    with handle:
+        for n in itertools.count():
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                yield Rejected(n, f"unreadable CSV record ({err})", None)
+                continue
+            if not record:  # a blank line is no record; a line of empty fields is one
+                continue
+            reason = _csv_problem(record, len(header))
+            if reason:
+                raw = ",".join(record)[:500].encode("utf-8", "surrogateescape")
+                yield Rejected(n, reason, raw.decode("utf-8", "replace"))
+            else:
+                yield {"_row": n, **dict(zip(header, record, strict=True))}
 
 
 _CSV_FIX = "save it as UTF-8 CSV with one header row (family,inputs,... ) and one record per row"
@@ -92,58 +131,76 @@ def _csv_problem(record: list[str], width: int) -> str | None:
     return None
 
 
-def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    good, bad = [], []
-    for n, raw in enumerate(path.read_bytes().removeprefix(BOM).splitlines()):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            bad.append(
-                {
-                    "row": n,
-                    "reason": "line is not valid UTF-8 (mixed encodings); "
-                    "re-save the file as UTF-8",
-                    "raw": raw[:500].decode("latin-1"),
-                }
-            )
-            continue
-        except (ValueError, RecursionError) as err:
-            bad.append(
-                {
-                    "row": n,
-                    "reason": f"malformed JSON: {str(err)[:120]}",
-                    "raw": raw[:500].decode("utf-8", "replace"),
-                }
-            )
-            continue
-        if isinstance(row, dict):
-            good.append({"_row": n, **row})
-        else:
-            bad.append(
-                {
-                    "row": n,
-                    "reason": "line is not a JSON object",
-                    "raw": raw[:500].decode("utf-8", "replace"),
-                }
-            )
-    return good, bad
+def _iter_parquet(path: Path) -> Iterator[dict[str, Any]]:
+    import polars as pl
+
+    n = 0
+    for batch in pl.scan_parquet(path).collect_batches(chunk_size=BATCH):
+        for row in batch.iter_rows(named=True):
+            yield {"_row": n, **row}
+            n += 1
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    """The lines of a file as ``bytes.splitlines`` gives them (a UTF-8 BOM dropped), read
+    one at a time."""
+    with path.open("rb") as handle:
+        first = True
+        for chunk in handle:  # split on \n; splitlines also splits a lone \r
+            if first:
+                chunk, first = chunk.removeprefix(BOM), False
+            yield from chunk.splitlines()
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def _iter_jsonl(path: Path) -> Iterator[dict[str, Any] | Rejected]:
+    for n, raw in enumerate(_lines(path)):
+        if raw.strip():
+            yield _json_line(n, raw)
+
+
+def _json_line(n: int, raw: bytes) -> dict[str, Any] | Rejected:
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        reason = "line is not valid UTF-8 (mixed encodings); re-save the file as UTF-8"
+        return Rejected(n, reason, raw[:500].decode("latin-1"))
+    except (ValueError, RecursionError) as err:
+        return Rejected(
+            n, f"malformed JSON: {str(err)[:120]}", raw[:500].decode("utf-8", "replace")
+        )
+    if isinstance(row, dict):
+        return {"_row": n, **row}
+    return Rejected(n, "line is not a JSON object", raw[:500].decode("utf-8", "replace"))
 
 
 def load_cases(domain: Domain, path: Path) -> LoadResult:
     """Validate each row against the domain's schemas; see the module docstring."""
     from domains.base import LoadResult
 
-    rows, unreadable = read_rows(path)
-    result = LoadResult(rejected=unreadable)
-    for n, row in enumerate(rows):
-        index = row.pop("_row", n)
-        try:
-            result.cases.append(row_to_case(domain, row))
-        except (ValueError, TypeError, ValidationError, PonderError, RecursionError) as err:
-            result.rejected.append({"row": index, "reason": reason_of(err), "raw": _raw(row)})
+    result = LoadResult()
+    for item in iter_cases(domain, path):
+        if isinstance(item, Rejected):
+            result.rejected.append(item.as_dict())
+        else:
+            result.cases.append(item)
     return result
+
+
+def iter_cases(domain: Domain, path: Path) -> Iterator[Case | Rejected]:
+    """Each row of the file as a case, or as a ``Rejected`` with the field and the reason,
+    one at a time."""
+    for item in iter_rows(path):
+        if isinstance(item, Rejected):
+            yield item
+            continue
+        index = item.pop("_row")
+        try:
+            yield row_to_case(domain, item)
+        except (ValueError, TypeError, ValidationError, PonderError, RecursionError) as err:
+            yield Rejected(index, reason_of(err), _raw(item))
 
 
 def row_to_case(domain: Domain, row: dict[str, Any]) -> Case:

@@ -215,9 +215,9 @@ def infer(params: InferParams | None = None) -> InferResult:
     if params.child is not None:
         return _child(ctx, params, params.child)
     log, laps = get_run_logger(), Laps()
-    cases, rejected, label = load_cases(ctx, source=params.input, split=params.split)
+    store, rejected, label = load_cases(ctx, source=params.input, split=params.split)
     _quarantine(ctx, rejected, run_id=ctx.run_id, source=label)
-    if not cases:
+    if not len(store):
         log.warning("empty input %s: nothing to score", label)
         return InferResult(cases=0, input=label, version=None, rejected=len(rejected))
     uri, exact, local = resolve_model(ctx, model=params.model)
@@ -225,15 +225,12 @@ def infer(params: InferParams | None = None) -> InferResult:
     target = _fan_out_target(params)
     domain, tools = ctx.domain, ctx.domain.active_tools(params.tools)
     generator = TokenizerOnly(spec) if target else with_tools(get_generator(spec), tools)
-    fitting, too_long = _split_by_fit(
-        params, cases, generator=generator, domain=domain, tools=tools
-    )
+    too_long = _drop_unfit(params, store, generator=generator, domain=domain, tools=tools)
     _quarantine(ctx, too_long, run_id=f"{ctx.run_id}-long", source=None)
     key = run_key(label, exact, params.strategy, params.search_config(), tools)
     out_dir = run_dir(ctx, key)
     meta = {"model_uri": uri, "model_version": exact, "run_key": key, "input": label}
-    store, shards = CaseStore(fitting), _shards(params, [c.id for c in fitting])
-    del cases, fitting  # from here on the run holds its cases compactly (CaseStore)
+    shards = _shards(params, store.ids())
     laps.lap("prepare")
     if target:
         pinned = _pinned_input(params.input, label)
@@ -365,7 +362,9 @@ def _child(ctx: StageContext, params: InferParams, child: ChildShards) -> InferR
     the cases inside its shards' id ranges are checked against the context and searched."""
     from prefect.concurrency.sync import concurrency
 
-    cases, _, label = load_cases(ctx, source=params.input, split=params.split)
+    ranges = [(r.first, r.last) for r in child.shards]
+    store, _, label = load_cases(ctx, source=params.input, split=params.split,
+                                 keep=lambda i: any(a <= i <= b for a, b in ranges))  # fmt: skip
     _, exact, local = resolve_model(ctx, model=params.model)
     domain, tools = ctx.domain, ctx.domain.active_tools(params.tools)
     key = run_key(label, exact, params.strategy, params.search_config(), tools)
@@ -377,7 +376,7 @@ def _child(ctx: StageContext, params: InferParams, child: ChildShards) -> InferR
         )
     spec = ModelSpec(model=str(local), max_model_len=params.max_model_len, dtype=params.dtype)
     generator = with_tools(get_generator(spec), tools)
-    picked = _child_shards(params, child, cases, generator=generator, domain=domain, tools=tools)
+    picked = _child_shards(params, child, store, generator=generator, domain=domain, tools=tools)
     meta = {"model_uri": child.model_uri, "model_version": exact, "run_key": key, "input": label}
     out_dir = run_dir(ctx, key)
     by_id = {c.id: c for _, shard in picked for c in shard}
@@ -397,19 +396,19 @@ def _child(ctx: StageContext, params: InferParams, child: ChildShards) -> InferR
 def _child_shards(
     params: InferParams,
     child: ChildShards,
-    cases: list[Case],
+    store: CaseStore,
     *,
     generator: Any,
     domain: Domain,
     tools: list[str],
 ) -> list[tuple[int, list[Case]]]:
     """(index, cases) of each of the child's shards: the fitting cases in its id range,
-    which must start and end where the parent's shard did. ``cases`` are in id order
-    (``load_cases`` sorts them), so each range is found by bisection."""
-    ids = [c.id for c in cases]
+    which must start and end where the parent's shard did. The store is in id order
+    (``load_cases`` sorts it), so each range is found by bisection."""
+    ids = store.ids()
     out = []
     for r in child.shards:
-        inside = cases[bisect_left(ids, r.first) : bisect_right(ids, r.last)]
+        inside = store.get(ids[bisect_left(ids, r.first) : bisect_right(ids, r.last)])
         shard, _ = _split_by_fit(params, inside, generator=generator, domain=domain, tools=tools)
         if not shard or (shard[0].id, shard[-1].id) != (r.first, r.last):
             raise PonderError(
@@ -419,6 +418,24 @@ def _child_shards(
             )
         out.append((r.index, shard))
     return out
+
+
+def _drop_unfit(
+    params: InferParams, store: CaseStore, *, generator: Any, domain: Domain, tools: list[str]
+) -> list[dict]:
+    """Drop from ``store`` the cases whose prompt does not fit the model context, checked
+    ``FIT_BATCH`` at a time; a rejection row for each."""
+    too_long: list[dict] = []
+    ids = store.ids()
+    for start in range(0, len(ids), FIT_BATCH):
+        batch = store.get(ids[start : start + FIT_BATCH])
+        _, rows = _split_by_fit(params, batch, generator=generator, domain=domain, tools=tools)
+        store.drop(r["source"] for r in rows)
+        too_long += rows
+    return too_long
+
+
+FIT_BATCH = 1000  # cases rebuilt at a time for the context check
 
 
 def _split_by_fit(

@@ -9,10 +9,11 @@ When all shards exist they are committed together as a new ``predictions`` versi
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from domains.base import Case, Domain, ParseFailure
 from domains.errors import PonderError
 from domains.faults import failpoint
+from domains.loading import Rejected
 from models.engine import Generator
 from models.search import SearchConfig, run_search
 from models.search.base import Problem, Scorer, SearchResult
@@ -91,9 +93,28 @@ def learned_scorer(domain: str) -> Scorer:
 
 @task(cache_policy=NO_CACHE)
 def load_cases(
+    ctx: StageContext, *, source: str, split: str | None, keep: Callable[[str], bool] | None = None
+) -> tuple[CaseStore, list[dict[str, Any]], str]:
+    """Cases from ``lake:cases[@vNNNNN]`` or a file, read one at a time into a ``CaseStore``
+    in id order (only those whose id ``keep`` accepts); returns (store, rejected rows, input
+    label). No list of every case object is ever built."""
+    items, label = _case_stream(ctx, source=source, split=split)
+    store, rejected = CaseStore(), []
+    for item in items:
+        if isinstance(item, Rejected):
+            rejected.append(item.as_dict())
+        elif item.id in store:
+            reason = f"case id {item.id} repeats an earlier row's: each case is scored once"
+            rejected.append({"row": None, "reason": reason, "raw": item.id})
+        elif keep is None or keep(item.id):
+            store.add(item)
+    store.sort()
+    return store, rejected, label
+
+
+def _case_stream(
     ctx: StageContext, *, source: str, split: str | None
-) -> tuple[list[Case], list[dict[str, Any]], str]:
-    """Cases from ``lake:cases[@vNNNNN]`` or a file; returns (cases, rejected, input label)."""
+) -> tuple[Iterator[Case | Rejected], str]:
     lake, domain = ctx.lake, ctx.name
     if source.startswith("lake:"):
         _, _, version = source.partition("@")
@@ -107,33 +128,51 @@ def load_cases(
         frame = pl.scan_parquet(info.path / "part-*.parquet")
         if split:
             frame = frame.filter(pl.col("split") == split)
-        cases = [row_case(r) for r in frame.sort("id").collect().iter_rows(named=True)]
-        return cases, [], f"lake:{domain}/cases@{info.version}" + (f"[{split}]" if split else "")
+        label = f"lake:{domain}/cases@{info.version}" + (f"[{split}]" if split else "")
+        return (row_case(r) for r in frame.collect().iter_rows(named=True)), label
     if source.startswith("medcalc_bench:"):
         from tasks.collect import read_medcalc
 
         path = Path(source.partition(":")[2])
         found, rejected, _ = read_medcalc(ctx, path)
         label = f"medcalc_bench:{path.name}:{_file_digest(path)}"
-        return sorted((c for _, c in found), key=lambda c: c.id), rejected, label
-    loaded = ctx.domain.load(Path(source))
+        bad = (Rejected(r.get("row"), r["reason"], r.get("raw")) for r in rejected)
+        return itertools.chain((c for _, c in found), bad), label
     label = f"file:{Path(source).name}:{_file_digest(Path(source))}"
-    return sorted(loaded.cases, key=lambda c: c.id), loaded.rejected, label
+    return ctx.domain.stream(Path(source)), label
 
 
 class CaseStore:
-    """A run's cases kept as their JSON (about a fifth of the memory of the objects) in id
-    order, and rebuilt a shard or a report page at a time: a 100,000-case run holds
-    100,000 short strings, not 100,000 models with their dicts."""
+    """A run's cases kept as their JSON (about a fifth of the memory of the objects), and
+    rebuilt a shard or a report page at a time: a 100,000-case run holds 100,000 short
+    strings, not 100,000 models with their dicts."""
 
-    def __init__(self, cases: list[Case]) -> None:
-        self._json = {c.id: c.model_dump_json() for c in cases}
+    def __init__(self, cases: Iterable[Case] = ()) -> None:
+        self._json: dict[str, str] = {}
+        for case in cases:
+            self.add(case)
 
     def __len__(self) -> int:
         return len(self._json)
 
+    def __contains__(self, case_id: object) -> bool:
+        return case_id in self._json
+
+    def add(self, case: Case) -> None:
+        """Hold ``case`` (one with the same id already held is replaced)."""
+        self._json[case.id] = case.model_dump_json()
+
+    def drop(self, ids: Iterable[str]) -> None:
+        """Forget the cases with these ids."""
+        for i in ids:
+            self._json.pop(i, None)
+
+    def sort(self) -> None:
+        """Put the cases in id order."""
+        self._json = dict(sorted(self._json.items()))
+
     def ids(self) -> list[str]:
-        """Every case id, in the order the cases were given."""
+        """Every case id, in the order held."""
         return list(self._json)
 
     def get(self, ids: Iterable[str]) -> list[Case]:

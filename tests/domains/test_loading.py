@@ -168,3 +168,15 @@ def test_hostile_files_are_rejected_row_by_row_or_refused_whole(tmp_path: Path) 
     (tmp_path / "inf.jsonl").write_text(json.dumps(row) + "\n")
     rejected = fin.load(tmp_path / "inf.jsonl").rejected
     assert len(rejected) == 1 and "inputs.ead" in rejected[0]["reason"]
+
+
+def test_jsonl_lines_end_with_lf_crlf_or_cr_and_keep_their_numbers(tmp_path: Path) -> None:
+    """The file is read a line at a time, split the way ``bytes.splitlines`` splits a
+    whole file: a lone CR ends a line too, and a bad line is named by its number."""
+    med = get_domain("medicine")
+    case = med.generate(1, 1)[0]
+    good = json.dumps({"family": case.family, "inputs": case.inputs}).encode()
+    (tmp_path / "ends.jsonl").write_bytes(good + b"\r\n" + good + b"\r" + b"{oops\n\n" + good)
+    result = med.load(tmp_path / "ends.jsonl")
+    assert len(result.cases) == 3
+    assert [r["row"] for r in result.rejected] == [2]

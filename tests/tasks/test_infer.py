@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -70,3 +71,70 @@ def test_the_case_store_gives_back_the_same_cases_in_a_fraction_of_the_memory() 
     assert store.get(ids[::-1]) == cases[::-1]
     assert store.get([ids[3], "no-such-case"]) == [cases[3]]
     assert held < 0.5 * objects, (held, objects)
+
+
+def _cases_csv(path: Path, n: int) -> Path:
+    import json
+
+    from domains.base import get_domain
+
+    cases = get_domain("medicine").generate(n, 5, difficulty=1)
+    rows = [{"family": c.family, "inputs": json.dumps(c.inputs)} for c in cases]
+    pl.DataFrame(rows).write_csv(path)
+    return path
+
+
+def test_cases_are_read_one_at_a_time_into_the_store(tmp_path: Path) -> None:
+    """A file's cases go straight into the run's compact store, in id order: what the load
+    holds beyond the store at its peak does not grow with the file (building every row and
+    case first made it grow 4x from 500 to 2,000 cases), and a bad row is still rejected
+    with its reason."""
+    from tasks.context import StageContext
+
+    ctx = StageContext.open("medicine")
+    small = _load_overshoot(ctx, _cases_csv(tmp_path / "small.csv", 500))
+    path = _cases_csv(tmp_path / "cases.csv", 2000)
+    with path.open("a") as out:
+        out.write('clinical_calc,"{""weight_kg"": -1}"\n')
+    large = _load_overshoot(ctx, path)
+    store, rejected, label = large.pop()
+    assert len(store) == 2000 and store.ids() == sorted(store.ids())
+    assert [r["row"] for r in rejected] == [2000] and label.startswith("file:cases.csv:")
+    assert large[0] < 1.5 * small[0], (small[0], large[0])
+
+
+def _load_overshoot(ctx: Any, path: Path) -> list[Any]:
+    """[peak memory of the load beyond what it returns held, what it returned]."""
+    import tracemalloc
+
+    from tasks.infer import load_cases
+
+    load_cases.fn(ctx, source=str(path), split=None)  # imports and caches warm
+    tracemalloc.start()
+    out = load_cases.fn(ctx, source=str(path), split=None)
+    held, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return [peak - held, out]
+
+
+def test_a_repeated_case_id_is_rejected_with_its_reason(tmp_path: Path) -> None:
+    from tasks.context import StageContext
+    from tasks.infer import load_cases
+
+    path = _cases_csv(tmp_path / "cases.csv", 3)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines, lines[2]]) + "\n")
+    store, rejected, _ = load_cases.fn(StageContext.open("medicine"), source=str(path), split=None)
+    assert len(store) == 3
+    assert len(rejected) == 1 and "repeats an earlier row" in rejected[0]["reason"]
+
+
+def test_a_child_keeps_only_the_cases_of_its_shards(tmp_path: Path) -> None:
+    from tasks.context import StageContext
+    from tasks.infer import load_cases
+
+    path = _cases_csv(tmp_path / "cases.csv", 20)
+    ctx = StageContext.open("medicine")
+    every = load_cases.fn(ctx, source=str(path), split=None)[0].ids()
+    kept = load_cases.fn(ctx, source=str(path), split=None, keep=lambda i: i in every[5:9])[0]
+    assert kept.ids() == every[5:9]
