@@ -138,10 +138,11 @@ class Lake:
         sources: list[str],
         *,
         extra: dict[str, Any] | None = None,
-        attachments: dict[str, pl.DataFrame | pl.LazyFrame] | None = None,
+        attachments: dict[str, Attachment] | None = None,
     ) -> VersionInfo | None:
         """Commit ``frame`` as the next version, or return None if it equals the latest.
-        ``attachments`` (e.g. thought trees) are written into the same atomic folder."""
+        ``attachments`` (e.g. thought trees; a list of frames is written one after another
+        into one file) go into the same atomic folder."""
         with self.write_lock(domain, dataset):
             return self._write_locked(
                 domain, dataset, frame, sources, extra=extra, attachments=attachments
@@ -163,7 +164,7 @@ class Lake:
         sources: list[str],
         *,
         extra: dict[str, Any] | None,
-        attachments: dict[str, pl.DataFrame | pl.LazyFrame] | None,
+        attachments: dict[str, Attachment] | None,
     ) -> VersionInfo | None:
         base = self.dataset_dir(domain, dataset)
         self._sweep(base)
@@ -184,7 +185,8 @@ class Lake:
                 return None
             version = f"v{(int(parent.version[1:]) + 1) if parent else 1:05d}"
             for name, table in (attachments or {}).items():
-                stream_parquet(table.lazy(), staging / name)
+                parts = table if isinstance(table, list) else [table.lazy()]
+                stream_parquet(parts, staging / name)
             manifest = _manifest(written, digest, sources, parent, extra)
             _write_json(staging / "_manifest.json", manifest)
             _fsync_dir(staging)
@@ -234,23 +236,31 @@ class Lake:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def stream_parquet(frame: pl.LazyFrame, path: Path, *, rows: int = 1000) -> None:
-    """Write ``frame`` to ``path`` ``rows`` at a time (polars batches into one pyarrow
-    writer). polars' ``sink_parquet`` of 100 concatenated tree files held them whole
-    (+860 MB for 100,000 trees); this held +168 MB."""
+Attachment = pl.DataFrame | pl.LazyFrame | list[pl.LazyFrame]
+
+
+def stream_parquet(parts: list[pl.LazyFrame], path: Path, *, rows: int = 1000) -> None:
+    """Write the frames ``parts`` one after another into ``path``, ``rows`` at a time
+    (polars batches into one pyarrow writer), under the columns of them all (one lacking a
+    column gets nulls). polars' ``sink_parquet`` of 100 concatenated tree files held them
+    whole (+860 MB for 100,000 trees); batches of their concat held +168 MB, because polars
+    reads ahead across files; one file at a time holds one file."""
     import pyarrow.parquet as pq
 
+    empty = pl.concat(parts, how="diagonal_relaxed").limit(0).collect()
     writer = None
     try:
-        for batch in frame.collect_batches(chunk_size=rows):
-            table = batch.to_arrow()
-            writer = writer or pq.ParquetWriter(path, table.schema)
-            writer.write_table(table)
+        for part in parts:
+            aligned = pl.concat([empty.lazy(), part], how="diagonal_relaxed")
+            for batch in aligned.collect_batches(chunk_size=rows):
+                table = batch.to_arrow()
+                writer = writer or pq.ParquetWriter(path, table.schema)
+                writer.write_table(table)
     finally:
         if writer is not None:
             writer.close()
     if writer is None:  # no rows: the file still carries the schema
-        frame.limit(0).collect().write_parquet(path)
+        empty.write_parquet(path)
 
 
 def content_digest(frame: pl.LazyFrame) -> str:
