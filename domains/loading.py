@@ -141,6 +141,9 @@ def _iter_parquet(path: Path) -> Iterator[dict[str, Any]]:
             n += 1
 
 
+BOM = b"\xef\xbb\xbf"
+
+
 def _lines(path: Path) -> Iterator[bytes]:
     """The lines of a file as ``bytes.splitlines`` gives them (a UTF-8 BOM dropped), read
     one at a time."""
@@ -150,9 +153,6 @@ def _lines(path: Path) -> Iterator[bytes]:
             if first:
                 chunk, first = chunk.removeprefix(BOM), False
             yield from chunk.splitlines()
-
-
-BOM = b"\xef\xbb\xbf"
 
 
 def _iter_jsonl(path: Path) -> Iterator[dict[str, Any] | Rejected]:
@@ -168,12 +168,14 @@ def _json_line(n: int, raw: bytes) -> dict[str, Any] | Rejected:
         reason = "line is not valid UTF-8 (mixed encodings); re-save the file as UTF-8"
         return Rejected(n, reason, raw[:500].decode("latin-1"))
     except (ValueError, RecursionError) as err:
-        return Rejected(
-            n, f"malformed JSON: {str(err)[:120]}", raw[:500].decode("utf-8", "replace")
-        )
+        return Rejected(n, f"malformed JSON: {str(err)[:120]}", _head(raw))
     if isinstance(row, dict):
         return {"_row": n, **row}
-    return Rejected(n, "line is not a JSON object", raw[:500].decode("utf-8", "replace"))
+    return Rejected(n, "line is not a JSON object", _head(raw))
+
+
+def _head(raw: bytes) -> str:
+    return raw[:500].decode("utf-8", "replace")
 
 
 def load_cases(domain: Domain, path: Path) -> LoadResult:

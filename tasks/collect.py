@@ -114,7 +114,7 @@ def from_ibm_aml(
     if ctx.name != "finance_risk":
         raise PonderError("sources", f"ibm_aml holds finance_risk cases, not {ctx.name}",
                           "read it with --domain finance_risk")  # fmt: skip
-    alerts = read_ibm_aml(path, options=options, scratch_root=ctx.lake.root / "_scratch")
+    alerts = read_ibm_aml(path, options=options, scratch_root=ctx.lake.scratch)
     source = f"ibm_aml:{path.name}"
     batch = Batch(rejected=alerts.rejected, rows_in=alerts.rows_in)
     for n, dump in alerts.cases:

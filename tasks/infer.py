@@ -101,7 +101,7 @@ def load_cases(
     in id order (only those whose id ``keep`` accepts); returns (store, rejected rows, input
     label). No list of every case object is ever built."""
     items, label = _case_stream(ctx, source=source, split=split)
-    store, rejected = CaseStore(folder=ctx.lake.root / "_scratch"), []
+    store, rejected = CaseStore(folder=ctx.lake.scratch), []
     for item in items:
         if isinstance(item, Rejected):
             rejected.append(item.as_dict())

@@ -148,6 +148,12 @@ class Lake:
                 domain, dataset, frame, sources, extra=extra, attachments=attachments
             )
 
+    @property
+    def scratch(self) -> Path:
+        """Where a stage keeps unmasked working files while it runs (inside the lake, as
+        the data they come from)."""
+        return self.root / "_scratch"
+
     def write_lock(self, domain: str, dataset: str) -> FileLock:
         """One writer per dataset at a time (across processes; the OS frees it when its
         holder dies), so concurrent runs never claim the same version number and a

@@ -288,7 +288,7 @@ def report_version(ctx: StageContext, *, version: str | None, output: Path | Non
 
         raise PonderError("version", f"{domain} has no predictions yet", "run `ponder infer`")
     ids = pl.scan_parquet(info.path / "part-*.parquet").select("case_id").collect()["case_id"]
-    cases = CaseStore(_lake_cases(ctx, set(ids)), folder=ctx.lake.root / "_scratch")
+    cases = CaseStore(_lake_cases(ctx, set(ids)), folder=ctx.lake.scratch)
     title = f"ponder predictions {domain} {info.version}"
     meta = {"rows": info.rows, "sources": ", ".join(info.manifest["sources"])}
     pages = version_pages(ctx, info.path, cases=cases, title=title, meta=meta, links={})
