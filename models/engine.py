@@ -134,6 +134,17 @@ _SAMPLING_FIXES = {
 }
 
 
+def _messages(prompt: Prompt) -> list[dict[str, Any]]:
+    """``prompt`` as chat messages, or an error that says what a prompt must be."""
+    if not prompt or not isinstance(prompt[0], dict):
+        raise PonderError(
+            "prompt",
+            "expected chat messages or token ids",
+            'pass [{"role": "user", "content": ...}] or a list of ints',
+        )
+    return prompt  # type: ignore[return-value]
+
+
 class Generator(ABC):
     """Backend-neutral generation over one model directory."""
 
@@ -152,19 +163,31 @@ class Generator(ABC):
         """Token ids for a prompt: chat messages get the chat template and generation prompt."""
         if prompt and isinstance(prompt[0], int):
             return list(prompt)  # type: ignore[arg-type]
-        if not prompt or not isinstance(prompt[0], dict):
-            raise PonderError(
-                "prompt",
-                "expected chat messages or token ids",
-                'pass [{"role": "user", "content": ...}] or a list of ints',
-            )
         ids = self.tokenizer.apply_chat_template(
-            safe_messages(self.tokenizer, prompt),  # type: ignore[arg-type]
+            safe_messages(self.tokenizer, _messages(prompt)),
             add_generation_prompt=True,
             tokenize=True,
             return_dict=False,
         )
         return list(ids)
+
+    def fits(self, prompt: Prompt, budget: int) -> bool:
+        """Whether ``prompt`` takes at most ``budget`` tokens, without tokenizing it when its
+        rendered text alone shows it: every token of a byte-level BPE or of a SentencePiece
+        tokenizer with byte fallback stands for at least one byte of the text, bar one
+        (SentencePiece's dummy prefix). Tokenizing is the costly part (about 0.4 ms a
+        prompt on the example model's tokenizer, against 0.02 ms to render it); a text of
+        ``budget`` bytes or more is counted exactly."""
+        if prompt and isinstance(prompt[0], int):
+            return len(prompt) <= budget
+        text = self.tokenizer.apply_chat_template(
+            safe_messages(self.tokenizer, _messages(prompt)),
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        if isinstance(text, str) and len(text.encode("utf-8")) + 1 <= budget:
+            return True
+        return len(self.encode(prompt)) <= budget
 
     def generate(
         self, prompts: Sequence[Prompt], sampling: SamplingConfig, progress: bool = False

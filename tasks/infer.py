@@ -244,7 +244,7 @@ def fits(
     tools: list[str] | None = None,
 ) -> bool:
     """Whether the prompt plus one step still fits the model's context."""
-    return len(generator.encode(domain.prompt(case, tools))) + cfg.step_tokens <= max_len
+    return generator.fits(domain.prompt(case, tools), max_len - cfg.step_tokens)
 
 
 @task(cache_policy=NO_CACHE)  # engine and scorer are not hashable inputs

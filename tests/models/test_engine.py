@@ -131,3 +131,34 @@ def test_the_simulated_engine_sleeps_per_token_and_uses_the_tokenizer(tiny_model
     done = out[0].completions[0]
     assert len(done.token_ids) == 20 and done.finish_reason == "length"
     assert done.logprobs == [-1.0] * 20
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["What is 2 + 3?", "Patiënt née à Zürich, 体重 70 kg 🙂; " * 20, "x" * 600, "\n\n  \t" * 50],
+)
+def test_fits_agrees_with_the_exact_token_count_at_every_budget(tiny_model, content) -> None:
+    """The context check skips the tokenizer only where the rendered text's bytes prove the
+    fit; at every budget near the token count and near the byte count it says what
+    counting the tokens says (non-ASCII, emoji and whitespace runs included)."""
+    from models.engine import TokenizerOnly
+
+    engine = TokenizerOnly(ModelSpec(model=str(tiny_model)))
+    prompt = [{"role": "user", "content": content}]
+    n = len(engine.encode(prompt))
+    text = engine.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    size = len(text.encode("utf-8"))
+    for budget in [*range(n - 3, n + 4), *range(size - 3, size + 4)]:
+        assert engine.fits(prompt, budget) == (n <= budget), (budget, n, size)
+
+
+def test_fits_tokenizes_only_when_the_bytes_do_not_decide(tiny_model, monkeypatch) -> None:
+    from models.engine import TokenizerOnly
+
+    engine = TokenizerOnly(ModelSpec(model=str(tiny_model)))
+    n = len(engine.encode(PROMPTS[0]))
+    monkeypatch.setattr(engine, "encode", lambda p: pytest.fail("tokenized a prompt that fits"))
+    assert engine.fits(PROMPTS[0], 4096)
+    assert engine.fits([1, 2, 3], 3) and not engine.fits([1, 2, 3], 2)
+    monkeypatch.setattr(engine, "encode", lambda p: [0] * n)
+    assert not engine.fits(PROMPTS[0], n - 1)
