@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -152,7 +153,7 @@ def measured(
     argv = [sys.executable, "-m", "bench.scale", "one", "--cases", str(cases), "--model", model]
     argv += ["--workers", str(workers), "--shard-size", str(shard_size)]
     argv += ["--max-tokens", str(max_tokens), "--result", str(result)]
-    start = time.perf_counter()
+    start, clock = time.perf_counter(), time.time()
     with open(home / "runs.log", "a") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         peak = Peak(proc.pid)
@@ -163,7 +164,36 @@ def measured(
         raise SystemExit(f"[scale] a run failed ({code}); see {home / 'runs.log'}")
     out = json.loads(result.read_text())
     return {"result": out, "wall_s": wall, "rss_main_mb": main_mb, "rss_tree_mb": tree_mb,
-            "cpu_busy": busy, "shards": shard_times(home, out["version"])}  # fmt: skip
+            "cpu_busy": busy, "shards": shard_times(home, out["version"]),
+            "window": (clock, clock + wall)}  # fmt: skip
+
+
+SERVER_WAIT = re.compile(r"^(\d\d):(\d\d):(\d\d)\.\d+ \|.*?(?:\[\s*(\d+)ms\]|(Error flushing))")
+
+
+def server_waits(log: Path, window: tuple[float, float], *, at_least_s: float = 30) -> list[str]:
+    """What the Prefect server logged, inside ``window`` (epoch seconds), of a write that
+    waited out SQLite's busy timeout: a service call of ``at_least_s`` or more, or a failed
+    flush of the task-run recorder (it comes at the end of such a wait). A measured run with
+    one waited on the server's database, not on its own work (README, "Operating ponder").
+    The log's times are this machine's local clock, to the second."""
+    if not log.exists():
+        return []
+    day = time.localtime(window[0])
+    midnight = time.mktime((day.tm_year, day.tm_mon, day.tm_mday, 0, 0, 0, 0, 0, -1))
+    lo, hi = window[0] - midnight - 1, window[1] - midnight + 1
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        m = SERVER_WAIT.match(line)
+        if not m:
+            continue
+        at = int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3])
+        at += 86_400 if at < lo - 43_200 else 0  # past midnight
+        waited = int(m[4]) / 1000 if m[4] else None
+        if lo <= at <= hi and (waited is None or waited >= at_least_s):
+            what = "a task-run flush failed" if waited is None else f"a call waited {waited:.0f} s"
+            found.append(f"{m[1]}:{m[2]}:{m[3]} {what}")
+    return found
 
 
 def shard_times(home: Path, version: str) -> list[dict[str, float]]:
@@ -283,13 +313,16 @@ def one_fanout(cases: Path, *, model: str, home: Path, env: dict[str, str], work
     gen = max(sum(shards[i]["latency_s"] for i in block) for block in blocks)
     tokens = sum(s["tokens"] for s in shards)
     n = sum(s["cases"] for s in shards)
+    waits = server_waits(home / "serve" / "prefect-server.log", got["window"])
     row = {**got, "generation_s": gen, "overhead_ms": 1000 * (got["wall_s"] - gen) / n,
-           "tokens_per_s": tokens / got["wall_s"], "cases_per_s": n / got["wall_s"]}  # fmt: skip
+           "tokens_per_s": tokens / got["wall_s"], "cases_per_s": n / got["wall_s"],
+           "server_waits": waits}  # fmt: skip
     OUT.print(
         f"[fan-out {env['PONDER_BACKEND']}] workers={workers}: {n} cases in {got['wall_s']:.0f} s"
         f" ({row['cases_per_s']:.1f} cases/s, {row['tokens_per_s']:.0f} generated tokens/s); "
         f"generation {gen:.0f} s, overhead {row['overhead_ms']:.1f} ms/case; CPUs "
-        f"{100 * got['cpu_busy']:.0f}% busy"
+        f"{100 * got['cpu_busy']:.0f}% busy; Prefect server waits of 30 s or more: "
+        + ("; ".join(waits) if waits else "none")
     )
     return row
 
@@ -320,9 +353,11 @@ def report(doc: dict[str, Any], out: Path) -> None:
         OUT.print(f"\ntime per case at {hi:,} / at {lo:,}: x{t:.2f} (goal <= 1.1)")
         OUT.print(f"peak RSS at {hi:,} / at {lo:,}: infer x{m:.2f}, tree x{tree:.2f} (goal <= 1.2)")
     for backend, runs in doc.get("fanout", {}).items():
+        waited = [w for k in ("1", "2") for w in runs[k].get("server_waits", [])]
+        flag = f"; NOT CLEAN: {len(waited)} Prefect server wait(s) in the pair" if waited else ""
         OUT.print(
             f"fan-out {backend}: x{runs['ratio']:.2f} with 2 workers (goal >= 1.6); overhead "
-            f"{runs['2']['overhead_ms']:.1f} ms/case with fan-out (goal <= 10)"
+            f"{runs['2']['overhead_ms']:.1f} ms/case with fan-out (goal <= 10){flag}"
         )
     _plot(sizes, out)
 
