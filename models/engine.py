@@ -163,13 +163,7 @@ class Generator(ABC):
         """Token ids for a prompt: chat messages get the chat template and generation prompt."""
         if prompt and isinstance(prompt[0], int):
             return list(prompt)  # type: ignore[arg-type]
-        ids = self.tokenizer.apply_chat_template(
-            safe_messages(self.tokenizer, _messages(prompt)),
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=False,
-        )
-        return list(ids)
+        return list(self._chat_template(prompt, tokenize=True))
 
     def fits(self, prompt: Prompt, budget: int) -> bool:
         """Whether ``prompt`` takes at most ``budget`` tokens, without tokenizing it when its
@@ -180,14 +174,19 @@ class Generator(ABC):
         ``budget`` bytes or more is counted exactly."""
         if prompt and isinstance(prompt[0], int):
             return len(prompt) <= budget
-        text = self.tokenizer.apply_chat_template(
-            safe_messages(self.tokenizer, _messages(prompt)),
-            add_generation_prompt=True,
-            tokenize=False,
-        )
-        if isinstance(text, str) and len(text.encode("utf-8")) + 1 <= budget:
+        if len(self._chat_template(prompt, tokenize=False).encode("utf-8")) + 1 <= budget:
             return True
         return len(self.encode(prompt)) <= budget
+
+    def _chat_template(self, prompt: Prompt, *, tokenize: bool) -> Any:
+        """Chat messages through the model's template with the generation prompt: token ids,
+        or the text they come from."""
+        return self.tokenizer.apply_chat_template(
+            safe_messages(self.tokenizer, _messages(prompt)),
+            add_generation_prompt=True,
+            tokenize=tokenize,
+            return_dict=False,
+        )
 
     def generate(
         self, prompts: Sequence[Prompt], sampling: SamplingConfig, progress: bool = False

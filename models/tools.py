@@ -59,9 +59,6 @@ class ToolGenerator(Generator):
     def encode(self, prompt: Prompt) -> list[int]:
         return self.inner.encode(prompt)
 
-    def fits(self, prompt: Prompt, budget: int) -> bool:
-        return self.inner.fits(prompt, budget)
-
     def _generate(
         self, prompt_ids: list[list[int]], sampling: SamplingConfig, progress: bool
     ) -> list[GenerationOutput]:
